@@ -1,0 +1,122 @@
+//! The admin API (SPEC §6): bearer-authenticated JSON endpoints over the store.
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::{App, Body, admin_error, json_response, pagination, path_segment, store_error};
+use crate::store::{Page, TimelineItem};
+
+/// Routes `/v1/...` admin paths; `segments` starts after `v1`.
+pub async fn route(app: &App, method: &Method, segments: &[&str], req: Request<Incoming>) -> Response<Body> {
+    let query = req.uri().query().map(str::to_string);
+    match (method, segments) {
+        (&Method::GET, ["profiles", id]) => profile(app, path_segment(id)).await,
+        (&Method::GET, ["profiles", id, "timeline"]) => timeline(app, path_segment(id), query.as_deref()).await,
+        (&Method::GET, ["backup"]) => backup(app).await,
+        _ => admin_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {method} /v1/{}", segments.join("/")),
+        ),
+    }
+}
+
+pub async fn healthz(app: &App) -> Response<Body> {
+    // Writable means the writer answers: a trivial job through the same queue as real work.
+    match app.store.writer().submit_wait(|ctx| Ok(ctx.conn().query_row("SELECT 1", [], |_| Ok(()))?)).await {
+        Ok(()) => json_response(StatusCode::OK, &json!({"status": "ok"})),
+        Err(e) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unavailable", "error": e.to_string()}),
+        ),
+    }
+}
+
+async fn profile(app: &App, id: String) -> Response<Body> {
+    match app.store.profile(id).await {
+        Ok(p) => json_response(
+            StatusCode::OK,
+            &json!({
+                "id": p.key,
+                "traits": p.traits,
+                "ids": p.ids,
+                "created_at": crate::ingest::format_ms(p.created_at),
+                "updated_at": crate::ingest::format_ms(p.updated_at),
+                "instances": [],
+            }),
+        ),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn timeline(app: &App, id: String, query: Option<&str>) -> Response<Body> {
+    let (limit, cursor) = match pagination(query) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    match app.store.timeline(id, cursor, limit).await {
+        Ok(page) => json_response(StatusCode::OK, &page_json(page, timeline_item)),
+        Err(e) => store_error(e),
+    }
+}
+
+fn timeline_item(item: TimelineItem) -> Value {
+    match item {
+        TimelineItem::Event { seq, message } => json!({"kind": "event", "seq": seq, "message": message}),
+    }
+}
+
+fn page_json<T>(page: Page<T>, item: impl Fn(T) -> Value) -> Value {
+    json!({
+        "items": page.items.into_iter().map(item).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+    })
+}
+
+/// Streams a consistent snapshot of the database file.
+async fn backup(app: &App) -> Response<Body> {
+    let file = match app.store.backup_file().await {
+        Ok(f) => f,
+        Err(e) => return store_error(e),
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(4);
+    // Read on a blocking thread and hand each chunk to the response body. The thread belongs to
+    // this response: it ends at end of file, or as soon as the client goes away.
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut file = file;
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if runtime.block_on(tx.send(Frame::data(buf.into()))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // Dropping the sender ends the body short of its Content-Length: the client
+                    // sees a failed transfer rather than a truncated file it might trust.
+                    tracing::error!(error = %e, "backup stream failed");
+                    break;
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(body.boxed());
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.sqlite3"));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"journeyd-backup.db\""),
+    );
+    resp
+}

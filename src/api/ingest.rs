@@ -1,0 +1,166 @@
+//! The Segment-compatible Tracking API (SPEC §2): paths, write-key auth, content types, gzip, and
+//! the `{"success": ...}` response shapes.
+
+use std::io::Read;
+
+use base64::Engine;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::{App, Body, Failure, busy, json_response, read_body};
+use crate::ingest::{CallType, Endpoint, MAX_REQUEST_BYTES, Parsed, RequestError};
+use crate::store::hash_secret;
+
+/// The endpoint a `/v1/{name}` path names, browser aliases included.
+pub fn endpoint(name: &str) -> Option<Endpoint> {
+    Some(match name {
+        "track" | "t" => Endpoint::Single(CallType::Track),
+        "identify" | "i" => Endpoint::Single(CallType::Identify),
+        "page" | "p" => Endpoint::Single(CallType::Page),
+        "screen" | "s" => Endpoint::Single(CallType::Screen),
+        "group" | "g" => Endpoint::Single(CallType::Group),
+        "alias" | "a" => Endpoint::Single(CallType::Alias),
+        "batch" | "b" => Endpoint::Batch,
+        _ => return None,
+    })
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
+    json_response(status, &json!({"success": false, "code": code, "message": message.into()}))
+}
+
+fn request_error(e: RequestError) -> Response<Body> {
+    error(StatusCode::BAD_REQUEST, e.code(), e.to_string())
+}
+
+pub async fn handle(app: &App, endpoint: Endpoint, req: Request<Incoming>) -> Response<Body> {
+    let received_at = app.now();
+    let headers = req.headers().clone();
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if !matches!(ct.as_str(), "application/json" | "text/plain" | "") {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("content type \"{ct}\" is not accepted: send application/json or text/plain"),
+            );
+        }
+    }
+    let header_key = match basic_user(&headers) {
+        Ok(key) => key,
+        Err(message) => return error(StatusCode::UNAUTHORIZED, "unauthorized", message),
+    };
+    if let Some(key) = &header_key
+        && !app.keys.write.contains(&hash_secret(key))
+    {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", "write key is not valid");
+    }
+
+    let raw = match read_body(req, MAX_REQUEST_BYTES).await {
+        Ok(b) => b,
+        Err(None) => {
+            return request_error(RequestError::TooLarge(format!("request is larger than {MAX_REQUEST_BYTES} bytes")));
+        }
+        Err(Some(e)) => return error(StatusCode::BAD_REQUEST, "invalid_body", format!("could not read the body: {e}")),
+    };
+    let body = match decode(&headers, raw) {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+    let parsed = match Parsed::new(endpoint, &body) {
+        Ok(p) => p,
+        Err(e) => return request_error(e),
+    };
+    if header_key.is_none() {
+        match parsed.write_key() {
+            Some(key) if app.keys.write.contains(&hash_secret(key)) => {}
+            Some(_) => return error(StatusCode::UNAUTHORIZED, "unauthorized", "write key is not valid"),
+            None => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "send the write key as the Basic auth user name or as \"writeKey\" in the body",
+                );
+            }
+        }
+    }
+    let mut new_id = || uuid::Uuid::new_v4().to_string();
+    let (messages, rejected) = match parsed.messages(received_at, &mut new_id) {
+        Ok(m) => m,
+        Err(e) => return request_error(e),
+    };
+    if !messages.is_empty() {
+        match app.store.ingest(messages).await {
+            Ok(_) => {}
+            Err(e) => {
+                return match Failure::from(e) {
+                    Failure::Busy => busy(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        "the write queue is full: retry later",
+                    )),
+                    Failure::NotFound(m) | Failure::Internal(m) => {
+                        tracing::error!(error = %m, "ingest failed");
+                        error(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+                    }
+                };
+            }
+        }
+    }
+    let mut answer = json!({"success": true});
+    if !rejected.is_empty() {
+        answer["rejected"] = Value::Array(
+            rejected.into_iter().map(|r| json!({"index": r.index, "code": r.code, "message": r.message})).collect(),
+        );
+    }
+    json_response(StatusCode::OK, &answer)
+}
+
+/// The write key of a Basic `Authorization` header (the user name; the password is ignored and
+/// the colon optional). `Ok(None)` when there is no Basic header.
+fn basic_user(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let value = value.to_str().map_err(|_| "authorization header is not valid")?;
+    let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else {
+        return Ok(None);
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| "basic credentials are not valid base64")?;
+    let text = String::from_utf8(decoded).map_err(|_| "basic credentials are not UTF-8")?;
+    let user = text.split_once(':').map(|(u, _)| u).unwrap_or(&text);
+    Ok(Some(user.to_string()))
+}
+
+/// Undoes `Content-Encoding: gzip`, keeping to the request size limit after decompression.
+fn decode(headers: &HeaderMap, raw: bytes::Bytes) -> Result<bytes::Bytes, Response<Body>> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "identity" | "" => Ok(raw),
+        "gzip" | "x-gzip" => {
+            let mut out = Vec::with_capacity(raw.len() * 4);
+            let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]).take(MAX_REQUEST_BYTES as u64 + 1);
+            if let Err(e) = decoder.read_to_end(&mut out) {
+                return Err(request_error(RequestError::InvalidJson(format!("body is not valid gzip: {e}"))));
+            }
+            if out.len() > MAX_REQUEST_BYTES {
+                return Err(request_error(RequestError::TooLarge(format!(
+                    "request is larger than {MAX_REQUEST_BYTES} bytes once decompressed"
+                ))));
+            }
+            Ok(out.into())
+        }
+        other => Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content encoding \"{other}\" is not accepted: send gzip or no encoding"),
+        )),
+    }
+}

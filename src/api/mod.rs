@@ -1,0 +1,175 @@
+//! The HTTP API: routes, authentication, request and response shapes, and the one place where
+//! errors become status codes. It is the only module that knows HTTP.
+//!
+//! Two families of routes with two error shapes: the Segment-compatible ingest API
+//! (`{"success": false, "code", "message"}`, write keys) and the admin API
+//! (`{"error": {"code", "message", "details"}}`, bearer admin tokens).
+
+mod admin;
+mod ingest;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::store::{KeySet, Store, StoreError, SubmitError, hash_secret};
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Everything a request handler needs; shared by every connection.
+pub struct App {
+    pub store: Store,
+    pub keys: KeySet,
+}
+
+impl App {
+    pub fn new(store: Store, keys: KeySet) -> Arc<App> {
+        Arc::new(App { store, keys })
+    }
+
+    fn now(&self) -> i64 {
+        self.store.clock().now_ms()
+    }
+
+    /// Routes one request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let method = req.method().clone();
+        let response = match (&method, segments.as_slice()) {
+            (&Method::POST, ["v1", name]) if ingest::endpoint(name).is_some() => {
+                ingest::handle(&self, ingest::endpoint(name).expect("checked"), req).await
+            }
+            (&Method::GET, ["healthz"]) => admin::healthz(&self).await,
+            (_, ["v1", ..]) => match self.admin_auth(&req) {
+                Err(resp) => resp,
+                Ok(()) => admin::route(&self, &method, &segments[1..], req).await,
+            },
+            _ => admin_error(StatusCode::NOT_FOUND, "not_found", format!("no route for {method} {path}")),
+        };
+        Ok(response)
+    }
+
+    fn admin_auth(&self, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        match token {
+            Some(t) if self.keys.admin.contains(&hash_secret(t)) => Ok(()),
+            Some(_) => Err(admin_error(StatusCode::UNAUTHORIZED, "unauthorized", "admin token is not valid")),
+            None => Err(admin_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this path needs an \"Authorization: Bearer <admin token>\" header",
+            )),
+        }
+    }
+}
+
+/// Reads a request body up to `limit` bytes. `Err(None)` means the body was larger.
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Option<String>> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(None),
+        Err(e) => Err(Some(e.to_string())),
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut resp = Response::new(full(serde_json::to_vec(value).expect("JSON serialises")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// An admin API error: `{"error": {"code", "message"}}`.
+fn admin_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
+    json_response(status, &json!({"error": {"code": code, "message": message.into()}}))
+}
+
+/// The one mapping from store failures to admin API responses.
+fn store_error(e: impl Into<Failure>) -> Response<Body> {
+    match e.into() {
+        Failure::NotFound(what) => admin_error(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
+        Failure::Busy => busy(admin_error(StatusCode::SERVICE_UNAVAILABLE, "busy", "the write queue is full: retry later")),
+        Failure::Internal(message) => {
+            tracing::error!(error = %message, "request failed");
+            admin_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        }
+    }
+}
+
+/// Adds the `Retry-After` header that tells clients (and Segment SDKs) to come back.
+fn busy(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+/// Store failures, as the API distinguishes them.
+enum Failure {
+    NotFound(String),
+    Busy,
+    Internal(String),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        match e {
+            StoreError::NotFound(what) => Failure::NotFound(what),
+            other => Failure::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<SubmitError> for Failure {
+    fn from(e: SubmitError) -> Failure {
+        match e {
+            SubmitError::QueueFull | SubmitError::Closed => Failure::Busy,
+            SubmitError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Parses `?limit=&cursor=` of a list call: limit defaults to 100 and is capped at 1000.
+fn pagination(query: Option<&str>) -> Result<(usize, Option<i64>), Response<Body>> {
+    let mut limit = 100usize;
+    let mut cursor = None;
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "limit" => match v.parse::<usize>() {
+                Ok(n) if n >= 1 => limit = n.min(1000),
+                _ => return Err(admin_error(StatusCode::BAD_REQUEST, "bad_request", format!("limit must be a positive integer, got \"{v}\""))),
+            },
+            "cursor" if !v.is_empty() => match v.parse::<i64>() {
+                Ok(n) => cursor = Some(n),
+                Err(_) => return Err(admin_error(StatusCode::BAD_REQUEST, "bad_request", format!("cursor \"{v}\" is not valid"))),
+            },
+            _ => {}
+        }
+    }
+    Ok((limit, cursor))
+}
+
+/// Decodes the pairs of a query string.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+
+/// Decodes one path segment (`%40` in an email address, say).
+fn path_segment(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}

@@ -1,0 +1,296 @@
+//! Journey definitions (SPEC §3): the types a journey document parses into, its validation, and the
+//! evaluation of conditions. Pure: no IO, no clock, so `journeyd check`, the admin API and the engine
+//! all see the same rules.
+//!
+//! Layout: this file holds the definition types and small helpers; `parse.rs` turns a JSON document
+//! into a [`Journey`] while collecting every [`Problem`] with its JSON pointer; `graph.rs` checks step
+//! references (dangling, cycles, unreachable steps); `condition.rs` holds [`Condition`] and its evaluation.
+//!
+//! Beyond the agreed interface this module also offers:
+//! - [`HoldBranch::label`], [`SplitBranch::label`], [`RandomBranch::label`]: the key a branch is
+//!   counted under in stats (its `name`, else a hold branch's `event`, else `"branch {index}"` with
+//!   the branch's 0-based position, the same index its JSON pointer uses).
+//! - [`HoldBranch::context_key`]: the journey-context key a hold branch event is stored under (`as`, else its event).
+//! - [`StepKind::type_name`]: the JSON `type` of a step; [`Step::successors`]: the step ids it can go to.
+//! - A send step's `event_name` is already defaulted to the step id by the parser, so callers need not default it.
+//! - [`Op::key`], [`Target::lookup`], [`Target::segments`], [`condition::lookup`]: evaluation helpers.
+//! - [`Problem`] implements `Display` (`/steps/1/next: unknown step "x"`) and `Serialize`
+//!   (`{"path", "message"}`, the shape of the API's validation details).
+//! - The limits as constants: [`MAX_STEPS`], [`MAX_BRANCHES`], [`MAX_EXIT_EVENTS`], [`MAX_NAME_CHARS`],
+//!   [`MIN_DURATION_MS`], [`MAX_DURATION_MS`].
+//!
+//! Decisions where the spec is silent: JSON `null` in an optional field means the same as leaving it out
+//! (for step references that is the spec's "completes here"); names, events, ids and keys must be
+//! non-empty strings (the journey's free-text `name` aside); `"*"` in a send step's `traits` must stand alone.
+
+mod condition;
+mod graph;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+pub use condition::{Condition, Op, Target, all_hold, lookup};
+
+use serde::Serialize;
+use std::fmt;
+
+/// At most this many steps in a journey (SPEC §3).
+pub const MAX_STEPS: usize = 50;
+/// At most this many branches in one step (SPEC §3).
+pub const MAX_BRANCHES: usize = 9;
+/// At most this many exit events (SPEC §3.4).
+pub const MAX_EXIT_EVENTS: usize = 10;
+/// The longest journey name, counted in characters rather than bytes so that non-ASCII names are not penalised.
+pub const MAX_NAME_CHARS: usize = 73;
+/// The shortest duration a journey may use: `1s`.
+pub const MIN_DURATION_MS: u64 = 1_000;
+/// The longest duration a journey may use: `365d`.
+pub const MAX_DURATION_MS: u64 = 365 * 24 * 3_600_000;
+
+/// A validated journey definition. Every step reference in it names an existing step, the steps form
+/// a DAG, and there is at least one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Journey {
+    pub id: String,
+    /// The document's `name`, or the id when it has none.
+    pub name: String,
+    pub entry: Entry,
+    pub exit: Exit,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub event: String,
+    /// JSON `where`; empty when absent.
+    pub conditions: Vec<Condition>,
+    pub reentry: Reentry,
+    pub unique_by: Option<String>,
+}
+
+/// When a trigger event may start a new instance (SPEC §3, `entry.reentry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reentry {
+    /// `"every_time"`: every trigger starts an instance.
+    #[default]
+    EveryTime,
+    /// `"if_not_active"`: only when the profile has no active instance of this journey.
+    IfNotActive,
+    /// `"once"`: once per profile, ever, for this journey id.
+    Once,
+}
+
+/// Exit rules (SPEC §3.4); the default (no events, no send) when the document has no `exit`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Exit {
+    pub events: Vec<ExitEvent>,
+    /// The id of a `send` step to run once when an exit rule ends an instance.
+    pub send: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitEvent {
+    pub event: String,
+    /// JSON `where`; empty when absent.
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub id: String,
+    pub kind: StepKind,
+}
+
+/// What a step does (SPEC §3.2). Every `Option<String>` step reference is `None` when the instance
+/// completes there. Durations are milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    HoldUntil {
+        branches: Vec<HoldBranch>,
+        max_hold: Option<u64>,
+        on_timeout: Option<String>,
+    },
+    Delay {
+        duration: u64,
+        next: Option<String>,
+    },
+    Split {
+        branches: Vec<SplitBranch>,
+        /// JSON `else`.
+        otherwise: Option<String>,
+    },
+    RandomSplit {
+        branches: Vec<RandomBranch>,
+        sticky: bool,
+    },
+    Send {
+        destination: String,
+        /// Already defaulted to the step id when the document leaves it out.
+        event_name: String,
+        /// Trait names to copy from the profile; `["*"]` means all of them.
+        traits: Vec<String>,
+        /// A JSON object template (SPEC §5), or `None` for the default payload.
+        mapping: Option<serde_json::Value>,
+        next: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HoldBranch {
+    pub name: Option<String>,
+    pub event: String,
+    /// JSON `where`; empty when absent.
+    pub conditions: Vec<Condition>,
+    /// When true the branch restarts the hold instead of leaving it; `next` is then always `None`.
+    pub reset_timer: bool,
+    /// JSON `as`: the context key the event is stored under.
+    pub as_key: Option<String>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitBranch {
+    pub name: Option<String>,
+    /// Path conditions over `context.` and `traits.`; an empty list always holds.
+    pub conditions: Vec<Condition>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomBranch {
+    pub name: Option<String>,
+    /// 0 to 100; the branches of one step total exactly 100.
+    pub percent: u32,
+    pub next: Option<String>,
+}
+
+/// One validation problem: where (a JSON pointer into the document) and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// A JSON pointer such as `/steps/1/branches/0/next`; `""` is the whole document.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = if self.path.is_empty() { "/" } else { &self.path };
+        write!(f, "{path}: {}", self.message)
+    }
+}
+
+/// Parses and validates a journey document. On failure returns every problem found, not just the
+/// first, each with its JSON pointer, in document order (graph problems, which need the whole
+/// document, come after the problems of the fields themselves).
+pub fn parse(doc: &serde_json::Value) -> Result<Journey, Vec<Problem>> {
+    parse::parse(doc)
+}
+
+/// Parses a duration: a whole number and a unit `s`, `m`, `h`, `d` or `w` (`"90m"` is 5_400_000 ms).
+/// `None` when malformed or too large for a u64. The 1s..=365d range is a validation rule, not a
+/// syntax rule, so `"0s"` parses here and is rejected by [`parse`].
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let unit_ms: u64 = match s.chars().last()? {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        'w' => 604_800_000,
+        _ => return None,
+    };
+    let digits = &s[..s.len() - 1];
+    // `u64::from_str` would also accept a leading `+`; the spec's format is digits only.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(unit_ms)
+}
+
+impl Journey {
+    /// The step with this id.
+    pub fn step(&self, id: &str) -> Option<&Step> {
+        self.steps.iter().find(|step| step.id == id)
+    }
+
+    /// The step an instance starts at. Always `Some` for a journey that came out of [`parse`].
+    pub fn first_step(&self) -> Option<&Step> {
+        self.steps.first()
+    }
+
+    /// Every destination id named by a send step, each once, in step order (for the API's
+    /// "destination must exist" check and for refusing to delete a destination in use).
+    pub fn destinations(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for step in &self.steps {
+            if let StepKind::Send { destination, .. } = &step.kind
+                && !out.contains(&destination.as_str())
+            {
+                out.push(destination);
+            }
+        }
+        out
+    }
+}
+
+impl Step {
+    /// The ids of the steps this step can go to, in document order (duplicates possible when
+    /// branches join). An empty list means every way out of this step completes the instance.
+    pub fn successors(&self) -> Vec<&str> {
+        let refs: Vec<&Option<String>> = match &self.kind {
+            StepKind::HoldUntil { branches, on_timeout, .. } => {
+                branches.iter().map(|b| &b.next).chain([on_timeout]).collect()
+            }
+            StepKind::Delay { next, .. } | StepKind::Send { next, .. } => vec![next],
+            StepKind::Split { branches, otherwise } => {
+                branches.iter().map(|b| &b.next).chain([otherwise]).collect()
+            }
+            StepKind::RandomSplit { branches, .. } => branches.iter().map(|b| &b.next).collect(),
+        };
+        refs.into_iter().filter_map(|r| r.as_deref()).collect()
+    }
+}
+
+impl StepKind {
+    /// The JSON `type` of the step.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            StepKind::HoldUntil { .. } => "hold_until",
+            StepKind::Delay { .. } => "delay",
+            StepKind::Split { .. } => "split",
+            StepKind::RandomSplit { .. } => "random_split",
+            StepKind::Send { .. } => "send",
+        }
+    }
+}
+
+impl HoldBranch {
+    /// The key this branch is counted under in stats: its `name`, else its `event`.
+    pub fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.event.clone())
+    }
+
+    /// The journey-context key the branch's event is stored under (SPEC §3.3): `as`, else the event name.
+    pub fn context_key(&self) -> &str {
+        self.as_key.as_deref().unwrap_or(&self.event)
+    }
+}
+
+impl SplitBranch {
+    /// The key this branch is counted under in stats: its `name`, else `"branch {index}"` where
+    /// `index` is the branch's 0-based position in the step.
+    pub fn label(&self, index: usize) -> String {
+        branch_label(&self.name, index)
+    }
+}
+
+impl RandomBranch {
+    /// The key this branch is counted under in stats: its `name`, else `"branch {index}"` where
+    /// `index` is the branch's 0-based position in the step.
+    pub fn label(&self, index: usize) -> String {
+        branch_label(&self.name, index)
+    }
+}
+
+fn branch_label(name: &Option<String>, index: usize) -> String {
+    name.clone().unwrap_or_else(|| format!("branch {index}"))
+}

@@ -1,0 +1,650 @@
+//! Reading a journey document into a [`Journey`], collecting every problem with its JSON pointer.
+//!
+//! The parser is hand-written over `serde_json::Value` rather than derived with serde because serde stops
+//! at the first error and reports it without a usable path, while `journeyd check` and the API must list
+//! every problem at once. Each reader reports what is wrong and returns a placeholder, so parsing carries
+//! on past a problem; the placeholders never escape, because any problem turns the result into `Err`.
+
+use super::condition::{Condition, Op, Target};
+use super::graph::{self, Graph, Node, Ref};
+use super::{
+    Entry, Exit, ExitEvent, HoldBranch, Journey, MAX_BRANCHES, MAX_DURATION_MS, MAX_EXIT_EVENTS, MAX_NAME_CHARS,
+    MAX_STEPS, MIN_DURATION_MS, Problem, RandomBranch, Reentry, SplitBranch, Step, StepKind, parse_duration,
+};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+
+pub(super) fn parse(doc: &Value) -> Result<Journey, Vec<Problem>> {
+    let mut parser = Parser::default();
+    let journey = parser.journey(doc);
+    graph::check(&parser.graph, &mut parser.problems);
+    match journey {
+        Some(journey) if parser.problems.is_empty() => Ok(journey),
+        _ => Err(parser.problems),
+    }
+}
+
+const TOP_KEYS: &[&str] = &["id", "name", "entry", "exit", "steps"];
+const ENTRY_KEYS: &[&str] = &["event", "where", "reentry", "unique_by"];
+const EXIT_KEYS: &[&str] = &["events", "send"];
+const EXIT_EVENT_KEYS: &[&str] = &["event", "where"];
+const HOLD_KEYS: &[&str] = &["id", "type", "branches", "max_hold", "on_timeout"];
+const HOLD_BRANCH_KEYS: &[&str] = &["name", "event", "where", "reset_timer", "as", "next"];
+const DELAY_KEYS: &[&str] = &["id", "type", "duration", "next"];
+const SPLIT_KEYS: &[&str] = &["id", "type", "branches", "else"];
+const SPLIT_BRANCH_KEYS: &[&str] = &["name", "where", "next"];
+const RANDOM_KEYS: &[&str] = &["id", "type", "branches", "sticky"];
+const RANDOM_BRANCH_KEYS: &[&str] = &["name", "percent", "next"];
+const SEND_KEYS: &[&str] = &["id", "type", "destination", "event_name", "traits", "mapping", "next"];
+const TARGET_KEYS: &[&str] = &["property", "path"];
+/// In the order the spec lists them, which is the order messages name them in.
+const OPERATORS: &[&str] = &[
+    "equals",
+    "not_equals",
+    "in",
+    "not_in",
+    "exists",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "contains",
+    "starts_with",
+];
+
+/// A JSON object being read, with its pointer for messages.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    path: String,
+}
+
+impl<'a> Fields<'a> {
+    /// The value of an optional field. JSON `null` counts as absent, as serde's `Option` would have it.
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn path(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+}
+
+#[derive(Default)]
+struct Parser {
+    problems: Vec<Problem>,
+    graph: Graph,
+}
+
+impl Parser {
+    fn report(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem { path: path.to_string(), message: message.into() });
+    }
+
+    fn wrong_type(&mut self, path: &str, expected: &str, got: &Value) {
+        self.report(path, format!("expected {expected}, got {}", describe(got)));
+    }
+
+    /// Reads an object and reports every key not in `allowed`: a typo such as `nxt` must not silently
+    /// turn into "completes here".
+    fn fields<'a>(&mut self, value: &'a Value, path: &str, allowed: &[&str]) -> Option<Fields<'a>> {
+        let Value::Object(map) = value else {
+            self.wrong_type(path, "an object", value);
+            return None;
+        };
+        for key in map.keys().filter(|key| !allowed.contains(&key.as_str())) {
+            self.report(&join(path, key), format!("unknown field \"{key}\""));
+        }
+        Some(Fields { map, path: path.to_string() })
+    }
+
+    /// A non-empty string at `path`.
+    fn string(&mut self, value: &Value, path: &str) -> Option<String> {
+        match value {
+            Value::String(s) if s.is_empty() => {
+                self.report(path, "must not be empty");
+                None
+            }
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.wrong_type(path, "a string", other);
+                None
+            }
+        }
+    }
+
+    /// The value of a required field. Here `null` is a value (of the wrong type), not absence, so the
+    /// message says what the field holds.
+    fn required<'a>(&mut self, f: &Fields<'a>, key: &str) -> Option<&'a Value> {
+        let value = f.map.get(key);
+        if value.is_none() {
+            self.report(&f.path(key), format!("missing field \"{key}\""));
+        }
+        value
+    }
+
+    fn required_string(&mut self, f: &Fields, key: &str) -> Option<String> {
+        let value = self.required(f, key)?;
+        self.string(value, &f.path(key))
+    }
+
+    fn optional_string(&mut self, f: &Fields, key: &str) -> Option<String> {
+        f.get(key).and_then(|value| self.string(value, &f.path(key)))
+    }
+
+    fn optional_bool(&mut self, f: &Fields, key: &str) -> Option<bool> {
+        match f.get(key)? {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.wrong_type(&f.path(key), "a boolean", other);
+                None
+            }
+        }
+    }
+
+    /// An array field; `required` decides whether absence is a problem.
+    fn array<'a>(&mut self, f: &Fields<'a>, key: &str, required: bool) -> Option<&'a Vec<Value>> {
+        let value = if required { self.required(f, key)? } else { f.get(key)? };
+        match value {
+            Value::Array(items) => Some(items),
+            other => {
+                self.wrong_type(&f.path(key), "an array", other);
+                None
+            }
+        }
+    }
+
+    /// A step reference: a step id, or null/absent for "the instance completes here". The reference is
+    /// recorded on the current step's graph node (or as `exit.send`) for the whole-document checks.
+    fn step_ref(&mut self, f: &Fields, key: &str) -> Option<String> {
+        let path = f.path(key);
+        match f.get(key)? {
+            Value::String(target) => {
+                let r = Ref { path, target: target.clone() };
+                match self.graph.nodes.last_mut() {
+                    Some(node) => node.refs.push(r),
+                    None => self.graph.exit_send = Some(r),
+                }
+                Some(target.clone())
+            }
+            other => {
+                self.wrong_type(&path, "a step id or null", other);
+                self.graph.complete = false;
+                None
+            }
+        }
+    }
+
+    /// A duration field in milliseconds, within the allowed range.
+    fn duration(&mut self, f: &Fields, key: &str, required: bool) -> Option<u64> {
+        let path = f.path(key);
+        let value = if required { self.required(f, key)? } else { f.get(key)? };
+        let Value::String(text) = value else {
+            self.wrong_type(&path, "a duration string such as \"90m\"", value);
+            return None;
+        };
+        match parse_duration(text) {
+            None => {
+                self.report(&path, format!("bad duration \"{text}\""));
+                None
+            }
+            Some(ms) if !(MIN_DURATION_MS..=MAX_DURATION_MS).contains(&ms) => {
+                self.report(&path, format!("duration \"{text}\" is out of range (1s to 365d)"));
+                None
+            }
+            Some(ms) => Some(ms),
+        }
+    }
+
+    fn journey(&mut self, doc: &Value) -> Option<Journey> {
+        let f = self.fields(doc, "", TOP_KEYS)?;
+        self.graph.complete = true;
+
+        let id = self.required_string(&f, "id");
+        if let Some(id) = &id {
+            let well_formed = id.len() <= 64
+                && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            if !well_formed {
+                self.report("/id", format!("bad id \"{id}\": use 1 to 64 characters from a-z, 0-9, _ and -"));
+            }
+        }
+        let name = match f.get("name") {
+            None => None,
+            Some(Value::String(name)) => {
+                let chars = name.chars().count();
+                if chars > MAX_NAME_CHARS {
+                    self.report("/name", format!("name has {chars} characters, at most {MAX_NAME_CHARS}"));
+                }
+                Some(name.clone())
+            }
+            Some(other) => {
+                self.wrong_type("/name", "a string", other);
+                None
+            }
+        };
+
+        let entry = self.required(&f, "entry").and_then(|value| self.entry(value));
+        let exit = f.get("exit").map(|value| self.exit(value)).unwrap_or_default();
+        let steps = self.steps(&f);
+
+        let id = id?;
+        Some(Journey { name: name.unwrap_or_else(|| id.clone()), id, entry: entry?, exit, steps })
+    }
+
+    fn entry(&mut self, value: &Value) -> Option<Entry> {
+        let f = self.fields(value, "/entry", ENTRY_KEYS)?;
+        let event = self.required_string(&f, "event");
+        let conditions = self.conditions(&f, false, false);
+        let reentry = match f.get("reentry") {
+            None => Reentry::EveryTime,
+            Some(Value::String(s)) => match s.as_str() {
+                "every_time" => Reentry::EveryTime,
+                "if_not_active" => Reentry::IfNotActive,
+                "once" => Reentry::Once,
+                other => {
+                    self.report(
+                        "/entry/reentry",
+                        format!("unknown reentry \"{other}\": expected every_time, if_not_active or once"),
+                    );
+                    Reentry::EveryTime
+                }
+            },
+            Some(other) => {
+                self.wrong_type("/entry/reentry", "a string", other);
+                Reentry::EveryTime
+            }
+        };
+        let unique_by = self.optional_string(&f, "unique_by");
+        Some(Entry { event: event?, conditions, reentry, unique_by })
+    }
+
+    fn exit(&mut self, value: &Value) -> Exit {
+        let Some(f) = self.fields(value, "/exit", EXIT_KEYS) else {
+            return Exit::default();
+        };
+        let mut events = Vec::new();
+        if let Some(items) = self.array(&f, "events", false) {
+            if items.len() > MAX_EXIT_EVENTS {
+                self.report(
+                    "/exit/events",
+                    format!("too many exit events: {}, at most {MAX_EXIT_EVENTS}", items.len()),
+                );
+            }
+            for (i, item) in items.iter().enumerate() {
+                let Some(ef) = self.fields(item, &format!("/exit/events/{i}"), EXIT_EVENT_KEYS) else {
+                    continue;
+                };
+                let event = self.required_string(&ef, "event");
+                let conditions = self.conditions(&ef, false, false);
+                if let Some(event) = event {
+                    events.push(ExitEvent { event, conditions });
+                }
+            }
+        }
+        // Read before any step node exists, so `step_ref` files it as `exit.send`.
+        let send = self.step_ref(&f, "send");
+        Exit { events, send }
+    }
+
+    fn steps(&mut self, f: &Fields) -> Vec<Step> {
+        let Some(items) = self.array(f, "steps", true) else {
+            return Vec::new();
+        };
+        self.graph.steps_known = true;
+        if items.is_empty() {
+            self.report("/steps", "a journey needs at least one step");
+        } else if items.len() > MAX_STEPS {
+            self.report("/steps", format!("too many steps: {}, at most {MAX_STEPS}", items.len()));
+        }
+        let mut seen = HashSet::new();
+        let mut steps = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if let Some(step) = self.step(item, &format!("/steps/{i}"), &mut seen) {
+                steps.push(step);
+            }
+        }
+        steps
+    }
+
+    fn step(&mut self, value: &Value, path: &str, seen: &mut HashSet<String>) -> Option<Step> {
+        self.graph.nodes.push(Node::default());
+        let Value::Object(map) = value else {
+            self.wrong_type(path, "an object", value);
+            self.graph.complete = false;
+            return None;
+        };
+        // Read id and type before checking the keys, because which keys are allowed depends on the type.
+        let loose = Fields { map, path: path.to_string() };
+        let id = self.required_string(&loose, "id");
+        if let Some(id) = &id {
+            let node = self.graph.nodes.last_mut().expect("pushed above");
+            node.id = Some(id.clone());
+            if !seen.insert(id.clone()) {
+                node.duplicate = true;
+                self.report(&loose.path("id"), format!("duplicate step id \"{id}\""));
+            }
+        }
+        let type_name = self.required_string(&loose, "type");
+        let (allowed, type_name): (&[&str], &'static str) = match type_name.as_deref() {
+            Some("hold_until") => (HOLD_KEYS, "hold_until"),
+            Some("delay") => (DELAY_KEYS, "delay"),
+            Some("split") => (SPLIT_KEYS, "split"),
+            Some("random_split") => (RANDOM_KEYS, "random_split"),
+            Some("send") => (SEND_KEYS, "send"),
+            unknown => {
+                if let Some(unknown) = unknown {
+                    self.report(
+                        &loose.path("type"),
+                        format!(
+                            "unknown step type \"{unknown}\": expected hold_until, delay, split, random_split or send"
+                        ),
+                    );
+                }
+                self.generic_refs(&loose);
+                return None;
+            }
+        };
+        self.graph.nodes.last_mut().expect("pushed above").type_name = Some(type_name);
+        let f = self.fields(value, path, allowed)?;
+        let kind = match type_name {
+            "hold_until" => self.hold_until(&f),
+            "delay" => self.delay(&f),
+            "split" => self.split(&f),
+            "random_split" => self.random_split(&f),
+            _ => self.send(&f, id.as_deref().unwrap_or_default()),
+        };
+        Some(Step { id: id?, kind: kind? })
+    }
+
+    /// For a step whose type is missing or unknown, records the references it seems to make, without
+    /// reporting anything about them here: the type problem is the one to fix, and the references keep
+    /// the steps they lead to from also being reported as unreachable.
+    fn generic_refs(&mut self, f: &Fields) {
+        let node = self.graph.nodes.last_mut().expect("a step node exists");
+        let mut record = |path: String, value: Option<&Value>| {
+            if let Some(Value::String(target)) = value {
+                node.refs.push(Ref { path, target: target.clone() });
+            }
+        };
+        for key in ["next", "on_timeout", "else"] {
+            record(f.path(key), f.map.get(key));
+        }
+        if let Some(Value::Array(branches)) = f.map.get("branches") {
+            for (i, branch) in branches.iter().enumerate() {
+                record(format!("{}/branches/{i}/next", f.path), branch.get("next"));
+            }
+        }
+    }
+
+    /// The `branches` array of a step, with its length checked.
+    fn branches<'a>(&mut self, f: &Fields<'a>) -> Option<&'a Vec<Value>> {
+        let items = self.array(f, "branches", true);
+        let Some(items) = items else {
+            // Without the branches the step's references are unknown.
+            self.graph.complete = false;
+            return None;
+        };
+        if items.is_empty() || items.len() > MAX_BRANCHES {
+            self.report(
+                &f.path("branches"),
+                format!("expected 1 to {MAX_BRANCHES} branches, got {}", items.len()),
+            );
+        }
+        Some(items)
+    }
+
+    /// A branch object; a branch that is not an object hides its references.
+    fn branch<'a>(&mut self, f: &Fields, i: usize, value: &'a Value, allowed: &[&str]) -> Option<Fields<'a>> {
+        let branch = self.fields(value, &format!("{}/branches/{i}", f.path), allowed);
+        if branch.is_none() {
+            self.graph.complete = false;
+        }
+        branch
+    }
+
+    fn hold_until(&mut self, f: &Fields) -> Option<StepKind> {
+        let mut branches = Vec::new();
+        for (i, item) in self.branches(f).into_iter().flatten().enumerate() {
+            let Some(bf) = self.branch(f, i, item, HOLD_BRANCH_KEYS) else {
+                continue;
+            };
+            let name = self.optional_string(&bf, "name");
+            let event = self.required_string(&bf, "event");
+            let conditions = self.conditions(&bf, false, false);
+            let reset_timer = self.optional_bool(&bf, "reset_timer").unwrap_or(false);
+            let as_key = self.optional_string(&bf, "as");
+            let next = if reset_timer && bf.get("next").is_some() {
+                // The branch never leaves the step, so a `next` here is a misunderstanding to point out,
+                // not a reference to follow.
+                self.report(
+                    &bf.path("next"),
+                    "a reset_timer branch stays at this step, so its next must be null or absent",
+                );
+                None
+            } else {
+                self.step_ref(&bf, "next")
+            };
+            if let Some(event) = event {
+                branches.push(HoldBranch { name, event, conditions, reset_timer, as_key, next });
+            }
+        }
+        let max_hold = self.duration(f, "max_hold", false);
+        let on_timeout = self.step_ref(f, "on_timeout");
+        if on_timeout.is_some() && f.get("max_hold").is_none() {
+            self.report(&f.path("on_timeout"), "on_timeout needs max_hold: without it the hold never times out");
+        }
+        Some(StepKind::HoldUntil { branches, max_hold, on_timeout })
+    }
+
+    fn delay(&mut self, f: &Fields) -> Option<StepKind> {
+        let duration = self.duration(f, "duration", true);
+        let next = self.step_ref(f, "next");
+        Some(StepKind::Delay { duration: duration?, next })
+    }
+
+    fn split(&mut self, f: &Fields) -> Option<StepKind> {
+        let mut branches = Vec::new();
+        for (i, item) in self.branches(f).into_iter().flatten().enumerate() {
+            let Some(bf) = self.branch(f, i, item, SPLIT_BRANCH_KEYS) else {
+                continue;
+            };
+            let name = self.optional_string(&bf, "name");
+            let conditions = self.conditions(&bf, true, true);
+            let next = self.step_ref(&bf, "next");
+            branches.push(SplitBranch { name, conditions, next });
+        }
+        let otherwise = self.step_ref(f, "else");
+        Some(StepKind::Split { branches, otherwise })
+    }
+
+    fn random_split(&mut self, f: &Fields) -> Option<StepKind> {
+        let mut branches = Vec::new();
+        let mut total = Some(0u32);
+        let items = self.branches(f);
+        for (i, item) in items.into_iter().flatten().enumerate() {
+            let Some(bf) = self.branch(f, i, item, RANDOM_BRANCH_KEYS) else {
+                total = None;
+                continue;
+            };
+            let name = self.optional_string(&bf, "name");
+            let percent = match self.required(&bf, "percent") {
+                None => None,
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                    let percent = n.as_u64().and_then(|p| u32::try_from(p).ok()).filter(|p| *p <= 100);
+                    if percent.is_none() {
+                        self.report(&bf.path("percent"), format!("percent {n} is out of range (0 to 100)"));
+                    }
+                    percent
+                }
+                Some(other) => {
+                    self.wrong_type(&bf.path("percent"), "an integer from 0 to 100", other);
+                    None
+                }
+            };
+            let next = self.step_ref(&bf, "next");
+            total = total.zip(percent).map(|(t, p)| t + p);
+            branches.push(RandomBranch { name, percent: percent.unwrap_or_default(), next });
+        }
+        // Only a total of readable percents is worth reporting; otherwise the problem is already named.
+        if let (Some(total), Some(items)) = (total, items)
+            && total != 100
+            && !items.is_empty()
+        {
+            self.report(&f.path("branches"), format!("percents total {total}, must total 100"));
+        }
+        let sticky = self.optional_bool(f, "sticky").unwrap_or(false);
+        Some(StepKind::RandomSplit { branches, sticky })
+    }
+
+    fn send(&mut self, f: &Fields, step_id: &str) -> Option<StepKind> {
+        let destination = self.required_string(f, "destination");
+        let event_name = self.optional_string(f, "event_name").unwrap_or_else(|| step_id.to_string());
+        let mut traits = Vec::new();
+        if let Some(items) = self.array(f, "traits", false) {
+            for (i, item) in items.iter().enumerate() {
+                if let Some(name) = self.string(item, &format!("{}/traits/{i}", f.path)) {
+                    traits.push(name);
+                }
+            }
+            if items.len() > 1 && items.iter().any(|item| item == "*") {
+                self.report(&f.path("traits"), "\"*\" means all traits and must be the only entry");
+            }
+        }
+        let mapping = match f.get("mapping") {
+            None => None,
+            Some(value @ Value::Object(_)) => Some(value.clone()),
+            Some(other) => {
+                self.wrong_type(&f.path("mapping"), "an object", other);
+                None
+            }
+        };
+        let next = self.step_ref(f, "next");
+        Some(StepKind::Send { destination: destination?, event_name, traits, mapping, next })
+    }
+
+    /// The `where` list of `f`. In a split (`in_split`) conditions read the journey context and the
+    /// profile, so they must use a `path` under `context.` or `traits.`.
+    fn conditions(&mut self, f: &Fields, required: bool, in_split: bool) -> Vec<Condition> {
+        let Some(items) = self.array(f, "where", required) else {
+            return Vec::new();
+        };
+        let base = f.path("where");
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.condition(item, &format!("{base}/{i}"), in_split))
+            .collect()
+    }
+
+    fn condition(&mut self, value: &Value, path: &str, in_split: bool) -> Option<Condition> {
+        let allowed: Vec<&str> = TARGET_KEYS.iter().chain(OPERATORS).copied().collect();
+        let f = self.fields(value, path, &allowed)?;
+        // Presence, not `Fields::get`: in a condition `"equals": null` is a meaningful operand.
+        let targets: Vec<&str> = TARGET_KEYS.iter().copied().filter(|k| f.map.contains_key(*k)).collect();
+        let ops: Vec<&str> = OPERATORS.iter().copied().filter(|k| f.map.contains_key(*k)).collect();
+
+        let target = match targets.as_slice() {
+            [] => {
+                self.report(path, "condition needs \"property\" or \"path\"");
+                None
+            }
+            [key] => self.target(&f, key, in_split),
+            _ => {
+                self.report(path, "condition has both \"property\" and \"path\"; use one");
+                None
+            }
+        };
+        let op = match ops.as_slice() {
+            [] => {
+                self.report(path, format!("condition needs one operator: {}", OPERATORS.join(", ")));
+                None
+            }
+            [key] => self.operand(key, &f.map[*key], &f.path(key)),
+            _ => {
+                self.report(path, format!("condition has {} operators ({}); use one", ops.len(), ops.join(", ")));
+                None
+            }
+        };
+        Some(Condition { target: target?, op: op? })
+    }
+
+    fn target(&mut self, f: &Fields, key: &str, in_split: bool) -> Option<Target> {
+        let path = f.path(key);
+        let text = match &f.map[key] {
+            Value::String(s) => s,
+            other => {
+                self.wrong_type(&path, "a dot path string", other);
+                return None;
+            }
+        };
+        let segments: Vec<String> = text.split('.').map(String::from).collect();
+        if segments.iter().any(String::is_empty) {
+            self.report(&path, format!("bad path \"{text}\": empty segment"));
+            return None;
+        }
+        if in_split {
+            if key == "property" {
+                self.report(
+                    &path,
+                    "a split reads the journey context and the profile: use \"path\" starting with context. or traits.",
+                );
+                return None;
+            }
+            if segments.len() < 2 || !matches!(segments[0].as_str(), "context" | "traits") {
+                self.report(&path, format!("split path \"{text}\" must start with context. or traits."));
+                return None;
+            }
+        }
+        Some(if key == "property" { Target::Property(segments) } else { Target::Path(segments) })
+    }
+
+    fn operand(&mut self, key: &str, value: &Value, path: &str) -> Option<Op> {
+        let op = match (key, value) {
+            ("equals", v) => Op::Equals(v.clone()),
+            ("not_equals", v) => Op::NotEquals(v.clone()),
+            ("in", Value::Array(items)) => Op::In(items.clone()),
+            ("not_in", Value::Array(items)) => Op::NotIn(items.clone()),
+            ("exists", Value::Bool(b)) => Op::Exists(*b),
+            ("gt" | "gte" | "lt" | "lte", Value::Number(n)) => {
+                // Only arbitrary-precision numbers lack an f64, and that serde_json feature is off;
+                // NaN would make every comparison false, the safe reading.
+                let n = n.as_f64().unwrap_or(f64::NAN);
+                match key {
+                    "gt" => Op::Gt(n),
+                    "gte" => Op::Gte(n),
+                    "lt" => Op::Lt(n),
+                    _ => Op::Lte(n),
+                }
+            }
+            ("contains", Value::String(s)) => Op::Contains(s.clone()),
+            ("starts_with", Value::String(s)) => Op::StartsWith(s.clone()),
+            (key, other) => {
+                let expected = match key {
+                    "in" | "not_in" => "an array",
+                    "exists" => "a boolean",
+                    "contains" | "starts_with" => "a string",
+                    _ => "a number",
+                };
+                self.wrong_type(path, expected, other);
+                return None;
+            }
+        };
+        Some(op)
+    }
+}
+
+/// Appends `key` to a JSON pointer, escaping it as RFC 6901 asks (`~` as `~0`, `/` as `~1`).
+fn join(base: &str, key: &str) -> String {
+    format!("{base}/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
+/// A JSON value's type, for "expected a string, got a number".
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,20 @@
+//! journeyd: event-triggered customer journeys on one SQLite file.
+//!
+//! A tour of the layout, in the order data flows through it:
+//!
+//! - [`api`] is the only module that knows HTTP: routes, auth, request and response shapes, error mapping.
+//! - [`ingest`] turns Segment messages into normalised, validated messages (pure, no IO, no clock).
+//! - [`store`] is the only module that knows SQL: the schema, the single writer thread that group-commits
+//!   queued work, the read connections, backups.
+//! - [`journey`] holds journey definitions: types, parsing and validation with JSON paths (pure).
+//! - [`clock`] is the only source of time.
+//! - [`config`] holds the settings of `journeyd serve` and their defaults, in one place.
+//! - [`server`] wires the pieces together: `run(settings, listener, shutdown)`.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod ingest;
+pub mod journey;
+pub mod server;
+pub mod store;

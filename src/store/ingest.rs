@@ -1,0 +1,153 @@
+//! Storing ingested messages: deduplication, identity resolution and linking, profile traits, the
+//! event row, and (through the engine seam) the journey transitions the message causes, all in
+//! the writer's transaction.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+use super::writer::WriteCtx;
+use super::{Result, Store, SubmitError};
+use crate::ingest::{CallType, Message};
+
+/// How long a messageId is remembered for deduplication.
+pub const DEDUP_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// What an ingest call did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IngestOutcome {
+    pub stored: usize,
+    pub duplicates: usize,
+}
+
+impl Store {
+    /// Stores `messages` in order, in one transaction with the state changes they cause, and
+    /// answers once that transaction has committed.
+    pub async fn ingest(&self, messages: Vec<Message>) -> std::result::Result<IngestOutcome, SubmitError> {
+        self.writer().submit(move |ctx| apply_messages(ctx, &messages)).await
+    }
+}
+
+fn apply_messages(ctx: &mut WriteCtx, messages: &[Message]) -> Result<IngestOutcome> {
+    let mut outcome = IngestOutcome::default();
+    for m in messages {
+        if seen_recently(ctx.conn(), &m.message_id, m.received_at)? {
+            outcome.duplicates += 1;
+            continue;
+        }
+        apply_message(ctx, m)?;
+        outcome.stored += 1;
+    }
+    Ok(outcome)
+}
+
+fn seen_recently(conn: &Connection, message_id: &str, now: i64) -> Result<bool> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT max(received_at) FROM events WHERE message_id = ?1")?
+        .query_row([message_id], |r| r.get(0))?;
+    Ok(last.is_some_and(|t| t > now - DEDUP_WINDOW_MS))
+}
+
+fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<()> {
+    let conn = ctx.conn();
+    let primary = m.user_id.as_deref().or(m.anonymous_id.as_deref()).expect("ingest validated an id");
+    let profile_key = resolve(conn, primary)?;
+    ensure_profile(conn, &profile_key, m.received_at)?;
+
+    // identify and alias carrying two ids link the other one to this profile.
+    let other = match m.call {
+        CallType::Identify if m.user_id.is_some() => m.anonymous_id.as_deref(),
+        CallType::Alias => m.previous_id.as_deref(),
+        _ => None,
+    };
+    if let Some(other) = other {
+        link(conn, other, &profile_key, m.received_at)?;
+    }
+    if m.call == CallType::Identify
+        && let Some(traits) = m.traits()
+    {
+        merge_traits(conn, &profile_key, traits, m.received_at, true)?;
+    }
+
+    let seq = ctx.next_seq();
+    let body = serde_json::to_string(&m.body).expect("a JSON map serialises");
+    ctx.conn()
+        .prepare_cached(
+            "INSERT INTO events (seq, profile_key, message_id, type, event, received_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![seq, profile_key, m.message_id, m.call.as_str(), m.event, m.received_at, body])?;
+    Ok(())
+}
+
+/// The profile key an id belongs to: its link if it has one, else the id itself.
+pub(super) fn resolve(conn: &Connection, id: &str) -> Result<String> {
+    let linked: Option<String> = conn
+        .prepare_cached("SELECT profile_key FROM identities WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(linked.unwrap_or_else(|| id.to_string()))
+}
+
+fn ensure_profile(conn: &Connection, key: &str, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO profiles (profile_key, traits, created_at, updated_at) VALUES (?1, '{}', ?2, ?2)
+         ON CONFLICT (profile_key) DO NOTHING",
+    )?
+    .execute(params![key, now])?;
+    Ok(())
+}
+
+/// Links `id` to the profile `target`. When `id` was a profile of its own, its traits fill the
+/// keys `target` lacks and the ids linked to it follow it; its stored events stay where they are
+/// (each row keeps the profile key it was written under) and are shown in `target`'s timeline.
+fn link(conn: &Connection, id: &str, target: &str, now: i64) -> Result<()> {
+    if id == target {
+        return Ok(());
+    }
+    let current = resolve(conn, id)?;
+    if current == target {
+        return Ok(());
+    }
+    if current == id {
+        let traits: Option<String> = conn
+            .prepare_cached("SELECT traits FROM profiles WHERE profile_key = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        if let Some(traits) = traits
+            && let Ok(Value::Object(traits)) = serde_json::from_str(&traits)
+        {
+            merge_traits(conn, target, &traits, now, false)?;
+        }
+        conn.prepare_cached("UPDATE identities SET profile_key = ?2, linked_at = ?3 WHERE profile_key = ?1")?
+            .execute(params![id, target, now])?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO identities (id, profile_key, linked_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET profile_key = excluded.profile_key, linked_at = excluded.linked_at",
+    )?
+    .execute(params![id, target, now])?;
+    Ok(())
+}
+
+/// Merges `traits` into the profile's top-level traits. With `overwrite` false, only keys the
+/// profile lacks are set (used when folding an anonymous profile into a known one).
+fn merge_traits(conn: &Connection, key: &str, traits: &Map<String, Value>, now: i64, overwrite: bool) -> Result<()> {
+    if traits.is_empty() {
+        return Ok(());
+    }
+    let stored: String = conn
+        .prepare_cached("SELECT traits FROM profiles WHERE profile_key = ?1")?
+        .query_row([key], |r| r.get(0))?;
+    let mut merged = match serde_json::from_str(&stored) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    for (k, v) in traits {
+        if overwrite || !merged.contains_key(k) {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    conn.prepare_cached("UPDATE profiles SET traits = ?2, updated_at = ?3 WHERE profile_key = ?1")?
+        .execute(params![key, Value::Object(merged).to_string(), now])?;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The store owns the SQLite database: the schema and its migrations, the single writer thread
+//! that group-commits queued work, a small pool of read connections, and backups.
+//!
+//! It is the only module that imports rusqlite; all SQL of the product lives below this folder.
+//! Writes go through [`Writer::submit`]: a closure queued to the writer thread, run inside one
+//! `BEGIN IMMEDIATE` transaction together with whatever else was queued, and answered only after
+//! that transaction has committed. Reads go through [`Store::read`] on a pooled read connection,
+//! which in WAL mode never waits for the writer.
+
+mod backup;
+mod ingest;
+mod keys;
+mod query;
+mod read;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use backup::backup_to;
+pub use ingest::IngestOutcome;
+pub use keys::{Generated, KeySet};
+pub use query::{Page, ProfileView, TimelineItem};
+pub use writer::{SubmitError, Writer, WriterStats};
+
+use crate::clock::Clock;
+
+/// The error type of store operations: the cases a caller branches on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A row the caller named does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// Anything SQLite reported; the caller can only log it and answer 500.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer journeyd, or is not a journeyd database.
+    #[error("{0}")]
+    Schema(String),
+    /// Filesystem errors around the database file (backups, temp files).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Sets the pragmas every connection needs, write or read.
+fn configure(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    // busy_timeout first: `journeyd backup` and other processes may hold locks briefly, and a
+    // connection that gives up at once would turn that into spurious errors.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // WAL lets readers (admin API, backups) run while the writer commits, and makes a commit one
+    // sequential append instead of a rewrite of the pages in place.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL fsyncs the WAL at every commit, so an acknowledged event survives power loss, not only
+    // a process crash. Group commit amortises the fsync over every request in the batch.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Foreign keys are off by default in SQLite; the schema relies on none, but say so explicitly.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // Keep temporary b-trees (sorts for list queries) in memory rather than in temp files.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // 16 MiB of page cache per connection (negative means KiB): the hot part of the indexes stays resident.
+    conn.pragma_update(None, "cache_size", -16_384)?;
+    Ok(())
+}
+
+/// Opens a connection with the shared pragmas.
+fn open_connection(path: &Path) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    configure(&conn)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// The handle the rest of the process holds: cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Writer,
+    readers: read::ReadPool,
+    clock: Arc<dyn Clock>,
+}
+
+/// Settings of the store, with defaults in [`StoreOptions::default`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How many write jobs may wait for the writer before callers are told to come back later.
+    pub queue_capacity: usize,
+    /// The most jobs one transaction takes: bounds the latency a batch adds to its first caller.
+    pub max_batch: usize,
+    /// Read connections kept open for queries.
+    pub readers: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { queue_capacity: 4096, max_batch: 512, readers: 4 }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, applies the schema or its migrations,
+    /// and starts the writer thread.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>, options: StoreOptions) -> Result<Store> {
+        let mut conn = open_connection(path)?;
+        schema::apply(&mut conn)?;
+        let writer = Writer::start(conn, clock.clone(), &options)?;
+        let readers = read::ReadPool::new(path.to_path_buf(), options.readers);
+        Ok(Store {
+            inner: Arc::new(Inner { path: path.to_path_buf(), writer, readers, clock }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.inner.writer
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Runs `f` on a pooled read connection on the blocking thread pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.readers.with(f))
+            .await
+            .expect("read task panicked")
+    }
+}
+
+/// Hashes a secret (admin token, write key) for storage and lookup.
+pub fn hash_secret(secret: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(secret.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

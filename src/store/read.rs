@@ -1,0 +1,46 @@
+//! A small pool of read-only connections. In WAL mode a reader sees the last committed state and
+//! never blocks the writer, so queries for the admin API do not slow ingest.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::Result;
+
+pub struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    keep: usize,
+}
+
+impl ReadPool {
+    pub fn new(path: PathBuf, keep: usize) -> ReadPool {
+        ReadPool { path, idle: Mutex::new(Vec::new()), keep }
+    }
+
+    /// Runs `f` on an idle connection, opening one when none is idle. At most `keep` connections
+    /// are kept for reuse; extra ones made under a burst are closed after use.
+    pub fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.idle.lock().unwrap().pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+                )?;
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c.pragma_update(None, "temp_store", "MEMORY")?;
+                c.set_prepared_statement_cache_capacity(32);
+                c
+            }
+        };
+        let out = f(&conn);
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < self.keep {
+            idle.push(conn);
+        }
+        out
+    }
+}

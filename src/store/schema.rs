@@ -1,0 +1,104 @@
+//! The schema and its migrations.
+//!
+//! `schema.sql` at the repository root is the whole current schema: a new database gets it in one
+//! step. A database made by an older journeyd is upgraded by the files in `migrations/`, one per
+//! version, each in its own transaction. `PRAGMA user_version` records which version a file is at.
+//! A test checks that a fresh database and one upgraded from version 1 end up identical.
+
+use rusqlite::Connection;
+
+use super::{Result, StoreError};
+
+/// The current schema, applied to a new database.
+pub const SCHEMA: &str = include_str!("../../schema.sql");
+
+/// Migration `MIGRATIONS[i]` upgrades a database from version `i + 1` to `i + 2`; the first
+/// file (`0001`) is the original schema and is used only to build version 1 in tests.
+pub const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_foundation.sql")];
+
+/// The version `schema.sql` describes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`VERSION`].
+pub fn apply(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > VERSION {
+        return Err(StoreError::Schema(format!(
+            "database is at schema version {version}, newer than this journeyd ({VERSION}): upgrade journeyd"
+        )));
+    }
+    if version == 0 {
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables > 0 {
+            return Err(StoreError::Schema(
+                "database has tables but no journeyd schema version: not a journeyd database".into(),
+            ));
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", VERSION)?;
+        tx.commit()?;
+        return Ok(());
+    }
+    migrate(conn, version, VERSION)
+}
+
+/// Applies the migrations that take a database from version `from` to version `to`.
+pub fn migrate(conn: &mut Connection, from: i64, to: i64) -> Result<()> {
+    for v in from..to {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(MIGRATIONS[v as usize])?;
+        tx.pragma_update(None, "user_version", v + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every table, index and trigger as SQLite normalised it, in a stable order.
+    fn shape(conn: &Connection) -> Vec<(String, String, Option<String>)> {
+        let mut stmt = conn
+            .prepare("SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    }
+
+    fn normalise(sql: Option<String>) -> Option<String> {
+        sql.map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+    }
+
+    #[test]
+    fn fresh_schema_equals_version_one_upgraded() {
+        let mut fresh = Connection::open_in_memory().unwrap();
+        apply(&mut fresh).unwrap();
+
+        let mut upgraded = Connection::open_in_memory().unwrap();
+        upgraded.execute_batch(MIGRATIONS[0]).unwrap();
+        upgraded.pragma_update(None, "user_version", 1).unwrap();
+        apply(&mut upgraded).unwrap();
+
+        let a: Vec<_> = shape(&fresh).into_iter().map(|(t, n, s)| (t, n, normalise(s))).collect();
+        let b: Vec<_> = shape(&upgraded).into_iter().map(|(t, n, s)| (t, n, normalise(s))).collect();
+        assert_eq!(a, b, "schema.sql and the migrations disagree");
+        let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(version(&fresh), VERSION);
+        assert_eq!(version(&upgraded), VERSION);
+    }
+
+    #[test]
+    fn refuses_newer_and_foreign_databases() {
+        let mut newer = Connection::open_in_memory().unwrap();
+        newer.pragma_update(None, "user_version", VERSION + 1).unwrap();
+        assert!(matches!(apply(&mut newer), Err(StoreError::Schema(_))));
+
+        let mut foreign = Connection::open_in_memory().unwrap();
+        foreign.execute_batch("CREATE TABLE t (x)").unwrap();
+        assert!(matches!(apply(&mut foreign), Err(StoreError::Schema(_))));
+    }
+}

@@ -1,0 +1,247 @@
+//! The single writer: one thread that owns the write connection and applies queued work in
+//! group commits.
+//!
+//! Callers queue a closure with [`Writer::submit`]. The thread takes the first queued job, then
+//! everything else already waiting (up to `max_batch`), and runs them all in one
+//! `BEGIN IMMEDIATE` transaction, each inside its own savepoint so that one failing job rolls back
+//! alone. Only after `COMMIT` returns are the callers answered: a reply means durable. One fsync
+//! thus covers every request that arrived while the previous commit was in progress, which is what
+//! lets durable ingest keep up with many concurrent clients.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::{Result, StoreError, StoreOptions};
+use crate::clock::Clock;
+
+/// Why a submitted job did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The queue is full: the caller should tell its client to retry later.
+    #[error("write queue is full")]
+    QueueFull,
+    /// The writer has stopped (shutdown in progress).
+    #[error("writer has stopped")]
+    Closed,
+    /// The job ran and failed, or its transaction did not commit.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a job sees while it runs: the open transaction and the writer's own state.
+pub struct WriteCtx<'a> {
+    conn: &'a Connection,
+    state: &'a mut WriterState,
+    /// The time this transaction started; one value for every job in it.
+    pub now: i64,
+}
+
+impl WriteCtx<'_> {
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
+    /// The next number of the commit-order sequence shared by events and journey transitions.
+    pub fn next_seq(&mut self) -> i64 {
+        self.state.last_seq += 1;
+        self.state.last_seq
+    }
+}
+
+/// State that lives with the write connection for the life of the process.
+pub struct WriterState {
+    last_seq: i64,
+}
+
+impl WriterState {
+    fn load(conn: &Connection) -> Result<WriterState> {
+        let last_seq = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
+        Ok(WriterState { last_seq })
+    }
+}
+
+trait Job: Send {
+    /// Runs the job inside the batch transaction; returns whether it succeeded.
+    fn run(&mut self, ctx: &mut WriteCtx) -> bool;
+    /// Answers the caller once the batch's fate is known.
+    fn finish(self: Box<Self>, commit: std::result::Result<(), &StoreError>);
+}
+
+struct Call<F, T> {
+    f: Option<F>,
+    out: Option<Result<T>>,
+    reply: oneshot::Sender<std::result::Result<T, SubmitError>>,
+}
+
+impl<F, T> Job for Call<F, T>
+where
+    F: FnOnce(&mut WriteCtx) -> Result<T> + Send,
+    T: Send,
+{
+    fn run(&mut self, ctx: &mut WriteCtx) -> bool {
+        let f = self.f.take().expect("job runs once");
+        let out = f(ctx);
+        let ok = out.is_ok();
+        self.out = Some(out);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: std::result::Result<(), &StoreError>) {
+        let answer = match (commit, self.out) {
+            (Ok(()), Some(out)) => out.map_err(SubmitError::from),
+            (Err(e), _) => Err(SubmitError::Store(StoreError::Schema(format!("commit failed: {e}")))),
+            (Ok(()), None) => Err(SubmitError::Closed),
+        };
+        // The caller may have gone away (client disconnected); the work is committed regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+enum Msg {
+    Job(Box<dyn Job>),
+    Stop,
+}
+
+/// Counters the writer keeps for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub jobs: AtomicU64,
+}
+
+/// The handle to the writer thread.
+pub struct Writer {
+    queue: mpsc::Sender<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<WriterStats>,
+}
+
+impl Writer {
+    pub(super) fn start(conn: Connection, clock: Arc<dyn Clock>, options: &StoreOptions) -> Result<Writer> {
+        let state = WriterState::load(&conn)?;
+        let (queue, rx) = mpsc::channel(options.queue_capacity);
+        let stats = Arc::new(WriterStats::default());
+        let max_batch = options.max_batch;
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("journeyd-writer".into())
+            .spawn(move || run(conn, state, rx, clock, max_batch, &thread_stats))?;
+        Ok(Writer { queue, thread: Mutex::new(Some(thread)), stats })
+    }
+
+    /// Queues `f` and waits until the transaction it ran in has committed. Fails at once with
+    /// [`SubmitError::QueueFull`] when the queue is full, so that callers can shed load instead of
+    /// piling up.
+    pub async fn submit<T, F>(&self, f: F) -> std::result::Result<T, SubmitError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Call { f: Some(f), out: None, reply });
+        self.queue.try_send(Msg::Job(job)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SubmitError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+        })?;
+        answer.await.map_err(|_| SubmitError::Closed)?
+    }
+
+    /// Like [`Writer::submit`], but waits for room in the queue instead of failing: for internal
+    /// work (timers, deliveries, admin calls) that must not be dropped.
+    pub async fn submit_wait<T, F>(&self, f: F) -> std::result::Result<T, SubmitError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Call { f: Some(f), out: None, reply });
+        self.queue.send(Msg::Job(job)).await.map_err(|_| SubmitError::Closed)?;
+        answer.await.map_err(|_| SubmitError::Closed)?
+    }
+
+    /// Jobs waiting in the queue right now.
+    pub fn depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Lets the writer commit everything queued before this call, then stops it and waits.
+    pub async fn shutdown(&self) {
+        let _ = self.queue.send(Msg::Stop).await;
+        let thread = self.thread.lock().await.take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+fn run(
+    mut conn: Connection,
+    mut state: WriterState,
+    mut rx: mpsc::Receiver<Msg>,
+    clock: Arc<dyn Clock>,
+    max_batch: usize,
+    stats: &WriterStats,
+) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
+    let mut stopping = false;
+    while !stopping {
+        match rx.blocking_recv() {
+            Some(Msg::Job(job)) => batch.push(job),
+            Some(Msg::Stop) | None => break,
+        }
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Stop) => {
+                    stopping = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let outcome = commit_batch(&mut conn, &mut state, clock.now_ms(), &mut batch);
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, jobs = batch.len(), "write transaction failed");
+        }
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for job in batch.drain(..) {
+            job.finish(outcome.as_ref().map(|_| ()));
+        }
+    }
+    // Refuse what is still queued rather than leave callers waiting forever.
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        if let Msg::Job(job) = msg {
+            drop(job);
+        }
+    }
+}
+
+fn commit_batch(conn: &mut Connection, state: &mut WriterState, now: i64, batch: &mut [Box<dyn Job>]) -> Result<()> {
+    let saved_seq = state.last_seq;
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for job in batch.iter_mut() {
+        let sp = tx.savepoint()?;
+        let mut ctx = WriteCtx { conn: &sp, state, now };
+        if job.run(&mut ctx) {
+            sp.commit()?;
+        } else {
+            // Dropping an uncommitted savepoint rolls it back: the failed job leaves no trace.
+            drop(sp);
+        }
+    }
+    let committed = tx.commit();
+    if committed.is_err() {
+        state.last_seq = saved_seq;
+    }
+    Ok(committed?)
+}

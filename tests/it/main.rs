@@ -1,0 +1,20 @@
+//! Black-box tests of the `journeyd` binary: each test starts the real binary on a loopback port with a
+//! database in a temp dir of its own (see `harness`) and talks to it over HTTP only.
+//!
+//! One file per family; each family runs its cases through one `check` function.
+
+mod harness;
+
+mod admin;
+mod auth;
+mod backup;
+mod batch;
+mod crash;
+mod dedup;
+mod encoding;
+mod errors;
+mod identity;
+mod ingest_paths;
+mod process;
+mod sdk_fixtures;
+mod skew;

@@ -112,11 +112,13 @@ pub fn all_hold(conditions: &[Condition], root: &Value) -> bool {
 
 /// Walks `segments` down from `root`: objects by key, arrays by a segment that is an unsigned integer.
 pub fn lookup<'a>(root: &'a Value, segments: &[String]) -> Option<&'a Value> {
-    segments.iter().try_fold(root, |value, segment| match value {
-        Value::Object(map) => map.get(segment),
-        Value::Array(items) => items.get(segment.parse::<usize>().ok()?),
-        _ => None,
-    })
+    segments
+        .iter()
+        .try_fold(root, |value, segment| match value {
+            Value::Object(map) => map.get(segment),
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?),
+            _ => None,
+        })
 }
 
 /// The numeric comparisons apply only to JSON numbers: a numeric string such as `"42"` is not coerced,
@@ -134,11 +136,17 @@ mod tests {
     use serde_json::json;
 
     fn prop(path: &str, op: Op) -> Condition {
-        Condition { target: Target::Property(path.split('.').map(String::from).collect()), op }
+        Condition {
+            target: Target::Property(path.split('.').map(String::from).collect()),
+            op,
+        }
     }
 
     fn path(path: &str, op: Op) -> Condition {
-        Condition { target: Target::Path(path.split('.').map(String::from).collect()), op }
+        Condition {
+            target: Target::Path(path.split('.').map(String::from).collect()),
+            op,
+        }
     }
 
     /// One row per case: the condition, and whether it holds on `message`.
@@ -160,7 +168,11 @@ mod tests {
             }
         });
         for (i, (condition, expected)) in cases.iter().enumerate() {
-            assert_eq!(condition.holds(&message), *expected, "case {i}: {condition:?}");
+            assert_eq!(
+                condition.holds(&message),
+                *expected,
+                "case {i}: {condition:?}"
+            );
         }
     }
 
@@ -178,7 +190,10 @@ mod tests {
             (prop("tier", Op::NotEquals(json!("Basic"))), true),
             (prop("tier", Op::NotEquals(json!("Premium"))), false),
             (prop("absent", Op::NotEquals(json!("x"))), true),
-            (prop("tier", Op::In(vec![json!("Gold"), json!("Premium")])), true),
+            (
+                prop("tier", Op::In(vec![json!("Gold"), json!("Premium")])),
+                true,
+            ),
             (prop("tier", Op::In(vec![json!("Gold")])), false),
             (prop("absent", Op::In(vec![json!(null)])), false),
             (prop("tier", Op::NotIn(vec![json!("Gold")])), true),
@@ -257,7 +272,10 @@ mod tests {
         let both = [prop("a", Op::Equals(json!(1))), prop("b", Op::Gte(2.0))];
         assert!(all_hold(&both, &message));
         assert!(all_hold(&[], &message));
-        assert!(!all_hold(&[both[0].clone(), prop("b", Op::Lt(2.0))], &message));
+        assert!(!all_hold(
+            &[both[0].clone(), prop("b", Op::Lt(2.0))],
+            &message
+        ));
         // A root without `properties` (a split's context root, say) fails property tests quietly.
         assert!(!prop("a", Op::Exists(true)).holds(&json!({"context": {}})));
     }

@@ -46,7 +46,12 @@ pub(super) fn check(graph: &Graph, problems: &mut Vec<Problem>) {
     if !graph.steps_known {
         return;
     }
-    let mut report = |path: &str, message: String| problems.push(Problem { path: path.to_string(), message });
+    let mut report = |path: &str, message: String| {
+        problems.push(Problem {
+            path: path.to_string(),
+            message,
+        })
+    };
 
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, node) in graph.nodes.iter().enumerate() {
@@ -75,20 +80,29 @@ pub(super) fn check(graph: &Graph, problems: &mut Vec<Problem>) {
         })
         .collect();
 
-    let exit_step = graph.exit_send.as_ref().and_then(|r| match index.get(r.target.as_str()) {
-        None => {
-            report(&r.path, format!("unknown step \"{}\"", r.target));
-            dangling = true;
-            None
-        }
-        Some(&to) => {
-            // A step of unknown type already has its own problem; only a known, different type is news.
-            if let Some(other) = graph.nodes[to].type_name.filter(|t| *t != "send") {
-                report(&r.path, format!("exit.send must name a send step, \"{}\" is a {other} step", r.target));
+    let exit_step = graph
+        .exit_send
+        .as_ref()
+        .and_then(|r| match index.get(r.target.as_str()) {
+            None => {
+                report(&r.path, format!("unknown step \"{}\"", r.target));
+                dangling = true;
+                None
             }
-            Some(to)
-        }
-    });
+            Some(&to) => {
+                // A step of unknown type already has its own problem; only a known, different type is news.
+                if let Some(other) = graph.nodes[to].type_name.filter(|t| *t != "send") {
+                    report(
+                        &r.path,
+                        format!(
+                            "exit.send must name a send step, \"{}\" is a {other} step",
+                            r.target
+                        ),
+                    );
+                }
+                Some(to)
+            }
+        });
 
     // Cycles: a depth-first search from the first step, then the exit step, then every other step so
     // that cycles among unreachable steps are found too. An edge back to a step still on the search
@@ -96,7 +110,11 @@ pub(super) fn check(graph: &Graph, problems: &mut Vec<Problem>) {
     // longer than the 50 allowed (that is a problem too, but it must not overflow the stack).
     let n = graph.nodes.len();
     let mut state = vec![Visit::New; n];
-    let roots = (!graph.nodes.is_empty()).then_some(0).into_iter().chain(exit_step).chain(0..n);
+    let roots = (!graph.nodes.is_empty())
+        .then_some(0)
+        .into_iter()
+        .chain(exit_step)
+        .chain(0..n);
     for root in roots {
         if state[root] != Visit::New {
             continue;
@@ -135,7 +153,11 @@ pub(super) fn check(graph: &Graph, problems: &mut Vec<Problem>) {
         return;
     }
     let mut reached = vec![false; n];
-    let mut queue: Vec<usize> = (!graph.nodes.is_empty()).then_some(0).into_iter().chain(exit_step).collect();
+    let mut queue: Vec<usize> = (!graph.nodes.is_empty())
+        .then_some(0)
+        .into_iter()
+        .chain(exit_step)
+        .collect();
     while let Some(node) = queue.pop() {
         if !std::mem::replace(&mut reached[node], true) {
             queue.extend(edges[node].iter().map(|&(to, _)| to));

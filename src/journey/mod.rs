@@ -174,7 +174,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "/" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        };
         write!(f, "{path}: {}", self.message)
     }
 }
@@ -237,13 +241,24 @@ impl Step {
     /// branches join). An empty list means every way out of this step completes the instance.
     pub fn successors(&self) -> Vec<&str> {
         let refs: Vec<&Option<String>> = match &self.kind {
-            StepKind::HoldUntil { branches, on_timeout, .. } => {
-                branches.iter().map(|b| &b.next).chain([on_timeout]).collect()
-            }
+            StepKind::HoldUntil {
+                branches,
+                on_timeout,
+                ..
+            } => branches
+                .iter()
+                .map(|b| &b.next)
+                .chain([on_timeout])
+                .collect(),
             StepKind::Delay { next, .. } | StepKind::Send { next, .. } => vec![next],
-            StepKind::Split { branches, otherwise } => {
-                branches.iter().map(|b| &b.next).chain([otherwise]).collect()
-            }
+            StepKind::Split {
+                branches,
+                otherwise,
+            } => branches
+                .iter()
+                .map(|b| &b.next)
+                .chain([otherwise])
+                .collect(),
             StepKind::RandomSplit { branches, .. } => branches.iter().map(|b| &b.next).collect(),
         };
         refs.into_iter().filter_map(|r| r.as_deref()).collect()

@@ -8,8 +8,9 @@
 use super::condition::{Condition, Op, Target};
 use super::graph::{self, Graph, Node, Ref};
 use super::{
-    Entry, Exit, ExitEvent, HoldBranch, Journey, MAX_BRANCHES, MAX_DURATION_MS, MAX_EXIT_EVENTS, MAX_NAME_CHARS,
-    MAX_STEPS, MIN_DURATION_MS, Problem, RandomBranch, Reentry, SplitBranch, Step, StepKind, parse_duration,
+    Entry, Exit, ExitEvent, HoldBranch, Journey, MAX_BRANCHES, MAX_DURATION_MS, MAX_EXIT_EVENTS,
+    MAX_NAME_CHARS, MAX_STEPS, MIN_DURATION_MS, Problem, RandomBranch, Reentry, SplitBranch, Step,
+    StepKind, parse_duration,
 };
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -35,7 +36,15 @@ const SPLIT_KEYS: &[&str] = &["id", "type", "branches", "else"];
 const SPLIT_BRANCH_KEYS: &[&str] = &["name", "where", "next"];
 const RANDOM_KEYS: &[&str] = &["id", "type", "branches", "sticky"];
 const RANDOM_BRANCH_KEYS: &[&str] = &["name", "percent", "next"];
-const SEND_KEYS: &[&str] = &["id", "type", "destination", "event_name", "traits", "mapping", "next"];
+const SEND_KEYS: &[&str] = &[
+    "id",
+    "type",
+    "destination",
+    "event_name",
+    "traits",
+    "mapping",
+    "next",
+];
 const TARGET_KEYS: &[&str] = &["property", "path"];
 /// In the order the spec lists them, which is the order messages name them in.
 const OPERATORS: &[&str] = &[
@@ -77,7 +86,10 @@ struct Parser {
 
 impl Parser {
     fn report(&mut self, path: &str, message: impl Into<String>) {
-        self.problems.push(Problem { path: path.to_string(), message: message.into() });
+        self.problems.push(Problem {
+            path: path.to_string(),
+            message: message.into(),
+        });
     }
 
     fn wrong_type(&mut self, path: &str, expected: &str, got: &Value) {
@@ -94,7 +106,10 @@ impl Parser {
         for key in map.keys().filter(|key| !allowed.contains(&key.as_str())) {
             self.report(&join(path, key), format!("unknown field \"{key}\""));
         }
-        Some(Fields { map, path: path.to_string() })
+        Some(Fields {
+            map,
+            path: path.to_string(),
+        })
     }
 
     /// A non-empty string at `path`.
@@ -128,7 +143,8 @@ impl Parser {
     }
 
     fn optional_string(&mut self, f: &Fields, key: &str) -> Option<String> {
-        f.get(key).and_then(|value| self.string(value, &f.path(key)))
+        f.get(key)
+            .and_then(|value| self.string(value, &f.path(key)))
     }
 
     fn optional_bool(&mut self, f: &Fields, key: &str) -> Option<bool> {
@@ -143,7 +159,11 @@ impl Parser {
 
     /// An array field; `required` decides whether absence is a problem.
     fn array<'a>(&mut self, f: &Fields<'a>, key: &str, required: bool) -> Option<&'a Vec<Value>> {
-        let value = if required { self.required(f, key)? } else { f.get(key)? };
+        let value = if required {
+            self.required(f, key)?
+        } else {
+            f.get(key)?
+        };
         match value {
             Value::Array(items) => Some(items),
             other => {
@@ -159,7 +179,10 @@ impl Parser {
         let path = f.path(key);
         match f.get(key)? {
             Value::String(target) => {
-                let r = Ref { path, target: target.clone() };
+                let r = Ref {
+                    path,
+                    target: target.clone(),
+                };
                 match self.graph.nodes.last_mut() {
                     Some(node) => node.refs.push(r),
                     None => self.graph.exit_send = Some(r),
@@ -177,7 +200,11 @@ impl Parser {
     /// A duration field in milliseconds, within the allowed range.
     fn duration(&mut self, f: &Fields, key: &str, required: bool) -> Option<u64> {
         let path = f.path(key);
-        let value = if required { self.required(f, key)? } else { f.get(key)? };
+        let value = if required {
+            self.required(f, key)?
+        } else {
+            f.get(key)?
+        };
         let Value::String(text) = value else {
             self.wrong_type(&path, "a duration string such as \"90m\"", value);
             return None;
@@ -188,7 +215,10 @@ impl Parser {
                 None
             }
             Some(ms) if !(MIN_DURATION_MS..=MAX_DURATION_MS).contains(&ms) => {
-                self.report(&path, format!("duration \"{text}\" is out of range (1s to 365d)"));
+                self.report(
+                    &path,
+                    format!("duration \"{text}\" is out of range (1s to 365d)"),
+                );
                 None
             }
             Some(ms) => Some(ms),
@@ -202,9 +232,14 @@ impl Parser {
         let id = self.required_string(&f, "id");
         if let Some(id) = &id {
             let well_formed = id.len() <= 64
-                && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+                && id.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
             if !well_formed {
-                self.report("/id", format!("bad id \"{id}\": use 1 to 64 characters from a-z, 0-9, _ and -"));
+                self.report(
+                    "/id",
+                    format!("bad id \"{id}\": use 1 to 64 characters from a-z, 0-9, _ and -"),
+                );
             }
         }
         let name = match f.get("name") {
@@ -212,7 +247,10 @@ impl Parser {
             Some(Value::String(name)) => {
                 let chars = name.chars().count();
                 if chars > MAX_NAME_CHARS {
-                    self.report("/name", format!("name has {chars} characters, at most {MAX_NAME_CHARS}"));
+                    self.report(
+                        "/name",
+                        format!("name has {chars} characters, at most {MAX_NAME_CHARS}"),
+                    );
                 }
                 Some(name.clone())
             }
@@ -222,12 +260,23 @@ impl Parser {
             }
         };
 
-        let entry = self.required(&f, "entry").and_then(|value| self.entry(value));
-        let exit = f.get("exit").map(|value| self.exit(value)).unwrap_or_default();
+        let entry = self
+            .required(&f, "entry")
+            .and_then(|value| self.entry(value));
+        let exit = f
+            .get("exit")
+            .map(|value| self.exit(value))
+            .unwrap_or_default();
         let steps = self.steps(&f);
 
         let id = id?;
-        Some(Journey { name: name.unwrap_or_else(|| id.clone()), id, entry: entry?, exit, steps })
+        Some(Journey {
+            name: name.unwrap_or_else(|| id.clone()),
+            id,
+            entry: entry?,
+            exit,
+            steps,
+        })
     }
 
     fn entry(&mut self, value: &Value) -> Option<Entry> {
@@ -254,7 +303,12 @@ impl Parser {
             }
         };
         let unique_by = self.optional_string(&f, "unique_by");
-        Some(Entry { event: event?, conditions, reentry, unique_by })
+        Some(Entry {
+            event: event?,
+            conditions,
+            reentry,
+            unique_by,
+        })
     }
 
     fn exit(&mut self, value: &Value) -> Exit {
@@ -266,11 +320,15 @@ impl Parser {
             if items.len() > MAX_EXIT_EVENTS {
                 self.report(
                     "/exit/events",
-                    format!("too many exit events: {}, at most {MAX_EXIT_EVENTS}", items.len()),
+                    format!(
+                        "too many exit events: {}, at most {MAX_EXIT_EVENTS}",
+                        items.len()
+                    ),
                 );
             }
             for (i, item) in items.iter().enumerate() {
-                let Some(ef) = self.fields(item, &format!("/exit/events/{i}"), EXIT_EVENT_KEYS) else {
+                let Some(ef) = self.fields(item, &format!("/exit/events/{i}"), EXIT_EVENT_KEYS)
+                else {
                     continue;
                 };
                 let event = self.required_string(&ef, "event");
@@ -293,7 +351,10 @@ impl Parser {
         if items.is_empty() {
             self.report("/steps", "a journey needs at least one step");
         } else if items.len() > MAX_STEPS {
-            self.report("/steps", format!("too many steps: {}, at most {MAX_STEPS}", items.len()));
+            self.report(
+                "/steps",
+                format!("too many steps: {}, at most {MAX_STEPS}", items.len()),
+            );
         }
         let mut seen = HashSet::new();
         let mut steps = Vec::new();
@@ -313,7 +374,10 @@ impl Parser {
             return None;
         };
         // Read id and type before checking the keys, because which keys are allowed depends on the type.
-        let loose = Fields { map, path: path.to_string() };
+        let loose = Fields {
+            map,
+            path: path.to_string(),
+        };
         let id = self.required_string(&loose, "id");
         if let Some(id) = &id {
             let node = self.graph.nodes.last_mut().expect("pushed above");
@@ -352,7 +416,10 @@ impl Parser {
             "random_split" => self.random_split(&f),
             _ => self.send(&f, id.as_deref().unwrap_or_default()),
         };
-        Some(Step { id: id?, kind: kind? })
+        Some(Step {
+            id: id?,
+            kind: kind?,
+        })
     }
 
     /// For a step whose type is missing or unknown, records the references it seems to make, without
@@ -362,7 +429,10 @@ impl Parser {
         let node = self.graph.nodes.last_mut().expect("a step node exists");
         let mut record = |path: String, value: Option<&Value>| {
             if let Some(Value::String(target)) = value {
-                node.refs.push(Ref { path, target: target.clone() });
+                node.refs.push(Ref {
+                    path,
+                    target: target.clone(),
+                });
             }
         };
         for key in ["next", "on_timeout", "else"] {
@@ -393,7 +463,13 @@ impl Parser {
     }
 
     /// A branch object; a branch that is not an object hides its references.
-    fn branch<'a>(&mut self, f: &Fields, i: usize, value: &'a Value, allowed: &[&str]) -> Option<Fields<'a>> {
+    fn branch<'a>(
+        &mut self,
+        f: &Fields,
+        i: usize,
+        value: &'a Value,
+        allowed: &[&str],
+    ) -> Option<Fields<'a>> {
         let branch = self.fields(value, &format!("{}/branches/{i}", f.path), allowed);
         if branch.is_none() {
             self.graph.complete = false;
@@ -424,21 +500,38 @@ impl Parser {
                 self.step_ref(&bf, "next")
             };
             if let Some(event) = event {
-                branches.push(HoldBranch { name, event, conditions, reset_timer, as_key, next });
+                branches.push(HoldBranch {
+                    name,
+                    event,
+                    conditions,
+                    reset_timer,
+                    as_key,
+                    next,
+                });
             }
         }
         let max_hold = self.duration(f, "max_hold", false);
         let on_timeout = self.step_ref(f, "on_timeout");
         if on_timeout.is_some() && f.get("max_hold").is_none() {
-            self.report(&f.path("on_timeout"), "on_timeout needs max_hold: without it the hold never times out");
+            self.report(
+                &f.path("on_timeout"),
+                "on_timeout needs max_hold: without it the hold never times out",
+            );
         }
-        Some(StepKind::HoldUntil { branches, max_hold, on_timeout })
+        Some(StepKind::HoldUntil {
+            branches,
+            max_hold,
+            on_timeout,
+        })
     }
 
     fn delay(&mut self, f: &Fields) -> Option<StepKind> {
         let duration = self.duration(f, "duration", true);
         let next = self.step_ref(f, "next");
-        Some(StepKind::Delay { duration: duration?, next })
+        Some(StepKind::Delay {
+            duration: duration?,
+            next,
+        })
     }
 
     fn split(&mut self, f: &Fields) -> Option<StepKind> {
@@ -450,10 +543,17 @@ impl Parser {
             let name = self.optional_string(&bf, "name");
             let conditions = self.conditions(&bf, true, true);
             let next = self.step_ref(&bf, "next");
-            branches.push(SplitBranch { name, conditions, next });
+            branches.push(SplitBranch {
+                name,
+                conditions,
+                next,
+            });
         }
         let otherwise = self.step_ref(f, "else");
-        Some(StepKind::Split { branches, otherwise })
+        Some(StepKind::Split {
+            branches,
+            otherwise,
+        })
     }
 
     fn random_split(&mut self, f: &Fields) -> Option<StepKind> {
@@ -469,9 +569,15 @@ impl Parser {
             let percent = match self.required(&bf, "percent") {
                 None => None,
                 Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
-                    let percent = n.as_u64().and_then(|p| u32::try_from(p).ok()).filter(|p| *p <= 100);
+                    let percent = n
+                        .as_u64()
+                        .and_then(|p| u32::try_from(p).ok())
+                        .filter(|p| *p <= 100);
                     if percent.is_none() {
-                        self.report(&bf.path("percent"), format!("percent {n} is out of range (0 to 100)"));
+                        self.report(
+                            &bf.path("percent"),
+                            format!("percent {n} is out of range (0 to 100)"),
+                        );
                     }
                     percent
                 }
@@ -482,14 +588,21 @@ impl Parser {
             };
             let next = self.step_ref(&bf, "next");
             total = total.zip(percent).map(|(t, p)| t + p);
-            branches.push(RandomBranch { name, percent: percent.unwrap_or_default(), next });
+            branches.push(RandomBranch {
+                name,
+                percent: percent.unwrap_or_default(),
+                next,
+            });
         }
         // Only a total of readable percents is worth reporting; otherwise the problem is already named.
         if let (Some(total), Some(items)) = (total, items)
             && total != 100
             && !items.is_empty()
         {
-            self.report(&f.path("branches"), format!("percents total {total}, must total 100"));
+            self.report(
+                &f.path("branches"),
+                format!("percents total {total}, must total 100"),
+            );
         }
         let sticky = self.optional_bool(f, "sticky").unwrap_or(false);
         Some(StepKind::RandomSplit { branches, sticky })
@@ -497,7 +610,9 @@ impl Parser {
 
     fn send(&mut self, f: &Fields, step_id: &str) -> Option<StepKind> {
         let destination = self.required_string(f, "destination");
-        let event_name = self.optional_string(f, "event_name").unwrap_or_else(|| step_id.to_string());
+        let event_name = self
+            .optional_string(f, "event_name")
+            .unwrap_or_else(|| step_id.to_string());
         let mut traits = Vec::new();
         if let Some(items) = self.array(f, "traits", false) {
             for (i, item) in items.iter().enumerate() {
@@ -506,7 +621,10 @@ impl Parser {
                 }
             }
             if items.len() > 1 && items.iter().any(|item| item == "*") {
-                self.report(&f.path("traits"), "\"*\" means all traits and must be the only entry");
+                self.report(
+                    &f.path("traits"),
+                    "\"*\" means all traits and must be the only entry",
+                );
             }
         }
         let mapping = match f.get("mapping") {
@@ -518,7 +636,13 @@ impl Parser {
             }
         };
         let next = self.step_ref(f, "next");
-        Some(StepKind::Send { destination: destination?, event_name, traits, mapping, next })
+        Some(StepKind::Send {
+            destination: destination?,
+            event_name,
+            traits,
+            mapping,
+            next,
+        })
     }
 
     /// The `where` list of `f`. In a split (`in_split`) conditions read the journey context and the
@@ -539,8 +663,16 @@ impl Parser {
         let allowed: Vec<&str> = TARGET_KEYS.iter().chain(OPERATORS).copied().collect();
         let f = self.fields(value, path, &allowed)?;
         // Presence, not `Fields::get`: in a condition `"equals": null` is a meaningful operand.
-        let targets: Vec<&str> = TARGET_KEYS.iter().copied().filter(|k| f.map.contains_key(*k)).collect();
-        let ops: Vec<&str> = OPERATORS.iter().copied().filter(|k| f.map.contains_key(*k)).collect();
+        let targets: Vec<&str> = TARGET_KEYS
+            .iter()
+            .copied()
+            .filter(|k| f.map.contains_key(*k))
+            .collect();
+        let ops: Vec<&str> = OPERATORS
+            .iter()
+            .copied()
+            .filter(|k| f.map.contains_key(*k))
+            .collect();
 
         let target = match targets.as_slice() {
             [] => {
@@ -549,22 +681,38 @@ impl Parser {
             }
             [key] => self.target(&f, key, in_split),
             _ => {
-                self.report(path, "condition has both \"property\" and \"path\"; use one");
+                self.report(
+                    path,
+                    "condition has both \"property\" and \"path\"; use one",
+                );
                 None
             }
         };
         let op = match ops.as_slice() {
             [] => {
-                self.report(path, format!("condition needs one operator: {}", OPERATORS.join(", ")));
+                self.report(
+                    path,
+                    format!("condition needs one operator: {}", OPERATORS.join(", ")),
+                );
                 None
             }
             [key] => self.operand(key, &f.map[*key], &f.path(key)),
             _ => {
-                self.report(path, format!("condition has {} operators ({}); use one", ops.len(), ops.join(", ")));
+                self.report(
+                    path,
+                    format!(
+                        "condition has {} operators ({}); use one",
+                        ops.len(),
+                        ops.join(", ")
+                    ),
+                );
                 None
             }
         };
-        Some(Condition { target: target?, op: op? })
+        Some(Condition {
+            target: target?,
+            op: op?,
+        })
     }
 
     fn target(&mut self, f: &Fields, key: &str, in_split: bool) -> Option<Target> {
@@ -590,11 +738,18 @@ impl Parser {
                 return None;
             }
             if segments.len() < 2 || !matches!(segments[0].as_str(), "context" | "traits") {
-                self.report(&path, format!("split path \"{text}\" must start with context. or traits."));
+                self.report(
+                    &path,
+                    format!("split path \"{text}\" must start with context. or traits."),
+                );
                 return None;
             }
         }
-        Some(if key == "property" { Target::Property(segments) } else { Target::Path(segments) })
+        Some(if key == "property" {
+            Target::Property(segments)
+        } else {
+            Target::Path(segments)
+        })
     }
 
     fn operand(&mut self, key: &str, value: &Value, path: &str) -> Option<Op> {

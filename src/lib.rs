@@ -14,7 +14,9 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod ingest;
 pub mod journey;
 pub mod server;
+pub mod sim;
 pub mod store;

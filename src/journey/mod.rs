@@ -13,7 +13,7 @@
 //! - [`HoldBranch::context_key`]: the journey-context key a hold branch event is stored under (`as`, else its event).
 //! - [`StepKind::type_name`]: the JSON `type` of a step; [`Step::successors`]: the step ids it can go to.
 //! - A send step's `event_name` is already defaulted to the step id by the parser, so callers need not default it.
-//! - [`Op::key`], [`Target::lookup`], [`Target::segments`], [`condition::lookup`]: evaluation helpers.
+//! - [`Op::key`], [`Target::lookup`], [`Target::segments`], [`lookup`]: evaluation helpers.
 //! - [`Problem`] implements `Display` (`/steps/1/next: unknown step "x"`) and `Serialize`
 //!   (`{"path", "message"}`, the shape of the API's validation details).
 //! - The limits as constants: [`MAX_STEPS`], [`MAX_BRANCHES`], [`MAX_EXIT_EVENTS`], [`MAX_NAME_CHARS`],
@@ -21,7 +21,11 @@
 //!
 //! Decisions where the spec is silent: JSON `null` in an optional field means the same as leaving it out
 //! (for step references that is the spec's "completes here"); names, events, ids and keys must be
-//! non-empty strings (the journey's free-text `name` aside); `"*"` in a send step's `traits` must stand alone.
+//! non-empty strings (the journey's free-text `name` aside); `"*"` in a send step's `traits` must stand alone;
+//! a split path must have a key after `context.`/`traits.`. Unreachable steps are only reported once every
+//! step reference resolves and reads, since a typo such as `"remindr"` would otherwise also make its intended
+//! target look unreachable. A cycle is reported at the reference that closes it in a depth-first walk from
+//! the first step. `equals`/`in` use serde_json equality, as agreed: `1` and `1.0` are different values.
 
 mod condition;
 mod graph;
@@ -184,8 +188,8 @@ impl fmt::Display for Problem {
 }
 
 /// Parses and validates a journey document. On failure returns every problem found, not just the
-/// first, each with its JSON pointer, in document order (graph problems, which need the whole
-/// document, come after the problems of the fields themselves).
+/// first, each with its JSON pointer, roughly in document order (graph problems, which need the
+/// whole document, come after the problems of the fields themselves).
 pub fn parse(doc: &serde_json::Value) -> Result<Journey, Vec<Problem>> {
     parse::parse(doc)
 }

@@ -113,8 +113,11 @@ fn check(doc: &Value, expected: &[(&str, &str)]) {
     assert_eq!(got, want, "\ndocument: {doc:#}");
 }
 
-/// Runs `check` on each case: edits to `base`, and the problems they must cause.
-fn check_edits(base: fn() -> Value, cases: &[(Vec<Edit>, &[(&str, &str)])]) {
+/// One case for `check_edits`: the edits, and the (path, message) problems they must cause.
+type Case = (Vec<Edit>, &'static [(&'static str, &'static str)]);
+
+/// Runs `check` on each case, applying its edits to a fresh `base` document.
+fn check_edits(base: fn() -> Value, cases: &[Case]) {
     for (edits, expected) in cases {
         check(&edit(base(), edits), expected);
     }

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, WRITE_KEY, basic, gzip, uid};
+use crate::harness::{Server, WRITE_KEY, basic, check_all, gzip, uid};
 
 struct Case {
     name: &'static str,
@@ -18,9 +18,24 @@ struct Case {
 }
 
 /// A JSON-typed, uncompressed case whose body is made for a fresh user.
-fn case(name: &'static str, path: &'static str, body: impl Fn(&str) -> Vec<u8>, status: u16, code: &'static str) -> Case {
+fn case(
+    name: &'static str,
+    path: &'static str,
+    body: impl Fn(&str) -> Vec<u8>,
+    status: u16,
+    code: &'static str,
+) -> Case {
     let user = uid("user");
-    Case { name, path, content_type: Some("application/json"), gzipped: false, body: body(&user), user, status, code }
+    Case {
+        name,
+        path,
+        content_type: Some("application/json"),
+        gzipped: false,
+        body: body(&user),
+        user,
+        status,
+        code,
+    }
 }
 
 fn check(srv: &Server, c: &Case) {
@@ -34,10 +49,18 @@ fn check(srv: &Server, c: &Case) {
     }
     let resp = srv.post(c.path, &headers, &c.body);
     let body = resp.expect(c.status);
-    let ctx = format!("case {:?}: POST {} ({} bytes):\n{resp}", c.name, c.path, c.body.len());
+    let ctx = format!(
+        "case {:?}: POST {} ({} bytes):\n{resp}",
+        c.name,
+        c.path,
+        c.body.len()
+    );
     assert_eq!(body["success"], false, "{ctx}");
     assert_eq!(body["code"], c.code, "{ctx}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "error needs a message: {ctx}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error needs a message: {ctx}"
+    );
     let profile = srv.profile(&c.user);
     assert_eq!(
         profile.status, 404,
@@ -66,9 +89,30 @@ fn padded_batch(user: &str, n: usize, pad: usize) -> Value {
 fn ingest_errors() {
     let srv = Server::start();
     let cases = vec![
-        case("not json", "/v1/track", |u| format!("{{\"userId\": \"{u}\", ").into_bytes(), 400, "invalid_json"),
-        case("not json batch", "/v1/batch", |u| format!("{{\"batch\": [{{\"userId\": \"{u}\"").into_bytes(), 400, "invalid_json"),
-        Case { gzipped: true, ..case("gzip header, plain body", "/v1/track", |u| bytes(&track(u)), 400, "invalid_json") },
+        case(
+            "not json",
+            "/v1/track",
+            |u| format!("{{\"userId\": \"{u}\", ").into_bytes(),
+            400,
+            "invalid_json",
+        ),
+        case(
+            "not json batch",
+            "/v1/batch",
+            |u| format!("{{\"batch\": [{{\"userId\": \"{u}\"").into_bytes(),
+            400,
+            "invalid_json",
+        ),
+        Case {
+            gzipped: true,
+            ..case(
+                "gzip header, plain body",
+                "/v1/track",
+                |u| bytes(&track(u)),
+                400,
+                "invalid_json",
+            )
+        },
         Case {
             gzipped: true,
             ..case(
@@ -84,16 +128,32 @@ fn ingest_errors() {
             )
         },
         // 20 messages of 30 KB: each under the message limit, 600 KB together.
-        case("request over 500 KB", "/v1/batch", |u| bytes(&padded_batch(u, 20, 30_000)), 400, "too_large"),
+        case(
+            "request over 500 KB",
+            "/v1/batch",
+            |u| bytes(&padded_batch(u, 20, 30_000)),
+            400,
+            "too_large",
+        ),
         // Compressed it is tiny; the limit is on the request as decoded.
         Case {
             gzipped: true,
-            ..case("request over 500 KB gzipped", "/v1/batch", |u| gzip(&bytes(&padded_batch(u, 20, 30_000))), 400, "too_large")
+            ..case(
+                "request over 500 KB gzipped",
+                "/v1/batch",
+                |u| gzip(&bytes(&padded_batch(u, 20, 30_000))),
+                400,
+                "too_large",
+            )
         },
         case(
             "single message over 32 KB",
             "/v1/track",
-            |u| bytes(&json!({"event": "E", "userId": u, "properties": {"pad": "x".repeat(40_000)}})),
+            |u| {
+                bytes(
+                    &json!({"event": "E", "userId": u, "properties": {"pad": "x".repeat(40_000)}}),
+                )
+            },
             400,
             "too_large",
         ),
@@ -104,7 +164,13 @@ fn ingest_errors() {
             400,
             "too_many_messages",
         ),
-        case("track without event", "/v1/track", |u| bytes(&json!({"userId": u})), 400, "invalid_message"),
+        case(
+            "track without event",
+            "/v1/track",
+            |u| bytes(&json!({"userId": u})),
+            400,
+            "invalid_message",
+        ),
         case(
             "track with null event",
             "/v1/t",
@@ -113,7 +179,13 @@ fn ingest_errors() {
             "invalid_message",
         ),
         // These name no id at all, so the "nothing stored" check is trivially true for them.
-        case("identify without ids", "/v1/identify", |u| bytes(&json!({"traits": {"email": u}})), 400, "invalid_message"),
+        case(
+            "identify without ids",
+            "/v1/identify",
+            |u| bytes(&json!({"traits": {"email": u}})),
+            400,
+            "invalid_message",
+        ),
         case(
             "identify with null ids",
             "/v1/identify",
@@ -121,7 +193,13 @@ fn ingest_errors() {
             400,
             "invalid_message",
         ),
-        case("alias without previousId", "/v1/alias", |u| bytes(&json!({"userId": u})), 400, "invalid_message"),
+        case(
+            "alias without previousId",
+            "/v1/alias",
+            |u| bytes(&json!({"userId": u})),
+            400,
+            "invalid_message",
+        ),
         case(
             "alias with null previousId",
             "/v1/a",
@@ -131,16 +209,26 @@ fn ingest_errors() {
         ),
         Case {
             content_type: Some("application/xml"),
-            ..case("xml media type", "/v1/track", |u| bytes(&track(u)), 415, "unsupported_media_type")
+            ..case(
+                "xml media type",
+                "/v1/track",
+                |u| bytes(&track(u)),
+                415,
+                "unsupported_media_type",
+            )
         },
         Case {
             content_type: Some("application/x-www-form-urlencoded"),
-            ..case("form media type", "/v1/batch", |u| bytes(&json!({"batch": [track(u)]})), 415, "unsupported_media_type")
+            ..case(
+                "form media type",
+                "/v1/batch",
+                |u| bytes(&json!({"batch": [track(u)]})),
+                415,
+                "unsupported_media_type",
+            )
         },
     ];
-    for c in &cases {
-        check(&srv, c);
-    }
+    check_all(cases, |c| c.name.to_string(), |c| check(&srv, c));
 }
 
 #[test]
@@ -149,10 +237,17 @@ fn limits_are_not_off_by_one() {
     // 2500 messages is the limit, not over it; a message just under 32 KB (32,000 bytes, below both
     // readings of "KB") is accepted alone and in a batch.
     let user = uid("user");
-    let batch: Vec<Value> = (0..2500).map(|i| json!({"type": "track", "event": "E", "userId": user,
-                                                      "messageId": format!("{user}-{i}")})).collect();
+    let batch: Vec<Value> = (0..2500)
+        .map(|i| {
+            json!({"type": "track", "event": "E", "userId": user, "messageId": format!("{user}-{i}")})
+        })
+        .collect();
     let resp = srv.ingest("/v1/batch", &json!({"batch": batch}));
-    assert_eq!(resp.expect(200), json!({"success": true}), "a batch of exactly 2500:\n{resp}");
+    assert_eq!(
+        resp.expect(200),
+        json!({"success": true}),
+        "a batch of exactly 2500:\n{resp}"
+    );
     assert_eq!(srv.events(&user).len(), 2500, "all 2500 stored");
 
     let user = uid("user");

@@ -35,7 +35,10 @@ pub fn bin() -> &'static str {
 pub fn uid(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
 }
 
@@ -58,12 +61,18 @@ pub fn agent() -> ureq::Agent {
 
 /// `Authorization` value for a write key as the Basic user name, with the empty password's colon.
 pub fn basic(key: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+    )
 }
 
 /// The same, without the colon (some clients send only the user name).
 pub fn basic_no_colon(key: &str) -> String {
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(key))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
 }
 
 pub fn bearer(token: &str) -> String {
@@ -93,7 +102,6 @@ pub fn enc(s: &str) -> String {
 pub struct Resp {
     pub request: String,
     pub status: u16,
-    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -110,12 +118,12 @@ impl Resp {
 
     /// Asserts the status and returns the JSON body.
     pub fn expect(&self, status: u16) -> Value {
-        assert_eq!(self.status, status, "{}: expected status {status}, got:\n{self}", self.request);
+        assert_eq!(
+            self.status, status,
+            "{}: expected status {status}, got:\n{self}",
+            self.request
+        );
         self.json()
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -158,13 +166,12 @@ pub fn try_request(
         other => panic!("harness does not send {other}"),
     };
     let status = res.status().as_u16();
-    let headers = res
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
     let body = res.body_mut().with_config().limit(u64::MAX).read_to_vec()?;
-    Ok(Resp { request, status, headers, body })
+    Ok(Resp {
+        request,
+        status,
+        body,
+    })
 }
 
 pub fn request(
@@ -219,7 +226,10 @@ impl Server {
 
     /// Serves an existing database file (a backup, say) with the default admin token and write key.
     pub fn serve_db(db: &Path) -> Server {
-        Server::start_with(Options { db: Some(db.to_path_buf()), ..Options::default() })
+        Server::start_with(Options {
+            db: Some(db.to_path_buf()),
+            ..Options::default()
+        })
     }
 
     pub fn start_with(opts: Options) -> Server {
@@ -346,16 +356,8 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     pub fn db_path(&self) -> &Path {
         &self.db
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     pub fn admin_token(&self) -> &str {
@@ -370,10 +372,6 @@ impl Server {
         &self.startup_lines
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("server is not running").id()
-    }
-
     fn log_path(&self) -> PathBuf {
         self.dir.join("server.log")
     }
@@ -383,7 +381,12 @@ impl Server {
         let text = fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = &lines[lines.len().saturating_sub(40)..];
-        format!("--- server log {} (last {} lines) ---\n{}", self.log_path().display(), tail.len(), tail.join("\n"))
+        format!(
+            "--- server log {} (last {} lines) ---\n{}",
+            self.log_path().display(),
+            tail.len(),
+            tail.join("\n")
+        )
     }
 
     pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
@@ -399,7 +402,10 @@ impl Server {
         let auth = basic(&self.write_key);
         self.post(
             path,
-            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
             body.to_string().as_bytes(),
         )
     }
@@ -408,7 +414,12 @@ impl Server {
     pub fn ingest_ok(&self, path: &str, body: &Value) {
         let resp = self.ingest(path, body);
         let json = resp.expect(200);
-        assert_eq!(json, serde_json::json!({"success": true}), "{} with {body}:\n{resp}", resp.request);
+        assert_eq!(
+            json,
+            serde_json::json!({"success": true}),
+            "{} with {body}:\n{resp}",
+            resp.request
+        );
     }
 
     pub fn admin_get(&self, path: &str) -> Resp {
@@ -438,7 +449,12 @@ impl Server {
             let page = body["items"]
                 .as_array()
                 .unwrap_or_else(|| panic!("{}: no `items` array:\n{resp}", resp.request));
-            assert!(page.len() <= limit, "{}: {} items for limit {limit}", resp.request, page.len());
+            assert!(
+                page.len() <= limit,
+                "{}: {} items for limit {limit}",
+                resp.request,
+                page.len()
+            );
             items.extend(page.iter().cloned());
             match &body["next_cursor"] {
                 Value::Null => return items,
@@ -450,7 +466,10 @@ impl Server {
                     );
                     cursor = Some(next.clone());
                 }
-                other => panic!("{}: next_cursor is neither string nor null: {other}", resp.request),
+                other => panic!(
+                    "{}: next_cursor is neither string nor null: {other}",
+                    resp.request
+                ),
             }
         }
         panic!("timeline of {id} did not end after 10000 pages");
@@ -469,13 +488,19 @@ impl Server {
     /// timeline holds, when it is missing or there more than once.
     pub fn event(&self, profile: &str, message_id: &str) -> Value {
         let events = self.events(profile);
-        let found: Vec<&Value> = events.iter().filter(|m| m["messageId"] == message_id).collect();
+        let found: Vec<&Value> = events
+            .iter()
+            .filter(|m| m["messageId"] == message_id)
+            .collect();
         assert_eq!(
             found.len(),
             1,
             "expected messageId {message_id} once in the timeline of {profile}; it has {} events: {:?}",
             events.len(),
-            events.iter().map(|m| m["messageId"].clone()).collect::<Vec<_>>()
+            events
+                .iter()
+                .map(|m| m["messageId"].clone())
+                .collect::<Vec<_>>()
         );
         found[0].clone()
     }
@@ -499,7 +524,10 @@ impl Server {
         if let Some(t) = &opts.admin_token {
             self.admin_token = t.clone();
         }
-        self.opts = Options { db: Some(self.db.clone()), ..opts };
+        self.opts = Options {
+            db: Some(self.db.clone()),
+            ..opts
+        };
     }
 
     /// SIGTERM through `kill -TERM`, then waits (bounded) for the exit and returns its status.
@@ -515,7 +543,10 @@ impl Server {
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("journeyd did not exit within {EXIT_TIMEOUT:?} of SIGTERM\n{}", self.log_tail());
+                panic!(
+                    "journeyd did not exit within {EXIT_TIMEOUT:?} of SIGTERM\n{}",
+                    self.log_tail()
+                );
             }
         }
     }
@@ -547,10 +578,19 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// Runs the binary with these arguments to completion (bounded), capturing its output.
+/// Runs the binary with these arguments to completion (bounded), capturing its output. The working
+/// directory is a fresh temp dir, so that a default `./journeyd.db` never lands in the source tree.
 pub fn run_cli(args: &[&str]) -> Output {
+    let cwd = temp_dir("cli");
+    let out = run_cli_in(&cwd, args);
+    let _ = fs::remove_dir_all(&cwd);
+    out
+}
+
+pub fn run_cli_in(cwd: &Path, args: &[&str]) -> Output {
     let mut child = Command::new(bin())
         .args(args)
+        .current_dir(cwd)
         .env_remove("JOURNEYD_LISTEN")
         .env_remove("JOURNEYD_DB")
         .env_remove("JOURNEYD_ADMIN_TOKEN")
@@ -581,7 +621,11 @@ pub fn run_cli(args: &[&str]) -> Output {
             panic!("journeyd {args:?} did not exit within {EXIT_TIMEOUT:?}");
         }
     };
-    Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
 }
 
 pub fn describe(out: &Output) -> String {
@@ -599,7 +643,13 @@ pub fn is_stored_timestamp(v: &Value) -> bool {
     let b = s.as_bytes();
     let pattern = b"dddd-dd-ddTdd:dd:dd.dddZ";
     b.len() == pattern.len()
-        && b.iter().zip(pattern).all(|(c, p)| if *p == b'd' { c.is_ascii_digit() } else { c == p })
+        && b.iter().zip(pattern).all(|(c, p)| {
+            if *p == b'd' {
+                c.is_ascii_digit()
+            } else {
+                c == p
+            }
+        })
         && parse_ts(s).is_some()
 }
 
@@ -607,10 +657,23 @@ pub fn is_stored_timestamp(v: &Value) -> bool {
 pub fn parse_ts(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
         return None;
     }
@@ -631,14 +694,21 @@ pub fn parse_ts(s: &str) -> Option<i64> {
     }
     let offset_secs = match &s[i..] {
         "Z" | "z" => 0,
-        rest if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
+        rest if rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && &rest[3..4] == ":" =>
+        {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
             sign * (rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60)
         }
         _ => return None,
     };
     // Days from civil (Howard Hinnant's algorithm).
-    let (y2, m2) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (y2, m2) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = y2.div_euclid(400);
     let yoe = y2 - era * 400;
     let doy = (153 * m2 + 2) / 5 + d - 1;
@@ -649,7 +719,10 @@ pub fn parse_ts(s: &str) -> Option<i64> {
 }
 
 pub fn now_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
 }
 
 /// A minimal valid track message for a user, with a messageId.
@@ -681,4 +754,60 @@ pub fn fmt_ts(micros: i64) -> String {
         sod % 60,
         millis.rem_euclid(1000)
     )
+}
+
+/// The harness's own time helpers, checked against known values (no server needed).
+#[test]
+fn harness_time_helpers() {
+    let cases = [
+        ("1970-01-01T00:00:00.000Z", Some(0)),
+        (
+            "2026-11-28T10:17:39.906342+00:00",
+            Some(1_795_861_059_906_342),
+        ),
+        (
+            "2026-11-28T11:17:39.906342+01:00",
+            Some(1_795_861_059_906_342),
+        ),
+        ("2000-02-29T23:59:59Z", Some(951_868_799_000_000)),
+        ("2026-11-28 10:17:39Z", None),
+        ("2026-11-28T10:17:39", None),
+    ];
+    for (s, want) in cases {
+        assert_eq!(parse_ts(s), want, "parse_ts({s:?})");
+    }
+    for s in [
+        "1970-01-01T00:00:00.000Z",
+        "2000-02-29T23:59:59.999Z",
+        "2026-11-28T10:17:39.906Z",
+    ] {
+        assert_eq!(fmt_ts(parse_ts(s).unwrap()), s);
+        assert!(is_stored_timestamp(&Value::String(s.into())), "{s}");
+    }
+    assert!(!is_stored_timestamp(&Value::String(
+        "2026-11-28T10:17:39.906+00:00".into()
+    )));
+    assert!(!is_stored_timestamp(&Value::String(
+        "2026-11-28T10:17:39Z".into()
+    )));
+}
+
+/// Runs every case through `check`, going on past a failing case so that one run shows every failure; each
+/// failure's own message is printed as it happens, and the test then fails naming the failed cases.
+pub fn check_all<T>(
+    cases: impl IntoIterator<Item = T>,
+    name: impl Fn(&T) -> String,
+    mut check: impl FnMut(&T),
+) {
+    let mut failed = Vec::new();
+    for case in cases {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&case))).is_err() {
+            failed.push(name(&case));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} case(s) failed, see the panics above: {failed:#?}",
+        failed.len()
+    );
 }

@@ -4,6 +4,7 @@
 //! One file per family; each family runs its cases through one `check` function.
 
 mod harness;
+mod load;
 
 mod admin;
 mod auth;

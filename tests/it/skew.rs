@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, fmt_ts, is_stored_timestamp, now_micros, parse_ts, uid};
+use crate::harness::{Server, check_all, fmt_ts, is_stored_timestamp, now_micros, parse_ts, uid};
 
 /// What the stored `timestamp` must be.
 enum Expect {
@@ -51,12 +51,20 @@ fn check(srv: &Server, c: &Case) {
     let before = now_micros();
     let resp = srv.ingest(if c.batch { "/v1/batch" } else { "/v1/track" }, &body);
     let after = now_micros();
-    assert_eq!(resp.expect(200), json!({"success": true}), "{}: {body}:\n{resp}", c.name);
+    assert_eq!(
+        resp.expect(200),
+        json!({"success": true}),
+        "{}: {body}:\n{resp}",
+        c.name
+    );
 
     let stored = srv.event(&user, &mid);
     let ctx = format!("case {:?}: sent {body}\nstored {stored:#}", c.name);
     for field in ["receivedAt", "timestamp"] {
-        assert!(is_stored_timestamp(&stored[field]), "{field} not in the stored form: {ctx}");
+        assert!(
+            is_stored_timestamp(&stored[field]),
+            "{field} not in the stored form: {ctx}"
+        );
     }
     let received = parse_ts(stored["receivedAt"].as_str().unwrap()).unwrap();
     // Stored values have milliseconds; allow for the truncation on both sides.
@@ -83,8 +91,15 @@ fn check(srv: &Server, c: &Case) {
         Expect::Received => assert_eq!(stored["timestamp"], stored["receivedAt"], "{ctx}"),
     }
     match &c.original {
-        Some(s) => assert_eq!(stored["originalTimestamp"], json!(s), "originalTimestamp: {ctx}"),
-        None => assert!(stored.get("originalTimestamp").is_none_or(Value::is_null), "no originalTimestamp expected: {ctx}"),
+        Some(s) => assert_eq!(
+            stored["originalTimestamp"],
+            json!(s),
+            "originalTimestamp: {ctx}"
+        ),
+        None => assert!(
+            stored.get("originalTimestamp").is_none_or(Value::is_null),
+            "no originalTimestamp expected: {ctx}"
+        ),
     }
 }
 
@@ -164,10 +179,15 @@ fn timestamps_are_corrected_for_skew() {
             original: s("2021-06-01T12:00:00.250Z"),
             ..base()
         },
-        Case { name: "no timestamp, no sentAt: receivedAt", ..base() },
-        Case { name: "no timestamp, no sentAt, in a batch", batch: true, ..base() },
+        Case {
+            name: "no timestamp, no sentAt: receivedAt",
+            ..base()
+        },
+        Case {
+            name: "no timestamp, no sentAt, in a batch",
+            batch: true,
+            ..base()
+        },
     ];
-    for c in &cases {
-        check(&srv, c);
-    }
+    check_all(cases, |c| c.name.to_string(), |c| check(&srv, c));
 }

@@ -1,0 +1,608 @@
+//! The journey engine (SPEC §3-4): what an event or a due timer does to one profile's journey
+//! instances. Pure: no IO and no clock. The caller passes the time, the profile's state as loaded
+//! from the store (or the simulator's memory), the journey catalog and an id source; the engine
+//! changes that state in place and returns the [`Effect`]s (transitions and deliveries) the caller
+//! must persist in the same transaction.
+//!
+//! The live path and the simulator call the same functions, so a journey behaves the same in both.
+
+mod payload;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::journey::{Journey, Reentry, StepKind, all_hold};
+
+pub use payload::render_mapping;
+
+/// A `reset_timer` branch restarts a hold at most this many times per instance (SPEC §3.2).
+pub const MAX_RESETS: u32 = 100;
+/// Default cap on active instances per profile across all journeys (SPEC §4).
+pub const DEFAULT_MAX_ACTIVE: usize = 25;
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Active,
+    Completed,
+    Exited,
+    Archived,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Active => "active",
+            State::Completed => "completed",
+            State::Exited => "exited",
+            State::Archived => "archived",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "active" => State::Active,
+            "completed" => State::Completed,
+            "exited" => State::Exited,
+            "archived" => State::Archived,
+            _ => return None,
+        })
+    }
+}
+
+/// One instance of a journey for one profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub id: i64,
+    pub journey_id: String,
+    pub version: i64,
+    pub state: State,
+    /// The step it waits at (hold or delay) or, once ended, the last step it reached.
+    pub step: Option<String>,
+    /// The entry event's `unique_by` property value, when the journey has one.
+    pub unique_value: Option<Value>,
+    /// Journey context (SPEC §3.3): key to event properties.
+    pub context: Map<String, Value>,
+    /// How often a `reset_timer` branch restarted a hold of this instance.
+    pub resets: u32,
+    /// When its timer falls due, while it waits at a hold with `max_hold` or at a delay.
+    pub due_at: Option<i64>,
+    pub entered_at: i64,
+    /// Which entry of this profile into this journey it is (1, 2, ...): seeds random splits so that
+    /// a live run and a simulation of the same inputs pick the same branches.
+    pub ordinal: i64,
+    /// Set when the engine changed it: the caller writes dirty instances back.
+    pub dirty: bool,
+}
+
+/// What a profile remembers about one journey beyond its instances.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Memory {
+    /// How many instances of the journey the profile ever entered (for `reentry: once`).
+    pub entries: i64,
+    /// Branch index per `random_split` step id, for `sticky: true`.
+    pub sticky: BTreeMap<String, usize>,
+    pub dirty: bool,
+}
+
+/// The part of one profile's state the engine reads and changes.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileState {
+    pub key: String,
+    /// Whether the key is an anonymousId (no userId known): deliveries then carry `anonymousId`.
+    pub anonymous: bool,
+    pub traits: Map<String, Value>,
+    /// Its active instances (and, after a call, the ones that call ended).
+    pub instances: Vec<Instance>,
+    /// Per journey id.
+    pub memory: BTreeMap<String, Memory>,
+}
+
+/// The journey definitions the engine may use.
+pub trait Catalog {
+    /// A version of a journey (instances stay on the version they entered).
+    fn version(&self, journey_id: &str, version: i64) -> Option<Arc<Journey>>;
+    /// The journeys accepting new entries on `event` (active, newest version), in a stable order.
+    fn entries_for(&self, event: &str) -> Vec<(i64, Arc<Journey>)>;
+}
+
+/// Where new ids come from: the store's sequences live, counters in a simulation.
+pub trait Ids {
+    fn instance_id(&mut self) -> i64;
+    fn delivery_id(&mut self) -> String;
+}
+
+/// What happened, in order, to record in the timeline, count in stats and show in traces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub at: i64,
+    /// `None` for a skipped entry, which made no instance.
+    pub instance: Option<i64>,
+    pub journey_id: String,
+    pub version: i64,
+    pub what: What,
+    pub step: Option<String>,
+    /// The branch label, destination, or next step, depending on `what`.
+    pub detail: Option<String>,
+}
+
+/// The kinds of transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum What {
+    /// Entered the journey.
+    Entered,
+    /// An entry refused by the per-profile cap.
+    Skipped,
+    /// Reached a step.
+    Step,
+    /// Took a branch of a hold or split (detail: its label).
+    Branch,
+    /// A hold's `max_hold` passed.
+    Timeout,
+    /// A delay's duration passed.
+    Timer,
+    /// A `reset_timer` branch restarted a hold (detail: its label).
+    Reset,
+    /// A send step wrote a delivery (detail: the destination).
+    Send,
+    Completed,
+    Exited,
+    Archived,
+}
+
+impl What {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            What::Entered => "entered",
+            What::Skipped => "skipped",
+            What::Step => "step",
+            What::Branch => "branch",
+            What::Timeout => "timeout",
+            What::Timer => "timer",
+            What::Reset => "reset",
+            What::Send => "send",
+            What::Completed => "completed",
+            What::Exited => "exited",
+            What::Archived => "archived",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<What> {
+        Some(match s {
+            "entered" => What::Entered,
+            "skipped" => What::Skipped,
+            "step" => What::Step,
+            "branch" => What::Branch,
+            "timeout" => What::Timeout,
+            "timer" => What::Timer,
+            "reset" => What::Reset,
+            "send" => What::Send,
+            "completed" => What::Completed,
+            "exited" => What::Exited,
+            "archived" => What::Archived,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Transition {
+    /// The trace form used by tests: `#1 cart-abandonment step wait_for_order`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.instance {
+            Some(id) => write!(f, "#{id} {}", self.journey_id)?,
+            None => write!(f, "- {}", self.journey_id)?,
+        }
+        write!(f, " {}", self.what.as_str())?;
+        if let Some(step) = &self.step {
+            write!(f, " {step}")?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, " -> {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A payload to deliver, written to the outbox in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub id: String,
+    pub at: i64,
+    pub instance_id: i64,
+    pub journey_id: String,
+    pub step_id: String,
+    pub destination: String,
+    pub payload: Value,
+}
+
+/// Everything one call produced, in order.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Effects {
+    pub transitions: Vec<Transition>,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// An incoming event as the engine sees it.
+pub struct EventView<'a> {
+    /// The event name: a track call's `event`; other call types never trigger journeys.
+    pub name: &'a str,
+    /// The stored message; `property` conditions look in its `properties`, `path` ones at its root.
+    pub message: &'a Value,
+}
+
+impl EventView<'_> {
+    fn properties(&self) -> Value {
+        self.message.get("properties").filter(|p| p.is_object()).cloned().unwrap_or_else(|| json!({}))
+    }
+}
+
+/// The engine for one call: its inputs and the effects it has produced so far.
+pub struct Engine<'a> {
+    pub catalog: &'a dyn Catalog,
+    pub ids: &'a mut dyn Ids,
+    pub max_active: usize,
+    pub effects: Effects,
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(catalog: &'a dyn Catalog, ids: &'a mut dyn Ids, max_active: usize) -> Engine<'a> {
+        Engine { catalog, ids, max_active, effects: Effects::default() }
+    }
+
+    /// Applies one event at `now` (SPEC §4): first the profile's timers already due by `now` fire,
+    /// so the outcome does not depend on how late the scheduler is; then exit rules, then holds,
+    /// then entries. An instance the event starts does not also take it as a hold event.
+    pub fn on_event(&mut self, profile: &mut ProfileState, event: &EventView, now: i64) {
+        self.fire_due(profile, now);
+        let existing = profile.instances.len();
+        for i in 0..existing {
+            self.exit_rules(profile, i, event, now);
+        }
+        for i in 0..existing {
+            self.hold_event(profile, i, event, now);
+        }
+        for (version, journey) in self.catalog.entries_for(event.name) {
+            self.entry(profile, &journey, version, event, now);
+        }
+    }
+
+    /// Fires every timer of the profile due at or before `now`, earliest first, each at its own
+    /// due time.
+    pub fn fire_due(&mut self, profile: &mut ProfileState, now: i64) {
+        loop {
+            let next = profile
+                .instances
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| i.state == State::Active)
+                .filter_map(|(n, i)| i.due_at.filter(|d| *d <= now).map(|d| (d, i.id, n)))
+                .min();
+            let Some((due, _, index)) = next else { break };
+            self.fire(profile, index, due);
+        }
+    }
+
+    /// Fires the timer of instance `id` if it is due by `now`; returns whether it fired.
+    pub fn on_timer(&mut self, profile: &mut ProfileState, id: i64, now: i64) -> bool {
+        let Some(index) = profile.instances.iter().position(|i| i.id == id) else { return false };
+        let inst = &profile.instances[index];
+        match inst.due_at {
+            Some(due) if inst.state == State::Active && due <= now => {
+                self.fire(profile, index, due);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn fire(&mut self, profile: &mut ProfileState, index: usize, due: i64) {
+        let Some(journey) = self.journey_of(&profile.instances[index]) else {
+            profile.instances[index].due_at = None;
+            profile.instances[index].dirty = true;
+            return;
+        };
+        let inst = &mut profile.instances[index];
+        inst.due_at = None;
+        inst.dirty = true;
+        let step_id = inst.step.clone().unwrap_or_default();
+        let next = match journey.step(&step_id).map(|s| &s.kind) {
+            Some(StepKind::HoldUntil { on_timeout, .. }) => {
+                self.transition(inst, due, What::Timeout, Some(&step_id), on_timeout.clone());
+                on_timeout.clone()
+            }
+            Some(StepKind::Delay { next, .. }) => {
+                self.transition(inst, due, What::Timer, Some(&step_id), next.clone());
+                next.clone()
+            }
+            // A timer on a step that no longer waits cannot happen with a valid definition.
+            _ => return,
+        };
+        self.advance(profile, index, &journey, next, due);
+    }
+
+    fn journey_of(&self, inst: &Instance) -> Option<Arc<Journey>> {
+        self.catalog.version(&inst.journey_id, inst.version)
+    }
+
+    /// Whether an event reaches an instance under `unique_by` (SPEC §3: same value, same property).
+    fn reaches(journey: &Journey, inst: &Instance, event: &EventView) -> bool {
+        match &journey.entry.unique_by {
+            None => true,
+            Some(prop) => {
+                let value = event.message.get("properties").and_then(|p| p.get(prop));
+                value.is_some() && value == inst.unique_value.as_ref()
+            }
+        }
+    }
+
+    fn exit_rules(&mut self, profile: &mut ProfileState, index: usize, event: &EventView, now: i64) {
+        let inst = &profile.instances[index];
+        if inst.state != State::Active {
+            return;
+        }
+        let Some(journey) = self.journey_of(inst) else { return };
+        let hit = journey.exit.events.iter().any(|e| e.event == event.name && all_hold(&e.conditions, event.message));
+        if !hit || !Self::reaches(&journey, inst, event) {
+            return;
+        }
+        let inst = &mut profile.instances[index];
+        inst.state = State::Exited;
+        inst.due_at = None;
+        inst.dirty = true;
+        let step = inst.step.clone();
+        self.transition(inst, now, What::Exited, step.as_deref(), None);
+        if let Some(send) = &journey.exit.send {
+            self.send(profile, index, &journey, send, now);
+        }
+    }
+
+    fn hold_event(&mut self, profile: &mut ProfileState, index: usize, event: &EventView, now: i64) {
+        let inst = &profile.instances[index];
+        if inst.state != State::Active {
+            return;
+        }
+        let Some(journey) = self.journey_of(inst) else { return };
+        let step_id = inst.step.clone().unwrap_or_default();
+        let Some(StepKind::HoldUntil { branches, max_hold, .. }) = journey.step(&step_id).map(|s| &s.kind) else {
+            return;
+        };
+        if !Self::reaches(&journey, inst, event) {
+            return;
+        }
+        let resets = inst.resets;
+        let Some(branch) = branches.iter().find(|b| {
+            b.event == event.name && !(b.reset_timer && resets >= MAX_RESETS) && all_hold(&b.conditions, event.message)
+        }) else {
+            return;
+        };
+        let inst = &mut profile.instances[index];
+        inst.context.insert(branch.context_key().to_string(), event.properties());
+        inst.dirty = true;
+        if branch.reset_timer {
+            inst.resets += 1;
+            inst.due_at = max_hold.map(|ms| now + ms as i64);
+            self.transition(inst, now, What::Reset, Some(&step_id), Some(branch.label()));
+            return;
+        }
+        inst.due_at = None;
+        self.transition(inst, now, What::Branch, Some(&step_id), Some(branch.label()));
+        let next = branch.next.clone();
+        self.advance(profile, index, &journey, next, now);
+    }
+
+    fn entry(&mut self, profile: &mut ProfileState, journey: &Arc<Journey>, version: i64, event: &EventView, now: i64) {
+        let entry = &journey.entry;
+        if entry.event != event.name || !all_hold(&entry.conditions, event.message) {
+            return;
+        }
+        let active = |p: &ProfileState| {
+            p.instances.iter().filter(|i| i.state == State::Active && i.journey_id == journey.id).count()
+        };
+        let unique_value = match &entry.unique_by {
+            None => None,
+            Some(prop) => match event.message.get("properties").and_then(|p| p.get(prop)) {
+                // A trigger without the unique_by property cannot be told apart: it does not enter.
+                None | Some(Value::Null) => return,
+                Some(v) => Some(v.clone()),
+            },
+        };
+        if let Some(v) = &unique_value
+            && profile.instances.iter().any(|i| {
+                i.state == State::Active && i.journey_id == journey.id && i.unique_value.as_ref() == Some(v)
+            })
+        {
+            return;
+        }
+        let entered_before = profile.memory.get(&journey.id).is_some_and(|m| m.entries > 0);
+        match entry.reentry {
+            Reentry::EveryTime => {}
+            Reentry::IfNotActive if active(profile) > 0 => return,
+            Reentry::IfNotActive => {}
+            Reentry::Once if entered_before => return,
+            Reentry::Once => {}
+        }
+        let all_active = profile.instances.iter().filter(|i| i.state == State::Active).count();
+        if all_active >= self.max_active {
+            self.effects.transitions.push(Transition {
+                at: now,
+                instance: None,
+                journey_id: journey.id.clone(),
+                version,
+                what: What::Skipped,
+                step: None,
+                detail: Some(format!("{} active instances", all_active)),
+            });
+            return;
+        }
+        let memory = profile.memory.entry(journey.id.clone()).or_default();
+        memory.entries += 1;
+        memory.dirty = true;
+        let ordinal = memory.entries;
+        let mut context = Map::new();
+        context.insert(entry.event.clone(), event.properties());
+        let inst = Instance {
+            id: self.ids.instance_id(),
+            journey_id: journey.id.clone(),
+            version,
+            state: State::Active,
+            step: None,
+            unique_value,
+            context,
+            resets: 0,
+            due_at: None,
+            entered_at: now,
+            ordinal,
+            dirty: true,
+        };
+        self.transition(&inst, now, What::Entered, None, None);
+        profile.instances.push(inst);
+        let index = profile.instances.len() - 1;
+        let first = journey.first_step().map(|s| s.id.clone());
+        self.advance(profile, index, journey, first, now);
+    }
+
+    /// Runs steps from `next` until the instance waits (hold, delay) or completes.
+    fn advance(&mut self, profile: &mut ProfileState, index: usize, journey: &Journey, mut next: Option<String>, at: i64) {
+        // Steps form a DAG of at most 50 steps, so this loop ends; the bound guards bad input.
+        for _ in 0..=journey.steps.len() {
+            let Some(step_id) = next.take() else {
+                let inst = &mut profile.instances[index];
+                inst.state = State::Completed;
+                inst.due_at = None;
+                inst.dirty = true;
+                let step = inst.step.clone();
+                self.transition(inst, at, What::Completed, step.as_deref(), None);
+                return;
+            };
+            let Some(step) = journey.step(&step_id) else { return };
+            {
+                let inst = &mut profile.instances[index];
+                inst.step = Some(step_id.clone());
+                inst.dirty = true;
+                self.transition(inst, at, What::Step, Some(&step_id), None);
+            }
+            match &step.kind {
+                StepKind::HoldUntil { max_hold, .. } => {
+                    profile.instances[index].due_at = max_hold.map(|ms| at + ms as i64);
+                    return;
+                }
+                StepKind::Delay { duration, .. } => {
+                    profile.instances[index].due_at = Some(at + *duration as i64);
+                    return;
+                }
+                StepKind::Split { branches, otherwise } => {
+                    let root = json!({
+                        "context": Value::Object(profile.instances[index].context.clone()),
+                        "traits": Value::Object(profile.traits.clone()),
+                    });
+                    let taken = branches.iter().enumerate().find(|(_, b)| all_hold(&b.conditions, &root));
+                    let (label, to) = match taken {
+                        Some((n, b)) => (b.label(n), b.next.clone()),
+                        None => ("else".to_string(), otherwise.clone()),
+                    };
+                    self.transition(&profile.instances[index], at, What::Branch, Some(&step_id), Some(label));
+                    next = to;
+                }
+                StepKind::RandomSplit { branches, sticky } => {
+                    let n = self.pick(profile, index, journey, &step_id, branches, *sticky);
+                    let label = branches[n].label(n);
+                    self.transition(&profile.instances[index], at, What::Branch, Some(&step_id), Some(label));
+                    next = branches[n].next.clone();
+                }
+                StepKind::Send { next: to, .. } => {
+                    self.send(profile, index, journey, &step_id, at);
+                    next = to.clone();
+                }
+            }
+        }
+    }
+
+    /// Picks a random-split branch by weight. The draw is a hash of the profile, journey, step and
+    /// entry ordinal: deterministic, so a simulation picks what the live engine picks.
+    fn pick(
+        &mut self,
+        profile: &mut ProfileState,
+        index: usize,
+        journey: &Journey,
+        step_id: &str,
+        branches: &[crate::journey::RandomBranch],
+        sticky: bool,
+    ) -> usize {
+        if sticky
+            && let Some(&n) = profile.memory.get(&journey.id).and_then(|m| m.sticky.get(step_id))
+            && n < branches.len()
+        {
+            return n;
+        }
+        let seed = format!("{}\u{1f}{}\u{1f}{}\u{1f}{}", profile.key, journey.id, step_id, profile.instances[index].ordinal);
+        let draw = (fnv1a(seed.as_bytes()) % 100) as u32;
+        let mut total = 0;
+        let mut chosen = branches.len() - 1;
+        for (n, b) in branches.iter().enumerate() {
+            total += b.percent;
+            if draw < total {
+                chosen = n;
+                break;
+            }
+        }
+        if sticky {
+            let memory = profile.memory.entry(journey.id.clone()).or_default();
+            memory.sticky.insert(step_id.to_string(), chosen);
+            memory.dirty = true;
+        }
+        chosen
+    }
+
+    /// Writes the delivery of a send step (SPEC §5's default payload, or its mapping).
+    fn send(&mut self, profile: &ProfileState, index: usize, journey: &Journey, step_id: &str, at: i64) {
+        let Some(StepKind::Send { destination, event_name, traits, mapping, .. }) =
+            journey.step(step_id).map(|s| &s.kind)
+        else {
+            return;
+        };
+        let inst = &profile.instances[index];
+        let id = self.ids.delivery_id();
+        let payload = payload::default_payload(profile, inst, step_id, event_name, traits, &id, at);
+        let payload = match mapping {
+            Some(template) => render_mapping(template, &payload),
+            None => payload,
+        };
+        self.transition(inst, at, What::Send, Some(step_id), Some(destination.clone()));
+        self.effects.deliveries.push(Delivery {
+            id,
+            at,
+            instance_id: inst.id,
+            journey_id: inst.journey_id.clone(),
+            step_id: step_id.to_string(),
+            destination: destination.clone(),
+            payload,
+        });
+    }
+
+    fn transition(&mut self, inst: &Instance, at: i64, what: What, step: Option<&str>, detail: Option<String>) {
+        self.effects.transitions.push(Transition {
+            at,
+            instance: Some(inst.id),
+            journey_id: inst.journey_id.clone(),
+            version: inst.version,
+            what,
+            step: step.map(str::to_string),
+            detail,
+        });
+    }
+}
+
+/// FNV-1a, 64 bits: a small stable hash (std's hasher is randomly seeded per process).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}

@@ -10,9 +10,11 @@ CREATE TABLE api_keys (
     created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- A profile is keyed by userId, else anonymousId. `traits` is a JSON object merged by identify calls.
+-- A profile is keyed by userId, else anonymousId (`anonymous` = 1). `traits` is a JSON object
+-- merged by identify calls.
 CREATE TABLE profiles (
     profile_key TEXT PRIMARY KEY,
+    anonymous   INTEGER NOT NULL DEFAULT 0,
     traits      TEXT NOT NULL DEFAULT '{}',
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL

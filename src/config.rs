@@ -24,8 +24,36 @@ pub struct Cli {
 pub enum Command {
     /// Run the appliance: the HTTP API (ingest and admin), the scheduler and the delivery workers.
     Serve(ServeArgs),
+    /// Validate journey files offline; prints every problem with its JSON path. Exit 0 when all
+    /// are valid, 1 otherwise.
+    Check(CheckArgs),
+    /// Run a journey against timed events on a virtual clock and print the trace; writes and
+    /// sends nothing.
+    Simulate(SimulateArgs),
     /// Write a consistent copy of the database to DEST; safe while `serve` is running.
     Backup(BackupArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Journey JSON files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// The journey JSON file.
+    pub file: PathBuf,
+    /// Events, one JSON object per line: {"at": "+90m", "message": {...}}.
+    #[arg(long)]
+    pub events: PathBuf,
+    /// Traits every simulated profile starts with, as a JSON object.
+    #[arg(long)]
+    pub traits: Option<String>,
+    /// Most active instances per profile, as for `serve`.
+    #[arg(long, env = "JOURNEYD_MAX_ACTIVE_PER_PROFILE", default_value_t = crate::engine::DEFAULT_MAX_ACTIVE)]
+    pub max_active_per_profile: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -48,6 +76,11 @@ pub struct ServeArgs {
     /// printed once.
     #[arg(long = "write-key", env = "JOURNEYD_WRITE_KEY", value_delimiter = ',')]
     pub write_keys: Vec<String>,
+
+    /// Most active journey instances per profile, across all journeys; further entries are
+    /// skipped and counted.
+    #[arg(long, env = "JOURNEYD_MAX_ACTIVE_PER_PROFILE", default_value_t = crate::engine::DEFAULT_MAX_ACTIVE)]
+    pub max_active_per_profile: usize,
 }
 
 #[derive(Debug, Clone, Args)]

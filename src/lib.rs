@@ -9,14 +9,20 @@
 //! - [`journey`] holds journey definitions: types, parsing and validation with JSON paths (pure).
 //! - [`clock`] is the only source of time.
 //! - [`config`] holds the settings of `journeyd serve` and their defaults, in one place.
-//! - [`server`] wires the pieces together: `run(settings, listener, shutdown)`.
+//! - [`engine`] decides what an event or a due timer does to a profile's journey instances (pure).
+//! - [`scheduler`] sleeps until the next due timer and fires due timers through the store.
+//! - [`sim`] runs a journey against timed events on a virtual clock, through the same engine.
+//! - [`delivery`] holds destinations and (with the delivery issue) the outbox workers.
+//! - [`server`] wires the pieces together: `run(app, listener, shutdown)`.
 
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod engine;
 pub mod ingest;
 pub mod journey;
+pub mod scheduler;
 pub mod server;
 pub mod sim;
 pub mod store;

@@ -30,7 +30,9 @@ fn generate_secret() -> String {
 /// Runs `journeyd serve` until `shutdown` resolves.
 pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = Store::open(&args.db.db, clock, StoreOptions::default())
+    let max_active = args.max_active_per_profile;
+    let options = StoreOptions { max_active, ..StoreOptions::default() };
+    let store = Store::open(&args.db.db, clock, options)
         .with_context(|| format!("opening database {}", args.db.db.display()))?;
     let (keys, generated) = store
         .ensure_keys(args.admin_token.into_iter().collect(), args.write_keys, generate_secret)
@@ -57,8 +59,16 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyho
     );
     println!("listening on {addr}");
 
-    let app = App::new(store.clone(), keys);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(crate::scheduler::run(store.clone(), stopped));
+
+    let app = App::new(store.clone(), keys, max_active);
     let result = run(app, listener, shutdown).await;
+    // Requests are done: stop the background tasks, then let the writer commit what is queued.
+    let _ = stop.send(true);
+    if let Err(e) = scheduler.await {
+        tracing::error!(error = %e, "scheduler task failed");
+    }
     store.writer().shutdown().await;
     tracing::info!("journeyd stopped");
     result

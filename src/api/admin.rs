@@ -7,7 +7,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{App, Body, admin_error, json_response, pagination, path_segment, store_error};
+use super::{App, Body, admin_error, journeys, json_response, pagination, path_segment, store_error};
 use crate::store::{Page, TimelineItem};
 
 /// Routes `/v1/...` admin paths; `segments` starts after `v1`.
@@ -17,6 +17,19 @@ pub async fn route(app: &App, method: &Method, segments: &[&str], req: Request<I
         (&Method::GET, ["profiles", id]) => profile(app, path_segment(id)).await,
         (&Method::GET, ["profiles", id, "timeline"]) => timeline(app, path_segment(id), query.as_deref()).await,
         (&Method::GET, ["backup"]) => backup(app).await,
+        (&Method::GET, ["journeys"]) => journeys::list_journeys(app, query.as_deref()).await,
+        (&Method::PUT, ["journeys", id]) => journeys::put_journey(app, path_segment(id), req).await,
+        (&Method::GET, ["journeys", id]) => journeys::get_journey(app, path_segment(id)).await,
+        (&Method::DELETE, ["journeys", id]) => journeys::archive(app, path_segment(id)).await,
+        (&Method::POST, ["journeys", id, "pause"]) => journeys::set_status(app, path_segment(id), "paused").await,
+        (&Method::POST, ["journeys", id, "resume"]) => journeys::set_status(app, path_segment(id), "active").await,
+        (&Method::GET, ["journeys", id, "stats"]) => journeys::stats(app, path_segment(id), query.as_deref()).await,
+        (&Method::GET, ["instances", id]) => journeys::instance(app, &path_segment(id)).await,
+        (&Method::POST, ["simulate"]) => journeys::simulate(app, req).await,
+        (&Method::GET, ["destinations"]) => journeys::list_destinations(app, query.as_deref()).await,
+        (&Method::PUT, ["destinations", id]) => journeys::put_destination(app, path_segment(id), req).await,
+        (&Method::GET, ["destinations", id]) => journeys::get_destination(app, path_segment(id)).await,
+        (&Method::DELETE, ["destinations", id]) => journeys::delete_destination(app, path_segment(id)).await,
         _ => admin_error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -37,26 +50,36 @@ pub async fn healthz(app: &App) -> Response<Body> {
 }
 
 async fn profile(app: &App, id: String) -> Response<Body> {
-    match app.store.profile(id).await {
-        Ok(p) => json_response(
-            StatusCode::OK,
-            &json!({
-                "id": p.key,
-                "traits": p.traits,
-                "ids": p.ids,
-                "created_at": crate::ingest::format_ms(p.created_at),
-                "updated_at": crate::ingest::format_ms(p.updated_at),
-                "instances": [],
-            }),
-        ),
-        Err(e) => store_error(e),
-    }
+    let p = match app.store.profile(id).await {
+        Ok(p) => p,
+        Err(e) => return store_error(e),
+    };
+    let instances = match app.store.profile_instances(p.ids.clone(), 100).await {
+        Ok(i) => i,
+        Err(e) => return store_error(e),
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "id": p.key,
+            "traits": p.traits,
+            "ids": p.ids,
+            "created_at": crate::ingest::format_ms(p.created_at),
+            "updated_at": crate::ingest::format_ms(p.updated_at),
+            "instances": instances.iter().map(journeys::instance_json).collect::<Vec<_>>(),
+        }),
+    )
 }
 
 async fn timeline(app: &App, id: String, query: Option<&str>) -> Response<Body> {
     let (limit, cursor) = match pagination(query) {
         Ok(p) => p,
         Err(resp) => return resp,
+    };
+    let cursor = match cursor.map(|c| c.parse::<i64>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return admin_error(StatusCode::BAD_REQUEST, "bad_request", "cursor is not valid"),
     };
     match app.store.timeline(id, cursor, limit).await {
         Ok(page) => json_response(StatusCode::OK, &page_json(page, timeline_item)),
@@ -67,6 +90,11 @@ async fn timeline(app: &App, id: String, query: Option<&str>) -> Response<Body> 
 fn timeline_item(item: TimelineItem) -> Value {
     match item {
         TimelineItem::Event { seq, message } => json!({"kind": "event", "seq": seq, "message": message}),
+        TimelineItem::Transition(t) => {
+            let mut v = journeys::transition_json(&t);
+            v["kind"] = json!("transition");
+            v
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod admin;
 mod ingest;
+mod journeys;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,11 +28,13 @@ pub type Body = BoxBody<Bytes, Infallible>;
 pub struct App {
     pub store: Store,
     pub keys: KeySet,
+    /// The per-profile cap on active instances, for simulations to match the live engine.
+    pub max_active: usize,
 }
 
 impl App {
-    pub fn new(store: Store, keys: KeySet) -> Arc<App> {
-        Arc::new(App { store, keys })
+    pub fn new(store: Store, keys: KeySet, max_active: usize) -> Arc<App> {
+        Arc::new(App { store, keys, max_active })
     }
 
     fn now(&self) -> i64 {
@@ -145,7 +148,7 @@ impl From<SubmitError> for Failure {
 }
 
 /// Parses `?limit=&cursor=` of a list call: limit defaults to 100 and is capped at 1000.
-fn pagination(query: Option<&str>) -> Result<(usize, Option<i64>), Response<Body>> {
+fn pagination(query: Option<&str>) -> Result<(usize, Option<String>), Response<Body>> {
     let mut limit = 100usize;
     let mut cursor = None;
     for (k, v) in query_pairs(query) {
@@ -154,10 +157,7 @@ fn pagination(query: Option<&str>) -> Result<(usize, Option<i64>), Response<Body
                 Ok(n) if n >= 1 => limit = n.min(1000),
                 _ => return Err(admin_error(StatusCode::BAD_REQUEST, "bad_request", format!("limit must be a positive integer, got \"{v}\""))),
             },
-            "cursor" if !v.is_empty() => match v.parse::<i64>() {
-                Ok(n) => cursor = Some(n),
-                Err(_) => return Err(admin_error(StatusCode::BAD_REQUEST, "bad_request", format!("cursor \"{v}\" is not valid"))),
-            },
+            "cursor" if !v.is_empty() => cursor = Some(v),
             _ => {}
         }
     }

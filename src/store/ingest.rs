@@ -51,7 +51,7 @@ fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<()> {
     let conn = ctx.conn();
     let primary = m.user_id.as_deref().or(m.anonymous_id.as_deref()).expect("ingest validated an id");
     let profile_key = resolve(conn, primary)?;
-    ensure_profile(conn, &profile_key, m.received_at)?;
+    ensure_profile(conn, &profile_key, m.user_id.is_none(), m.received_at)?;
 
     // identify and alias carrying two ids link the other one to this profile.
     let other = match m.call {
@@ -76,6 +76,10 @@ fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<()> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![seq, profile_key, m.message_id, m.call.as_str(), m.event, m.received_at, body])?;
+    // The engine seam: the journeys move in this same transaction, so a 2xx means they moved.
+    if let Some(name) = &m.event {
+        super::journeys::on_event(ctx, &profile_key, name, &m.body, m.received_at)?;
+    }
     Ok(())
 }
 
@@ -88,12 +92,12 @@ pub(super) fn resolve(conn: &Connection, id: &str) -> Result<String> {
     Ok(linked.unwrap_or_else(|| id.to_string()))
 }
 
-fn ensure_profile(conn: &Connection, key: &str, now: i64) -> Result<()> {
+fn ensure_profile(conn: &Connection, key: &str, anonymous: bool, now: i64) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO profiles (profile_key, traits, created_at, updated_at) VALUES (?1, '{}', ?2, ?2)
+        "INSERT INTO profiles (profile_key, anonymous, traits, created_at, updated_at) VALUES (?1, ?2, '{}', ?3, ?3)
          ON CONFLICT (profile_key) DO NOTHING",
     )?
-    .execute(params![key, now])?;
+    .execute(params![key, anonymous, now])?;
     Ok(())
 }
 

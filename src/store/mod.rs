@@ -8,7 +8,9 @@
 //! which in WAL mode never waits for the writer.
 
 mod backup;
+mod destinations;
 mod ingest;
+mod journeys;
 mod keys;
 mod query;
 mod read;
@@ -19,9 +21,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use backup::backup_to;
+pub use destinations::{DeleteRefused, DestinationView};
 pub use ingest::IngestOutcome;
 pub use keys::{Generated, KeySet};
-pub use query::{Page, ProfileView, TimelineItem};
+pub use journeys::{Fired, Published};
+pub use query::{InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, StatRows, TimelineItem, TransitionRow};
 pub use writer::{SubmitError, Writer, WriterStats};
 
 use crate::clock::Clock;
@@ -84,6 +88,21 @@ struct Inner {
     writer: Writer,
     readers: read::ReadPool,
     clock: Arc<dyn Clock>,
+    wake: Arc<Wake>,
+}
+
+/// How the writer wakes the scheduler: `target` is the due time the scheduler sleeps until; a
+/// transaction that writes an earlier timer notifies it. A hint only: the timers are in SQLite.
+#[derive(Debug)]
+pub struct Wake {
+    pub target: std::sync::atomic::AtomicI64,
+    pub notify: tokio::sync::Notify,
+}
+
+impl Default for Wake {
+    fn default() -> Wake {
+        Wake { target: std::sync::atomic::AtomicI64::new(i64::MAX), notify: tokio::sync::Notify::new() }
+    }
 }
 
 /// Settings of the store, with defaults in [`StoreOptions::default`].
@@ -95,11 +114,13 @@ pub struct StoreOptions {
     pub max_batch: usize,
     /// Read connections kept open for queries.
     pub readers: usize,
+    /// Most active journey instances per profile, across journeys (SPEC §4).
+    pub max_active: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { queue_capacity: 4096, max_batch: 512, readers: 4 }
+        StoreOptions { queue_capacity: 4096, max_batch: 512, readers: 4, max_active: crate::engine::DEFAULT_MAX_ACTIVE }
     }
 }
 
@@ -109,10 +130,12 @@ impl Store {
     pub fn open(path: &Path, clock: Arc<dyn Clock>, options: StoreOptions) -> Result<Store> {
         let mut conn = open_connection(path)?;
         schema::apply(&mut conn)?;
-        let writer = Writer::start(conn, clock.clone(), &options)?;
+        let wake = Arc::new(Wake::default());
+        let live = journeys::Live::new(options.max_active, wake.clone());
+        let writer = Writer::start(conn, clock.clone(), &options, live)?;
         let readers = read::ReadPool::new(path.to_path_buf(), options.readers);
         Ok(Store {
-            inner: Arc::new(Inner { path: path.to_path_buf(), writer, readers, clock }),
+            inner: Arc::new(Inner { path: path.to_path_buf(), writer, readers, clock, wake }),
         })
     }
 
@@ -122,6 +145,10 @@ impl Store {
 
     pub fn writer(&self) -> &Writer {
         &self.inner.writer
+    }
+
+    pub fn wake(&self) -> &Arc<Wake> {
+        &self.inner.wake
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

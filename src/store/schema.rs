@@ -14,7 +14,10 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// Migration `MIGRATIONS[i]` upgrades a database from version `i + 1` to `i + 2`; the first
 /// file (`0001`) is the original schema and is used only to build version 1 in tests.
-pub const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_foundation.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_foundation.sql"),
+    include_str!("../../migrations/0002_journeys.sql"),
+];
 
 /// The version `schema.sql` describes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;

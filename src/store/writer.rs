@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::journeys::Live;
 use super::{Result, StoreError, StoreOptions};
 use crate::clock::Clock;
 
@@ -34,8 +35,8 @@ pub enum SubmitError {
 
 /// What a job sees while it runs: the open transaction and the writer's own state.
 pub struct WriteCtx<'a> {
-    conn: &'a Connection,
-    state: &'a mut WriterState,
+    pub(super) conn: &'a Connection,
+    pub(super) state: &'a mut WriterState,
     /// The time this transaction started; one value for every job in it.
     pub now: i64,
 }
@@ -54,13 +55,21 @@ impl WriteCtx<'_> {
 
 /// State that lives with the write connection for the life of the process.
 pub struct WriterState {
-    last_seq: i64,
+    pub(super) last_seq: i64,
+    /// The journeys the engine runs, and the instance id sequence.
+    pub(super) live: Live,
 }
 
 impl WriterState {
-    fn load(conn: &Connection) -> Result<WriterState> {
-        let last_seq = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
-        Ok(WriterState { last_seq })
+    /// Reads the state back from the database: at start, and after a failed commit.
+    pub(super) fn load(conn: &Connection, live: Live) -> Result<WriterState> {
+        let last_seq = conn.query_row(
+            "SELECT max((SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM transitions))",
+            [],
+            |r| r.get(0),
+        )?;
+        let live = live.reload(conn)?;
+        Ok(WriterState { last_seq, live })
     }
 }
 
@@ -121,8 +130,8 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(conn: Connection, clock: Arc<dyn Clock>, options: &StoreOptions) -> Result<Writer> {
-        let state = WriterState::load(&conn)?;
+    pub(super) fn start(conn: Connection, clock: Arc<dyn Clock>, options: &StoreOptions, live: Live) -> Result<Writer> {
+        let state = WriterState::load(&conn, live)?;
         let (queue, rx) = mpsc::channel(options.queue_capacity);
         let stats = Arc::new(WriterStats::default());
         let max_batch = options.max_batch;
@@ -227,7 +236,6 @@ fn run(
 }
 
 fn commit_batch(conn: &mut Connection, state: &mut WriterState, now: i64, batch: &mut [Box<dyn Job>]) -> Result<()> {
-    let saved_seq = state.last_seq;
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for job in batch.iter_mut() {
         let sp = tx.savepoint()?;
@@ -241,7 +249,13 @@ fn commit_batch(conn: &mut Connection, state: &mut WriterState, now: i64, batch:
     }
     let committed = tx.commit();
     if committed.is_err() {
-        state.last_seq = saved_seq;
+        // The jobs' changes to the in-memory state were rolled back in the database but not in
+        // memory: read it back.
+        let live = std::mem::take(&mut state.live);
+        match WriterState::load(conn, live) {
+            Ok(fresh) => *state = fresh,
+            Err(e) => tracing::error!(error = %e, "reloading writer state failed"),
+        }
     }
     Ok(committed?)
 }

@@ -21,6 +21,10 @@ fn check(name: &str, take: impl FnOnce(&Server, &Path)) {
     let copy = dir.join("copy.db");
     take(&srv, &copy);
     let acked_during = load.acked_count() - before.len();
+    eprintln!(
+        "{name}: {} acknowledged before the backup began, {acked_during} while it ran",
+        before.len()
+    );
     // Let the load go on a little after the backup, to see the server is still well.
     load.wait_for_acks(load.acked_count() + BATCH, Duration::from_secs(10));
     load.stop();

@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use crate::harness::{Options, Server, bearer, check_all, describe, run_cli, temp_dir, track, uid};
+use crate::load::{BATCH, Load, check_stored, stored_counts};
 
 #[test]
 fn sigterm_exits_zero_and_keeps_acknowledged_events() {
@@ -163,4 +164,30 @@ fn credentials_given_at_restart_are_added() {
             );
         }
     }
+}
+
+/// SIGTERM while clients are posting: in-flight requests finish, the exit is 0, and nothing acknowledged is
+/// lost.
+#[test]
+fn sigterm_under_load_exits_zero_and_loses_nothing() {
+    let mut srv = Server::start();
+    let mut load = Load::start(&srv, 3, 3, std::time::Duration::from_secs(2));
+    load.wait_for_acks(10 * BATCH, std::time::Duration::from_secs(10));
+    let status = srv.terminate();
+    load.stop();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM under load must exit 0, got {status}\n{}",
+        srv.log_tail()
+    );
+    let acked = load.acked_snapshot();
+    let sent = load.shared.sent.lock().unwrap().clone();
+    srv.restart();
+    check_stored(
+        "after SIGTERM under load",
+        &stored_counts(&srv, &load.users),
+        &acked,
+        &sent,
+    );
 }

@@ -1,0 +1,116 @@
+-- Version 2: journeys and their versions, instances with their timers, transitions, stats,
+-- destinations and the delivery outbox.
+
+-- A journey's status and newest version. Archived journeys stay, so their ids and stats remain.
+CREATE TABLE journeys (
+    journey_id TEXT PRIMARY KEY,
+    status     TEXT NOT NULL CHECK (status IN ('active', 'paused', 'archived')),
+    version    INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Every published version: the definition as uploaded (canonical JSON) and its SHA-256, which
+-- tells a changed body from the same one uploaded again.
+CREATE TABLE journey_versions (
+    journey_id TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    definition TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (journey_id, version)
+) WITHOUT ROWID;
+
+-- One row per instance. While it waits at a hold with max_hold or at a delay, `due_at` is its
+-- timer: timers live here, found through `instances_due`, never by scanning.
+CREATE TABLE instances (
+    instance_id  INTEGER PRIMARY KEY,
+    profile_key  TEXT NOT NULL,
+    journey_id   TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('active', 'completed', 'exited', 'archived')),
+    step_id      TEXT,
+    unique_value TEXT,
+    context      TEXT NOT NULL,
+    resets       INTEGER NOT NULL DEFAULT 0,
+    due_at       INTEGER,
+    ordinal      INTEGER NOT NULL,
+    entered_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+-- The instances an event can reach: those of its profile (at most the per-profile cap).
+CREATE INDEX instances_active ON instances (profile_key) WHERE state = 'active';
+-- The scheduler's queue: the next due timer is the first entry.
+CREATE INDEX instances_due ON instances (due_at) WHERE due_at IS NOT NULL;
+-- Archiving a journey ends its active instances.
+CREATE INDEX instances_active_by_journey ON instances (journey_id) WHERE state = 'active';
+-- A profile's instances, newest first, for the profile view.
+CREATE INDEX instances_by_profile ON instances (profile_key, instance_id);
+
+-- What a profile remembers of a journey beyond its instances: entries (for reentry "once" and
+-- random-split seeds) and sticky random-split branches.
+CREATE TABLE journey_memory (
+    profile_key TEXT NOT NULL,
+    journey_id  TEXT NOT NULL,
+    entries     INTEGER NOT NULL,
+    sticky      TEXT,
+    PRIMARY KEY (profile_key, journey_id)
+) WITHOUT ROWID;
+
+-- Instance transitions, numbered in the same commit-order sequence as events so that a profile's
+-- timeline is one ordered stream.
+CREATE TABLE transitions (
+    seq         INTEGER PRIMARY KEY,
+    profile_key TEXT NOT NULL,
+    instance_id INTEGER,
+    journey_id  TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    what        TEXT NOT NULL,
+    step_id     TEXT,
+    detail      TEXT
+);
+CREATE INDEX transitions_by_profile ON transitions (profile_key, seq);
+
+-- Counters behind GET /v1/journeys/{id}/stats, kept in the transaction of each transition.
+-- kind: 'total' (label: entered, active, completed, exited, skipped, archived), 'reached' and
+-- 'waiting' (per step), 'branch' (per step and branch label, 'timeout' included).
+CREATE TABLE journey_stats (
+    journey_id TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    step_id    TEXT NOT NULL,
+    label      TEXT NOT NULL,
+    count      INTEGER NOT NULL,
+    PRIMARY KEY (journey_id, version, kind, step_id, label)
+) WITHOUT ROWID;
+
+-- Delivery targets. `config` is the JSON as uploaded minus the secret, which is kept apart and
+-- never returned by the API.
+CREATE TABLE destinations (
+    destination_id TEXT PRIMARY KEY,
+    config         TEXT NOT NULL,
+    secret         TEXT,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The outbox: each row is written in the transaction of the send step that caused it.
+CREATE TABLE deliveries (
+    delivery_id     TEXT PRIMARY KEY,
+    profile_key     TEXT NOT NULL,
+    instance_id     INTEGER NOT NULL,
+    journey_id      TEXT NOT NULL,
+    step_id         TEXT NOT NULL,
+    destination_id  TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+) WITHOUT ROWID;
+-- The delivery workers' queue.
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';

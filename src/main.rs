@@ -124,7 +124,6 @@ fn simulate(args: journeyd::config::SimulateArgs) -> anyhow::Result<ExitCode> {
         }
         Err(problems) => {
             for p in problems {
-                // Event problems name their line in the events file (1-based), not the array index.
                 println!("{p}");
             }
             Ok(ExitCode::from(1))

@@ -109,8 +109,13 @@ CREATE TABLE deliveries (
     next_attempt_at INTEGER,
     last_status     INTEGER,
     last_error      TEXT,
+    -- Retries stop here (24 hours after the delivery was written, or after a manual retry).
+    expires_at      INTEGER NOT NULL,
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL
 ) WITHOUT ROWID;
--- The delivery workers' queue.
-CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+-- The delivery workers' queue, per destination, so that a dead destination's backlog never
+-- hides the deliveries of the others.
+CREATE INDEX deliveries_due ON deliveries (destination_id, next_attempt_at) WHERE status = 'pending';
+-- Listing, newest first.
+CREATE INDEX deliveries_by_created ON deliveries (created_at);

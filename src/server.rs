@@ -60,14 +60,17 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyho
     println!("listening on {addr}");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let scheduler = tokio::spawn(crate::scheduler::run(store.clone(), stopped));
+    let scheduler = tokio::spawn(crate::scheduler::run(store.clone(), stopped.clone()));
+    let delivery = tokio::spawn(crate::delivery::worker::run(store.clone(), stopped));
 
     let app = App::new(store.clone(), keys, max_active);
     let result = run(app, listener, shutdown).await;
     // Requests are done: stop the background tasks, then let the writer commit what is queued.
     let _ = stop.send(true);
-    if let Err(e) = scheduler.await {
-        tracing::error!(error = %e, "scheduler task failed");
+    for (name, task) in [("scheduler", scheduler), ("delivery", delivery)] {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "{name} task failed");
+        }
     }
     store.writer().shutdown().await;
     tracing::info!("journeyd stopped");

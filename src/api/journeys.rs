@@ -350,3 +350,63 @@ pub async fn delete_destination(app: &App, id: String) -> Response<Body> {
         Err(e) => store_error(e),
     }
 }
+
+fn delivery_json(d: &crate::store::DeliveryView) -> Value {
+    json!({
+        "id": d.id,
+        "status": d.status,
+        "destination": d.destination,
+        "profile": d.profile_key,
+        "journey_id": d.journey_id,
+        "instance_id": d.instance_id,
+        "step_id": d.step_id,
+        "attempts": d.attempts,
+        "next_attempt_at": d.next_attempt_at.map(format_ms),
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "created_at": format_ms(d.created_at),
+        "updated_at": format_ms(d.updated_at),
+        "payload": d.payload,
+    })
+}
+
+pub async fn list_deliveries(app: &App, query: Option<&str>) -> Response<Body> {
+    let (limit, cursor) = match pagination(query) {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    let cursor = match cursor.map(|c| c.split_once(':').and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string())))) {
+        None => None,
+        Some(Some(c)) => Some(c),
+        Some(None) => return admin_error(StatusCode::BAD_REQUEST, "bad_request", "cursor is not valid"),
+    };
+    let pairs = super::query_pairs(query);
+    let get = |key: &str| pairs.iter().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.clone());
+    let status = get("status");
+    if let Some(s) = &status
+        && !["pending", "succeeded", "failed"].contains(&s.as_str())
+    {
+        return admin_error(StatusCode::BAD_REQUEST, "bad_request", format!("status \"{s}\" is not one of pending, succeeded, failed"));
+    }
+    match app.store.deliveries(status, get("destination"), cursor, limit).await {
+        Ok(page) => json_response(
+            StatusCode::OK,
+            &json!({"items": page.items.iter().map(delivery_json).collect::<Vec<_>>(), "next_cursor": page.next_cursor}),
+        ),
+        Err(e) => store_error(e),
+    }
+}
+
+pub async fn get_delivery(app: &App, id: String) -> Response<Body> {
+    match app.store.delivery(id).await {
+        Ok(d) => json_response(StatusCode::OK, &delivery_json(&d)),
+        Err(e) => store_error(e),
+    }
+}
+
+pub async fn retry_delivery(app: &App, id: String) -> Response<Body> {
+    if let Err(e) = app.store.retry_delivery(id.clone()).await {
+        return store_error(e);
+    }
+    get_delivery(app, id).await
+}

@@ -1,5 +1,9 @@
-//! Destinations and delivery (SPEC §5). This file holds the destination settings: their JSON
-//! shape, validation and defaults (pure). The outbox workers come with the delivery issue.
+//! Destinations and delivery (SPEC §5). This file holds the destination settings (their JSON
+//! shape, validation and defaults) and the retry policy, both pure; `sign` the webhook signature;
+//! `worker` the dispatcher that takes due rows from the outbox and sends them.
+
+pub mod sign;
+pub mod worker;
 
 use std::collections::BTreeMap;
 
@@ -12,6 +16,55 @@ pub const SECRET_FIELDS: [&str; 2] = ["secret", "write_key"];
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+/// Retries stop this long after a delivery was written (SPEC §5: at most 24 hours).
+pub const RETRY_WINDOW_MS: i64 = 24 * 3_600_000;
+/// The first retry waits about this long; each further one twice as long, up to [`MAX_BACKOFF_MS`].
+pub const BASE_BACKOFF_MS: i64 = 1_000;
+pub const MAX_BACKOFF_MS: i64 = 3_600_000;
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A 2xx.
+    Delivered { status: u16 },
+    /// Worth trying again: connection error, timeout, 408, 429, 5xx. `retry_after_ms` is the
+    /// receiver's `Retry-After`, when it sent one.
+    Retry { status: Option<u16>, error: String, retry_after_ms: Option<i64> },
+    /// Any other status: the delivery fails now.
+    Fail { status: Option<u16>, error: String },
+}
+
+impl Outcome {
+    /// Classifies an HTTP status (SPEC §5).
+    pub fn from_status(status: u16, retry_after_ms: Option<i64>) -> Outcome {
+        match status {
+            200..=299 => Outcome::Delivered { status },
+            408 | 429 | 500..=599 => Outcome::Retry { status: Some(status), error: format!("status {status}"), retry_after_ms },
+            _ => Outcome::Fail { status: Some(status), error: format!("status {status}") },
+        }
+    }
+}
+
+/// The wait before retry number `attempt` (1 = the first retry): exponential, with full jitter
+/// over its upper half so that many deliveries failing together do not retry together. `jitter`
+/// is a number in [0, 1). A receiver's `Retry-After` wins when it asks for longer.
+pub fn backoff_ms(attempt: u32, jitter: f64, retry_after_ms: Option<i64>) -> i64 {
+    let exp = BASE_BACKOFF_MS.saturating_mul(1i64 << attempt.saturating_sub(1).min(30)).min(MAX_BACKOFF_MS);
+    let wait = exp / 2 + ((exp / 2) as f64 * jitter) as i64;
+    match retry_after_ms {
+        Some(ra) => wait.max(ra.min(RETRY_WINDOW_MS)),
+        None => wait,
+    }
+}
+
+/// Parses a `Retry-After` header: seconds, or an HTTP date, relative to `now`.
+pub fn parse_retry_after(value: &str, now: i64) -> Option<i64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<i64>() {
+        return Some(secs.max(0) * 1000);
+    }
+    chrono::DateTime::parse_from_rfc2822(value).ok().map(|t| (t.timestamp_millis() - now).max(0))
+}
 
 /// A validated destination.
 #[derive(Debug, Clone, PartialEq)]

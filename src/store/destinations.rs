@@ -119,6 +119,12 @@ impl Store {
                     return Ok(Err(DeleteRefused::InUse(users)));
                 }
                 conn.prepare_cached("DELETE FROM destinations WHERE destination_id = ?1")?.execute([&id])?;
+                // Deliveries still waiting for it (from archived journeys) can no longer be sent.
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, last_error = 'destination deleted',
+                         updated_at = ?2 WHERE status = 'pending' AND destination_id = ?1",
+                )?
+                .execute(params![id, ctx.now])?;
                 Ok(Ok(()))
             })
             .await

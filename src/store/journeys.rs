@@ -62,6 +62,10 @@ impl Live {
         Ok(self)
     }
 
+    pub(super) fn wake(&self) -> &Wake {
+        &self.wake
+    }
+
     fn reindex(&mut self) {
         self.interesting.clear();
         for j in self.journeys.values() {
@@ -284,10 +288,24 @@ fn persist(ctx: &mut WriteCtx, profile: &mut ProfileState, effects: Effects, now
     for d in &effects.deliveries {
         conn.prepare_cached(
             "INSERT INTO deliveries (delivery_id, profile_key, instance_id, journey_id, step_id, destination_id, payload,
-                                     status, attempts, next_attempt_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8)",
+                                     status, attempts, next_attempt_at, expires_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?9, ?8, ?8)",
         )?
-        .execute(params![d.id, profile.key, d.instance_id, d.journey_id, d.step_id, d.destination, d.payload.to_string(), now])?;
+        .execute(params![
+            d.id,
+            profile.key,
+            d.instance_id,
+            d.journey_id,
+            d.step_id,
+            d.destination,
+            d.payload.to_string(),
+            now,
+            now + crate::delivery::RETRY_WINDOW_MS,
+        ])?;
+    }
+    if !effects.deliveries.is_empty() {
+        // Delivery workers sleep until the next due attempt; new rows are due now.
+        ctx.state.live.wake.deliveries.notify_one();
     }
     // Instances that ended are no longer part of the profile's active state.
     profile.instances.retain(|i| i.state == State::Active);

@@ -8,6 +8,7 @@
 //! which in WAL mode never waits for the writer.
 
 mod backup;
+mod deliveries;
 mod destinations;
 mod ingest;
 mod journeys;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use backup::backup_to;
+pub use deliveries::{DeliveryView, DestinationRow, DueDelivery};
 pub use destinations::{DeleteRefused, DestinationView};
 pub use ingest::IngestOutcome;
 pub use keys::{Generated, KeySet};
@@ -97,11 +99,17 @@ struct Inner {
 pub struct Wake {
     pub target: std::sync::atomic::AtomicI64,
     pub notify: tokio::sync::Notify,
+    /// Notified when deliveries are written or made due again, for the delivery dispatcher.
+    pub deliveries: tokio::sync::Notify,
 }
 
 impl Default for Wake {
     fn default() -> Wake {
-        Wake { target: std::sync::atomic::AtomicI64::new(i64::MAX), notify: tokio::sync::Notify::new() }
+        Wake {
+            target: std::sync::atomic::AtomicI64::new(i64::MAX),
+            notify: tokio::sync::Notify::new(),
+            deliveries: tokio::sync::Notify::new(),
+        }
     }
 }
 

@@ -1,0 +1,256 @@
+//! The delivery dispatcher: takes due rows from the outbox and sends them, each destination with
+//! its own concurrency limit (and optional rate limit), so a slow or dead destination never
+//! starves the others. Sends run outside the writer; only their outcomes go through it.
+//!
+//! A delivery stays `pending` in SQLite while it is in flight, so one interrupted by a shutdown or
+//! a crash is sent again after restart, with the same `webhook-id`. In memory the dispatcher only
+//! keeps which ids are in flight, so it does not send one twice at the same time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Request;
+use hyper::header::{self, HeaderValue};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::{Destination, Kind, Outcome, backoff_ms, parse_retry_after, sign};
+use crate::store::{DestinationRow, DueDelivery, Store};
+
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// How long in-flight sends may finish after shutdown begins; the rest are sent after restart.
+const DRAIN: Duration = Duration::from_secs(5);
+/// Longest sleep between looks at the outbox when nothing is known to be due.
+const IDLE: i64 = 60_000;
+
+/// Builds the outbound HTTP client: http and https (rustls with the webpki roots, so no system
+/// certificate store is needed), with keep-alive connections per destination host.
+pub fn client() -> HttpClient {
+    // Only the ring provider is compiled in; installing it is idempotent across calls.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https)
+}
+
+/// A destination as the dispatcher holds it.
+struct Target {
+    id: String,
+    dest: Destination,
+    secret: Option<String>,
+    write_key: Option<String>,
+    permits: Arc<Semaphore>,
+    /// Rate limit: the earliest time the next request may start.
+    next_allowed: i64,
+}
+
+impl Target {
+    fn from_row(row: &DestinationRow) -> Option<Target> {
+        let (dest, _, _) = super::parse(&row.config).ok()?;
+        let secret = |k: &str| row.secrets.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        Some(Target {
+            id: row.id.clone(),
+            permits: Arc::new(Semaphore::new(dest.concurrency as usize)),
+            secret: secret("secret"),
+            write_key: secret("write_key"),
+            dest,
+            next_allowed: 0,
+        })
+    }
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
+    let client = client();
+    let wake = store.wake().clone();
+    let done = Arc::new(Notify::new());
+    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut targets: HashMap<String, Target> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        while tasks.try_join_next().is_some() {}
+        let now = store.clock().now_ms();
+        let mut next_wake = now + IDLE;
+        match store.destination_rows().await {
+            Ok(rows) => refresh(&mut targets, &rows),
+            Err(e) => tracing::error!(error = %e, "reading destinations failed"),
+        }
+        for target in targets.values_mut() {
+            let free = target.permits.available_permits();
+            if free == 0 {
+                continue; // a finishing send wakes us
+            }
+            let busy = target.dest.concurrency as usize - free;
+            let pending = match store.pending_for(target.id.clone(), busy + free + 1).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, destination = %target.id, "reading the outbox failed");
+                    continue;
+                }
+            };
+            for row in pending {
+                if in_flight.lock().unwrap().contains(&row.id) {
+                    continue;
+                }
+                if row.next_attempt_at > now {
+                    next_wake = next_wake.min(row.next_attempt_at);
+                    break;
+                }
+                if let Some(rate) = target.dest.rate_limit {
+                    if target.next_allowed > now {
+                        next_wake = next_wake.min(target.next_allowed);
+                        break;
+                    }
+                    target.next_allowed = target.next_allowed.max(now) + (1000 / rate as i64).max(1);
+                }
+                let Ok(permit) = target.permits.clone().try_acquire_owned() else { break };
+                in_flight.lock().unwrap().insert(row.id.clone());
+                let job = Send {
+                    client: client.clone(),
+                    store: store.clone(),
+                    dest: target.dest.clone(),
+                    secret: target.secret.clone(),
+                    write_key: target.write_key.clone(),
+                };
+                let in_flight = in_flight.clone();
+                let done = done.clone();
+                tasks.spawn(async move {
+                    let id = row.id.clone();
+                    job.run(row).await;
+                    // Only now, with the outcome committed, may the row be picked up again.
+                    in_flight.lock().unwrap().remove(&id);
+                    drop(permit);
+                    done.notify_one();
+                });
+            }
+        }
+        let sleep = tokio::time::sleep(Duration::from_millis((next_wake - now).max(1) as u64));
+        tokio::select! {
+            _ = sleep => {}
+            _ = wake.deliveries.notified() => {}
+            _ = done.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    // Let sends in flight finish briefly; what is cut off stays pending and goes out after restart.
+    let drained = tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::info!(left = tasks.len(), "deliveries still in flight at shutdown will be sent after restart");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Keeps the dispatcher's destinations in step with the table; a changed one starts afresh.
+fn refresh(targets: &mut HashMap<String, Target>, rows: &[DestinationRow]) {
+    let ids: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    targets.retain(|id, _| ids.contains(id.as_str()));
+    for row in rows {
+        let Some(fresh) = Target::from_row(row) else { continue };
+        let changed = match targets.get(&row.id) {
+            Some(t) => t.dest != fresh.dest || t.secret != fresh.secret || t.write_key != fresh.write_key,
+            None => true,
+        };
+        if changed {
+            targets.insert(row.id.clone(), fresh);
+        }
+    }
+}
+
+/// One delivery attempt and its bookkeeping.
+struct Send {
+    client: HttpClient,
+    store: Store,
+    dest: Destination,
+    secret: Option<String>,
+    write_key: Option<String>,
+}
+
+impl Send {
+    async fn run(self, row: DueDelivery) {
+        let outcome = self.attempt(&row).await;
+        let now = self.store.clock().now_ms();
+        let retry_after = match &outcome {
+            Outcome::Retry { retry_after_ms, .. } => *retry_after_ms,
+            _ => None,
+        };
+        let jitter: f64 = rand::random();
+        let retry_at = now + backoff_ms(row.attempts as u32 + 1, jitter, retry_after);
+        tracing::debug!(delivery = %row.id, ?outcome, "delivery attempt");
+        if let Err(e) = self.store.record_attempt(row.id.clone(), outcome, retry_at, self.dest.max_attempts).await {
+            // Shutting down: the row stays pending and is sent again after restart.
+            tracing::warn!(delivery = %row.id, error = %e, "could not record a delivery attempt");
+        }
+    }
+
+    async fn attempt(&self, row: &DueDelivery) -> Outcome {
+        let request = match self.request(row) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Fail { status: None, error: e },
+        };
+        let timeout = Duration::from_millis(self.dest.timeout_ms);
+        let started = tokio::time::Instant::now();
+        match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Err(_) => Outcome::Retry { status: None, error: format!("timed out after {timeout:?}"), retry_after_ms: None },
+            Ok(Err(e)) => Outcome::Retry { status: None, error: format!("request failed: {e}"), retry_after_ms: None },
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                let now = self.store.clock().now_ms();
+                let retry_after = resp
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, now));
+                // Read (and drop) the body so the connection can be reused, within the timeout.
+                let left = timeout.saturating_sub(started.elapsed());
+                let _ = tokio::time::timeout(left, Limited::new(resp.into_body(), 64 * 1024).collect()).await;
+                Outcome::from_status(status, retry_after)
+            }
+        }
+    }
+
+    fn request(&self, row: &DueDelivery) -> Result<Request<Full<Bytes>>, String> {
+        let body = Bytes::from(row.payload.clone());
+        let timestamp = self.store.clock().now_ms() / 1000;
+        let uri = match self.dest.kind {
+            Kind::Webhook => self.dest.url.clone(),
+            Kind::Segment => segment_track_url(&self.dest.url),
+        };
+        let mut builder = Request::builder().method(self.dest.method.as_str()).uri(uri);
+        for (k, v) in &self.dest.headers {
+            builder = builder.header(k, v);
+        }
+        builder = builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::USER_AGENT, concat!("journeyd/", env!("CARGO_PKG_VERSION")))
+            .header("webhook-id", &row.id)
+            .header("webhook-timestamp", timestamp.to_string());
+        if let Some(secret) = &self.secret {
+            builder = builder.header("webhook-signature", sign::signature(secret, &row.id, timestamp, &body));
+        }
+        if let (Kind::Segment, Some(key)) = (self.dest.kind, &self.write_key) {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+            builder = builder.header(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {basic}")).map_err(|e| e.to_string())?);
+        }
+        builder.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))
+    }
+}
+
+/// A Segment-compatible endpoint's track URL: a bare host gets `/v1/track`; a URL with a path is
+/// used as given.
+fn segment_track_url(url: &str) -> String {
+    match url.parse::<hyper::Uri>() {
+        Ok(u) if matches!(u.path(), "" | "/") => format!("{}/v1/track", url.trim_end_matches('/')),
+        _ => url.to_string(),
+    }
+}

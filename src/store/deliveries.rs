@@ -1,0 +1,196 @@
+//! The outbox: due deliveries for the dispatcher, attempt outcomes, listing and manual retry.
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::{Map, Value};
+
+use super::{Page, Result, Store, StoreError, SubmitError};
+use crate::delivery::{Outcome, RETRY_WINDOW_MS};
+
+/// A pending delivery as the dispatcher needs it.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub id: String,
+    pub payload: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+}
+
+/// A destination's settings and secrets, for sending.
+#[derive(Debug, Clone)]
+pub struct DestinationRow {
+    pub id: String,
+    pub config: Value,
+    pub secrets: Map<String, Value>,
+}
+
+/// A delivery as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct DeliveryView {
+    pub id: String,
+    pub status: String,
+    pub destination: String,
+    pub profile_key: String,
+    pub journey_id: String,
+    pub instance_id: i64,
+    pub step_id: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub payload: Value,
+}
+
+impl Store {
+    /// Every destination with its secrets.
+    pub async fn destination_rows(&self) -> Result<Vec<DestinationRow>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT destination_id, config, secret FROM destinations ORDER BY destination_id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(DestinationRow {
+                    id: r.get(0)?,
+                    config: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or(Value::Null),
+                    secrets: r.get::<_, Option<String>>(2)?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// The first `limit` pending deliveries of a destination, soonest first (due or not).
+    pub async fn pending_for(&self, destination: String, limit: usize) -> Result<Vec<DueDelivery>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT delivery_id, payload, attempts, next_attempt_at FROM deliveries
+                 WHERE status = 'pending' AND destination_id = ?1 ORDER BY next_attempt_at LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![destination, limit as i64], |r| {
+                Ok(DueDelivery { id: r.get(0)?, payload: r.get(1)?, attempts: r.get(2)?, next_attempt_at: r.get(3)? })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    /// Records one attempt. A retryable outcome schedules the next attempt at `retry_at`, unless
+    /// that was the last attempt or the retry window has closed: then the delivery fails.
+    pub async fn record_attempt(
+        &self,
+        id: String,
+        outcome: Outcome,
+        retry_at: i64,
+        max_attempts: u32,
+    ) -> std::result::Result<(), SubmitError> {
+        self.writer()
+            .submit_wait(move |ctx| {
+                let conn = ctx.conn();
+                let row: Option<(i64, i64)> = conn
+                    .prepare_cached("SELECT attempts, expires_at FROM deliveries WHERE delivery_id = ?1 AND status = 'pending'")?
+                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                // Retried by hand, or already settled: nothing to record.
+                let Some((attempts, expires_at)) = row else { return Ok(()) };
+                let attempts = attempts + 1;
+                let (status, next, code, error) = match outcome {
+                    Outcome::Delivered { status } => ("succeeded", None, Some(status), None),
+                    Outcome::Fail { status, error } => ("failed", None, status, Some(error)),
+                    Outcome::Retry { status, error, .. } => {
+                        if attempts >= max_attempts as i64 || retry_at > expires_at {
+                            ("failed", None, status, Some(format!("{error} (gave up after {attempts} attempts)")))
+                        } else {
+                            ("pending", Some(retry_at), status, Some(error))
+                        }
+                    }
+                };
+                conn.prepare_cached(
+                    "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status = ?5,
+                         last_error = ?6, updated_at = ?7 WHERE delivery_id = ?1",
+                )?
+                .execute(params![id, status, attempts, next, code, error, ctx.now])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Makes a delivery pending again now, with a fresh set of attempts and a new 24-hour window.
+    pub async fn retry_delivery(&self, id: String) -> std::result::Result<(), SubmitError> {
+        self.writer()
+            .submit_wait(move |ctx| {
+                let changed = ctx
+                    .conn()
+                    .prepare_cached(
+                        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, expires_at = ?3,
+                             updated_at = ?2 WHERE delivery_id = ?1",
+                    )?
+                    .execute(params![id, ctx.now, ctx.now + RETRY_WINDOW_MS])?;
+                if changed == 0 {
+                    return Err(StoreError::NotFound(format!("delivery \"{id}\"")));
+                }
+                ctx.state.live.wake().deliveries.notify_one();
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn delivery(&self, id: String) -> Result<DeliveryView> {
+        self.read(move |conn| {
+            conn.prepare_cached(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE delivery_id = ?1"))?
+                .query_row([&id], delivery_row)
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("delivery \"{id}\"")))
+        })
+        .await
+    }
+
+    /// Deliveries, newest first, optionally of one status and one destination. The cursor is the
+    /// `created_at` and id of the last row of the previous page.
+    pub async fn deliveries(
+        &self,
+        status: Option<String>,
+        destination: Option<String>,
+        cursor: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Page<DeliveryView>> {
+        self.read(move |conn| {
+            let (before_at, before_id) = cursor.unwrap_or((i64::MAX, String::new()));
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries
+                 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR destination_id = ?2)
+                   AND (created_at < ?3 OR (created_at = ?3 AND (?4 = '' OR delivery_id < ?4)))
+                 ORDER BY created_at DESC, delivery_id DESC LIMIT ?5"
+            ))?;
+            let mut items: Vec<DeliveryView> = stmt
+                .query_map(params![status, destination, before_at, before_id, limit as i64 + 1], delivery_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            let more = items.len() > limit;
+            items.truncate(limit);
+            let next_cursor = if more { items.last().map(|d| format!("{}:{}", d.created_at, d.id)) } else { None };
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "delivery_id, status, destination_id, profile_key, journey_id, instance_id, step_id, attempts,
+    next_attempt_at, last_status, last_error, created_at, updated_at, payload";
+
+fn delivery_row(r: &rusqlite::Row) -> rusqlite::Result<DeliveryView> {
+    Ok(DeliveryView {
+        id: r.get(0)?,
+        status: r.get(1)?,
+        destination: r.get(2)?,
+        profile_key: r.get(3)?,
+        journey_id: r.get(4)?,
+        instance_id: r.get(5)?,
+        step_id: r.get(6)?,
+        attempts: r.get(7)?,
+        next_attempt_at: r.get(8)?,
+        last_status: r.get(9)?,
+        last_error: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+        payload: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or(Value::Null),
+    })
+}

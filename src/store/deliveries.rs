@@ -128,7 +128,7 @@ impl Store {
                 if changed == 0 {
                     return Err(StoreError::NotFound(format!("delivery \"{id}\"")));
                 }
-                ctx.state.live.wake().deliveries.notify_one();
+                ctx.state.live.deliveries_written = true;
                 Ok(())
             })
             .await

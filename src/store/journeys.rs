@@ -33,6 +33,10 @@ pub struct Live {
     last_instance_id: i64,
     max_active: usize,
     wake: Arc<Wake>,
+    /// Set when a job wrote deliveries that are due now: the writer wakes the dispatcher once the
+    /// transaction has committed (the dispatcher reads on its own connection, so waking it any
+    /// earlier would let it look before the rows are visible).
+    pub(super) deliveries_written: bool,
 }
 
 impl Live {
@@ -62,8 +66,11 @@ impl Live {
         Ok(self)
     }
 
-    pub(super) fn wake(&self) -> &Wake {
-        &self.wake
+    /// After a commit: wakes the delivery dispatcher if the transaction wrote due deliveries.
+    pub(super) fn after_commit(&mut self) {
+        if std::mem::take(&mut self.deliveries_written) {
+            self.wake.deliveries.notify_one();
+        }
     }
 
     fn reindex(&mut self) {
@@ -304,8 +311,8 @@ fn persist(ctx: &mut WriteCtx, profile: &mut ProfileState, effects: Effects, now
         ])?;
     }
     if !effects.deliveries.is_empty() {
-        // Delivery workers sleep until the next due attempt; new rows are due now.
-        ctx.state.live.wake.deliveries.notify_one();
+        // The dispatcher sleeps until the next due attempt; new rows are due now.
+        ctx.state.live.deliveries_written = true;
     }
     // Instances that ended are no longer part of the profile's active state.
     profile.instances.retain(|i| i.state == State::Active);

@@ -248,6 +248,9 @@ fn commit_batch(conn: &mut Connection, state: &mut WriterState, now: i64, batch:
         }
     }
     let committed = tx.commit();
+    if committed.is_ok() {
+        state.live.after_commit();
+    }
     if committed.is_err() {
         // The jobs' changes to the in-memory state were rolled back in the database but not in
         // memory: read it back.

@@ -60,7 +60,10 @@ struct Settings {
 
 fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
         Err(_) => default,
     }
 }
@@ -71,7 +74,10 @@ impl Settings {
             .map(PathBuf::from)
             .or_else(|| option_env!("CARGO_TARGET_TMPDIR").map(PathBuf::from))
             .unwrap_or_else(std::env::temp_dir);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
         let dir = base.join(format!("journeyd-bench-{}-{nanos:x}", std::process::id()));
         Settings {
             secs: env_parse("JOURNEYD_BENCH_SECS", 5.0),
@@ -110,7 +116,13 @@ impl Rng {
     }
 }
 
-const EVENTS: [&str; 5] = ["Product Viewed", "Product Added", "Cart Modified", "Checkout Started", "Order Completed"];
+const EVENTS: [&str; 5] = [
+    "Product Viewed",
+    "Product Added",
+    "Cart Modified",
+    "Checkout Started",
+    "Order Completed",
+];
 const PRODUCTS: [(&str, &str, &str); 4] = [
     ("Cotton T-Shirt", "Apparel", "24.99"),
     ("Water Bottle", "Outdoor", "18.50"),
@@ -124,7 +136,14 @@ fn iso_now() -> String {
 
 /// Appends one track message (about 330 bytes of JSON; about 410 once the server adds its fields) to `out`. `extra` is spliced in after the
 /// type (used for the server fields of the phase-1 rows).
-fn write_track(out: &mut String, rng: &mut Rng, users: u64, message_id: &str, timestamp: &str, extra: &str) -> u64 {
+fn write_track(
+    out: &mut String,
+    rng: &mut Rng,
+    users: u64,
+    message_id: &str,
+    timestamp: &str,
+    extra: &str,
+) -> u64 {
     use std::fmt::Write as _;
     let user = rng.below(users);
     let event = EVENTS[rng.below(EVENTS.len() as u64) as usize];
@@ -208,7 +227,13 @@ impl CeilingResult {
 
 /// Inserts rows in transactions of `per_tx` rows for `duration`. With `product_shaped`, each row
 /// also runs the statements the product's ingest runs per message, each batch inside a savepoint.
-fn ceiling(path: &Path, settings: &Settings, duration: Duration, per_tx: usize, product_shaped: bool) -> CeilingResult {
+fn ceiling(
+    path: &Path,
+    settings: &Settings,
+    duration: Duration,
+    per_tx: usize,
+    product_shaped: bool,
+) -> CeilingResult {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(path.with_extension("db-wal"));
     let _ = std::fs::remove_file(path.with_extension("db-shm"));
@@ -227,7 +252,9 @@ fn ceiling(path: &Path, settings: &Settings, duration: Duration, per_tx: usize, 
     let deadline = started + duration;
     while Instant::now() < deadline {
         let t0 = Instant::now();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
         {
             let c: &rusqlite::Connection = &tx;
             if product_shaped {
@@ -246,7 +273,14 @@ fn ceiling(path: &Path, settings: &Settings, duration: Duration, per_tx: usize, 
                 message_id.clear();
                 use std::fmt::Write as _;
                 let _ = write!(message_id, "ceiling-{seq:012}-{:016x}", rng.next());
-                let user = write_track(&mut body, &mut rng, settings.users, &message_id, &ts, &extra);
+                let user = write_track(
+                    &mut body,
+                    &mut rng,
+                    settings.users,
+                    &message_id,
+                    &ts,
+                    &extra,
+                );
                 body_bytes += body.len() as u64;
                 let profile_key = format!("user-{user:06}");
                 let now = seq;
@@ -271,7 +305,15 @@ fn ceiling(path: &Path, settings: &Settings, duration: Duration, per_tx: usize, 
                     .unwrap();
                 }
                 insert
-                    .execute(rusqlite::params![seq, profile_key, message_id, "track", "Product Added", now, body])
+                    .execute(rusqlite::params![
+                        seq,
+                        profile_key,
+                        message_id,
+                        "track",
+                        "Product Added",
+                        now,
+                        body
+                    ])
                     .unwrap();
             }
             drop(insert);
@@ -284,7 +326,13 @@ fn ceiling(path: &Path, settings: &Settings, duration: Duration, per_tx: usize, 
         rows += per_tx as u64;
         commits += 1;
     }
-    CeilingResult { rows, commits, elapsed: started.elapsed(), commit_times, body_bytes }
+    CeilingResult {
+        rows,
+        commits,
+        elapsed: started.elapsed(),
+        commit_times,
+        body_bytes,
+    }
 }
 
 /// Times bare WAL commits of one tiny row: the fsync cost of this disk.
@@ -316,10 +364,21 @@ struct Server {
 impl Server {
     fn start(db: &Path) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_journeyd"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-token", ADMIN_TOKEN, "--write-key", WRITE_KEY])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-token",
+                ADMIN_TOKEN,
+                "--write-key",
+                WRITE_KEY,
+            ])
             .arg("--db")
             .arg(db)
-            .env("RUST_LOG", std::env::var("JOURNEYD_BENCH_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("JOURNEYD_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -354,10 +413,17 @@ impl Server {
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("journeyd did not print its `listening on` line; stderr:\n{}", stderr_tail.lock().unwrap().join("\n"));
+                panic!(
+                    "journeyd did not print its `listening on` line; stderr:\n{}",
+                    stderr_tail.lock().unwrap().join("\n")
+                );
             }
         };
-        Server { child, addr, stderr_tail }
+        Server {
+            child,
+            addr,
+            stderr_tail,
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -365,7 +431,8 @@ impl Server {
     }
 
     fn rss(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -381,7 +448,10 @@ impl Server {
     /// SIGTERM, then waits up to 30 s; returns the exit code and how long the exit took.
     fn stop(mut self) -> (Option<i32>, Duration) {
         let t0 = Instant::now();
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return (status.code(), t0.elapsed());
@@ -425,7 +495,9 @@ fn parse_stat(stat: &str) -> Option<(String, u64, u64)> {
 /// CPU ticks per thread name of process `pid` (threads of one name summed).
 fn thread_cpu(pid: u32) -> BTreeMap<String, (u64, u64)> {
     let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
     for task in tasks.flatten() {
         if let Ok(stat) = std::fs::read_to_string(task.path().join("stat"))
             && let Some((comm, u, s)) = parse_stat(&stat)
@@ -439,19 +511,46 @@ fn thread_cpu(pid: u32) -> BTreeMap<String, (u64, u64)> {
 }
 
 fn self_cpu() -> u64 {
-    std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| parse_stat(&s)).map(|(_, u, s)| u + s).unwrap_or(0)
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| parse_stat(&s))
+        .map(|(_, u, s)| u + s)
+        .unwrap_or(0)
+}
+
+/// Busy and steal ticks of the whole machine, from the `cpu` line of /proc/stat.
+fn machine_cpu() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let get = |i: usize| v.get(i).copied().unwrap_or(0);
+    (get(0) + get(1) + get(2) + get(5) + get(6), get(7))
 }
 
 struct CpuWindow {
     pid: u32,
     server: BTreeMap<String, (u64, u64)>,
     client: u64,
+    machine: (u64, u64),
     started: Instant,
 }
 
 impl CpuWindow {
     fn start(pid: u32) -> CpuWindow {
-        CpuWindow { pid, server: thread_cpu(pid), client: self_cpu(), started: Instant::now() }
+        CpuWindow {
+            pid,
+            server: thread_cpu(pid),
+            client: self_cpu(),
+            machine: machine_cpu(),
+            started: Instant::now(),
+        }
     }
 
     /// Lines describing CPU use since `start`, as a share of one core.
@@ -467,12 +566,29 @@ impl CpuWindow {
             let sys = (s - s0) as f64 / hz / wall * 100.0;
             total += user + sys;
             if user + sys >= 1.0 {
-                lines.push(format!("    server {name:<18} {:>5.0}% of a core ({user:.0}% user, {sys:.0}% sys)", user + sys));
+                lines.push(format!(
+                    "    server {name:<18} {:>5.0}% of a core ({user:.0}% user, {sys:.0}% sys)",
+                    user + sys
+                ));
             }
         }
-        lines.push(format!("    server total              {total:>5.0}% of a core"));
+        lines.push(format!(
+            "    server total              {total:>5.0}% of a core"
+        ));
         let client = (self_cpu() - self.client) as f64 / hz / wall * 100.0;
-        lines.push(format!("    load generator (bench)    {client:>5.0}% of a core"));
+        lines.push(format!(
+            "    load generator (bench)    {client:>5.0}% of a core"
+        ));
+        let (busy, steal) = machine_cpu();
+        let busy = (busy - self.machine.0) as f64 / hz / wall * 100.0;
+        let steal = (steal - self.machine.1) as f64 / hz / wall * 100.0;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        lines.push(format!(
+            "    whole machine             {busy:>5.0}% of {cores} cores; other processes {:.0}%, hypervisor steal {steal:.0}%",
+            (busy - total - client).max(0.0)
+        ));
         lines
     }
 }
@@ -485,7 +601,9 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 fn http_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(4).build(connector)
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(4)
+        .build(connector)
 }
 
 #[derive(Default)]
@@ -519,13 +637,21 @@ async fn http_load(
     make_body: Arc<dyn Fn(usize, u64, &mut Rng, &mut String) + Send + Sync>,
 ) -> LoadResult {
     let uri: hyper::Uri = format!("http://{addr}{path}").parse().unwrap();
-    let auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:")));
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{WRITE_KEY}:"))
+    );
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + duration;
     let mut tasks = Vec::new();
     for task in 0..clients {
-        let (uri, auth, counters, make_body) = (uri.clone(), auth.clone(), counters.clone(), make_body.clone());
+        let (uri, auth, counters, make_body) = (
+            uri.clone(),
+            auth.clone(),
+            counters.clone(),
+            make_body.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let client = http_client();
             let mut rng = Rng(0xc0ffee ^ (task as u64) << 32);
@@ -539,7 +665,9 @@ async fn http_load(
                 make_body(task, n, &mut rng, &mut body);
                 n += 1;
                 counters.requests.fetch_add(1, Ordering::Relaxed);
-                counters.request_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                counters
+                    .request_bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
                 let req = Request::builder()
                     .method(Method::POST)
                     .uri(uri.clone())
@@ -548,7 +676,9 @@ async fn http_load(
                     .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
                     .unwrap();
                 let t0 = Instant::now();
-                let resp = match tokio::time::timeout(Duration::from_secs(30), client.request(req)).await {
+                let resp = match tokio::time::timeout(Duration::from_secs(30), client.request(req))
+                    .await
+                {
                     Ok(Ok(resp)) => resp,
                     Ok(Err(e)) => {
                         counters.transport_errors.fetch_add(1, Ordering::Relaxed);
@@ -583,22 +713,34 @@ async fn http_load(
                             .ok()
                             .and_then(|v| v["rejected"].as_array().map(|a| a.len() as u64))
                             .unwrap_or(0);
-                        counters.rejected_messages.fetch_add(rejected, Ordering::Relaxed);
+                        counters
+                            .rejected_messages
+                            .fetch_add(rejected, Ordering::Relaxed);
                         stored = stored.saturating_sub(rejected);
-                        sample_error.get_or_insert_with(|| format!("200 with rejections: {}", String::from_utf8_lossy(&bytes)));
+                        sample_error.get_or_insert_with(|| {
+                            format!("200 with rejections: {}", String::from_utf8_lossy(&bytes))
+                        });
                     }
                     counters.ok_requests.fetch_add(1, Ordering::Relaxed);
                     counters.ok_messages.fetch_add(stored, Ordering::Relaxed);
-                } else if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+                } else if status == StatusCode::SERVICE_UNAVAILABLE
+                    || status == StatusCode::TOO_MANY_REQUESTS
+                {
                     counters.busy.fetch_add(1, Ordering::Relaxed);
                     if !retry_after {
-                        counters.busy_without_retry_after.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .busy_without_retry_after
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 } else {
                     counters.other_status.fetch_add(1, Ordering::Relaxed);
-                    sample_error
-                        .get_or_insert_with(|| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(500)])));
+                    sample_error.get_or_insert_with(|| {
+                        format!(
+                            "HTTP {status}: {}",
+                            String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+                        )
+                    });
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
@@ -618,7 +760,13 @@ async fn http_load(
     }
     let elapsed = started.elapsed();
     latencies_us.sort_unstable();
-    LoadResult { elapsed, latencies_us, counters, statuses, sample_error }
+    LoadResult {
+        elapsed,
+        latencies_us,
+        counters,
+        statuses,
+        sample_error,
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -648,9 +796,14 @@ fn print_load(result: &LoadResult, unit: &str) {
     );
     println!(
         "  request body {:.0} bytes on average",
-        c.request_bytes.load(Ordering::Relaxed) as f64 / c.requests.load(Ordering::Relaxed).max(1) as f64
+        c.request_bytes.load(Ordering::Relaxed) as f64
+            / c.requests.load(Ordering::Relaxed).max(1) as f64
     );
-    let statuses: Vec<String> = result.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let statuses: Vec<String> = result
+        .statuses
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
     println!("  statuses: {}", statuses.join(", "));
     let busy = c.busy.load(Ordering::Relaxed);
     if busy > 0 {
@@ -663,7 +816,9 @@ fn print_load(result: &LoadResult, unit: &str) {
     let transport = c.transport_errors.load(Ordering::Relaxed);
     let rejected = c.rejected_messages.load(Ordering::Relaxed);
     if other + transport + rejected > 0 {
-        println!("  PROBLEMS: other statuses {other}, transport errors {transport}, rejected messages {rejected}");
+        println!(
+            "  PROBLEMS: other statuses {other}, transport errors {transport}, rejected messages {rejected}"
+        );
     }
     if let Some(e) = &result.sample_error {
         println!("  first problem seen: {e}");
@@ -692,7 +847,10 @@ struct Row {
 fn main() {
     let settings = Settings::from_env();
     std::fs::create_dir_all(&settings.dir).expect("creating the bench directory");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut rows: Vec<Row> = Vec::new();
 
     println!("journeyd load benchmark");
@@ -705,9 +863,14 @@ fn main() {
     println!();
 
     // Phase 1 ------------------------------------------------------------------------------
-    println!("== 1. Machine ceiling: plain batched INSERTs, WAL + synchronous=FULL, 100 rows/transaction");
+    println!(
+        "== 1. Machine ceiling: plain batched INSERTs, WAL + synchronous=FULL, 100 rows/transaction"
+    );
     let probe = {
-        let mut t = fsync_probe(&settings.dir.join("probe.db"), Duration::from_secs_f64((settings.secs / 5.0).max(0.5)));
+        let mut t = fsync_probe(
+            &settings.dir.join("probe.db"),
+            Duration::from_secs_f64((settings.secs / 5.0).max(0.5)),
+        );
         t.sort_unstable();
         t
     };
@@ -767,7 +930,14 @@ fn main() {
             verdict: "analysis".into(),
         });
     }
-    for f in ["ceiling.db", "ceiling.db-wal", "ceiling.db-shm", "probe.db", "probe.db-wal", "probe.db-shm"] {
+    for f in [
+        "ceiling.db",
+        "ceiling.db-wal",
+        "ceiling.db-shm",
+        "probe.db",
+        "probe.db-wal",
+        "probe.db-shm",
+    ] {
         let _ = std::fs::remove_file(settings.dir.join(f));
     }
     println!();
@@ -777,7 +947,11 @@ fn main() {
     let server = Server::start(&db);
     std::thread::sleep(Duration::from_secs(1));
     let (idle_rss, _) = server.rss();
-    println!("== journeyd started on {} (pid {}); idle RSS after 1 s: {idle_rss:.1} MB", server.addr, server.pid());
+    println!(
+        "== journeyd started on {} (pid {}); idle RSS after 1 s: {idle_rss:.1} MB",
+        server.addr,
+        server.pid()
+    );
     println!();
 
     // Phase 2 ------------------------------------------------------------------------------
@@ -785,7 +959,13 @@ fn main() {
         "== 2. Durable ingest: POST /v1/batch, {} keep-alive clients x {} track messages per request",
         settings.clients, settings.batch
     );
-    let nonce = format!("{:x}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos());
+    let nonce = format!(
+        "{:x}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
     let batch_size = settings.batch;
     let users = settings.users;
     let batch_nonce = nonce.clone();
@@ -816,7 +996,8 @@ fn main() {
     ));
     let cpu_lines = cpu.report();
     print_load(&batch, "events");
-    let batch_rate = batch.counters.ok_messages.load(Ordering::Relaxed) as f64 / batch.elapsed.as_secs_f64();
+    let batch_rate =
+        batch.counters.ok_messages.load(Ordering::Relaxed) as f64 / batch.elapsed.as_secs_f64();
     println!(
         "  => {batch_rate:.0} events/s = {:.1}% of the SQLite ceiling ({ceiling_rate:.0} rows/s); target {BATCH_TARGET:.0}, floor {BATCH_FLOOR:.0}: {}",
         batch_rate / ceiling_rate * 100.0,
@@ -827,7 +1008,10 @@ fn main() {
         println!("{l}");
     }
     rows.push(Row {
-        name: format!("POST /v1/batch, {} clients x {}", settings.clients, settings.batch),
+        name: format!(
+            "POST /v1/batch, {} clients x {}",
+            settings.clients, settings.batch
+        ),
         value: format!(
             "{batch_rate:.0} events/s ({:.0}% of ceiling), p50 {:.1} ms, p99 {:.1} ms",
             batch_rate / ceiling_rate * 100.0,
@@ -846,13 +1030,17 @@ fn main() {
     println!();
 
     // Phase 3 ------------------------------------------------------------------------------
-    println!("== 3. Single POST /v1/track, {} concurrent keep-alive clients", settings.track_clients);
+    println!(
+        "== 3. Single POST /v1/track, {} concurrent keep-alive clients",
+        settings.track_clients
+    );
     let track_nonce = nonce.clone();
-    let make_track: Arc<dyn Fn(usize, u64, &mut Rng, &mut String) + Send + Sync> = Arc::new(move |task, n, rng, out| {
-        let ts = iso_now();
-        let id = format!("t-{track_nonce}-{task}-{n}");
-        write_track(out, rng, users, &id, &ts, "");
-    });
+    let make_track: Arc<dyn Fn(usize, u64, &mut Rng, &mut String) + Send + Sync> =
+        Arc::new(move |task, n, rng, out| {
+            let ts = iso_now();
+            let id = format!("t-{track_nonce}-{task}-{n}");
+            write_track(out, rng, users, &id, &ts, "");
+        });
     let cpu = CpuWindow::start(server.pid());
     let track = runtime.block_on(http_load(
         &server.addr,
@@ -864,7 +1052,8 @@ fn main() {
     ));
     let cpu_lines = cpu.report();
     print_load(&track, "events");
-    let track_rate = track.counters.ok_requests.load(Ordering::Relaxed) as f64 / track.elapsed.as_secs_f64();
+    let track_rate =
+        track.counters.ok_requests.load(Ordering::Relaxed) as f64 / track.elapsed.as_secs_f64();
     println!(
         "  => {track_rate:.0} req/s; target {TRACK_TARGET:.0}, floor {TRACK_FLOOR:.0}: {}",
         verdict(track_rate, TRACK_TARGET, TRACK_FLOOR)
@@ -896,12 +1085,19 @@ fn main() {
     let (loaded_rss, peak_rss) = server.rss();
     println!("== 4. Memory");
     println!("  idle RSS after start: {idle_rss:.1} MB (target under {IDLE_RSS_TARGET_MB:.0} MB)");
-    println!("  RSS after the load phases (1 s idle): {loaded_rss:.1} MB, peak (VmHWM) {peak_rss:.1} MB");
+    println!(
+        "  RSS after the load phases (1 s idle): {loaded_rss:.1} MB, peak (VmHWM) {peak_rss:.1} MB"
+    );
     rows.push(Row {
         name: "idle RSS after start".into(),
         value: format!("{idle_rss:.1} MB"),
         goal: format!("under {IDLE_RSS_TARGET_MB:.0} MB"),
-        verdict: if idle_rss < IDLE_RSS_TARGET_MB { "meets target" } else { "ABOVE TARGET" }.into(),
+        verdict: if idle_rss < IDLE_RSS_TARGET_MB {
+            "meets target"
+        } else {
+            "ABOVE TARGET"
+        }
+        .into(),
     });
     rows.push(Row {
         name: "RSS after load (peak)".into(),
@@ -914,20 +1110,33 @@ fn main() {
     // Shutdown and consistency -------------------------------------------------------------
     let tail = server.stderr_tail.clone();
     let (code, took) = server.stop();
-    println!("== Shutdown: SIGTERM -> exit code {code:?} after {:.2} s", took.as_secs_f64());
+    println!(
+        "== Shutdown: SIGTERM -> exit code {code:?} after {:.2} s",
+        took.as_secs_f64()
+    );
     let exit_ok = code == Some(0);
     if !exit_ok {
-        println!("  server stderr (last lines):\n{}", tail.lock().unwrap().join("\n"));
+        println!(
+            "  server stderr (last lines):\n{}",
+            tail.lock().unwrap().join("\n")
+        );
     }
-    let acknowledged =
-        batch.counters.ok_messages.load(Ordering::Relaxed) + track.counters.ok_messages.load(Ordering::Relaxed);
-    let stored: i64 = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .and_then(|c| c.query_row("SELECT count(*) FROM events", [], |r| r.get(0)))
-        .unwrap_or(-1);
-    let db_mb = std::fs::metadata(&db).map(|m| m.len() as f64 / 1048576.0).unwrap_or(f64::NAN);
+    let acknowledged = batch.counters.ok_messages.load(Ordering::Relaxed)
+        + track.counters.ok_messages.load(Ordering::Relaxed);
+    let stored: i64 =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| c.query_row("SELECT count(*) FROM events", [], |r| r.get(0)))
+            .unwrap_or(-1);
+    let db_mb = std::fs::metadata(&db)
+        .map(|m| m.len() as f64 / 1048576.0)
+        .unwrap_or(f64::NAN);
     println!(
         "  events in the database: {stored}; acknowledged with 200: {acknowledged} ({}); database {db_mb:.1} MB",
-        if stored >= acknowledged as i64 { "none lost" } else { "ACKNOWLEDGED EVENTS MISSING" }
+        if stored >= acknowledged as i64 {
+            "none lost"
+        } else {
+            "ACKNOWLEDGED EVENTS MISSING"
+        }
     );
     rows.push(Row {
         name: "SIGTERM exit code".into(),
@@ -943,7 +1152,10 @@ fn main() {
     let w1 = rows.iter().map(|r| r.value.len()).max().unwrap_or(0);
     let w2 = rows.iter().map(|r| r.goal.len()).max().unwrap_or(0);
     for r in &rows {
-        println!("  {:<w0$}  {:<w1$}  {:<w2$}  {}", r.name, r.value, r.goal, r.verdict);
+        println!(
+            "  {:<w0$}  {:<w1$}  {:<w2$}  {}",
+            r.name, r.value, r.goal, r.verdict
+        );
     }
 
     if settings.keep {

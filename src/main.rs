@@ -12,7 +12,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // clap prints help and version to stdout with exit 0, usage errors to stderr with 2.
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     tracing_subscriber::fmt()
@@ -21,6 +25,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
     let result = match cli.command {
@@ -39,7 +44,9 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: journeyd::config::ServeArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(journeyd::server::serve(args, shutdown_signal()))
 }
 
@@ -64,7 +71,11 @@ fn backup(args: journeyd::config::BackupArgs) -> anyhow::Result<()> {
         }
     })?;
     let size = std::fs::metadata(&args.dest).map(|m| m.len()).unwrap_or(0);
-    println!("backup written to {} ({size} bytes) in {:.1?}", args.dest.display(), started.elapsed());
+    println!(
+        "backup written to {} ({size} bytes) in {:.1?}",
+        args.dest.display(),
+        started.elapsed()
+    );
     Ok(())
 }
 
@@ -75,7 +86,10 @@ fn check(args: journeyd::config::CheckArgs) -> ExitCode {
         let name = file.display();
         let doc = std::fs::read_to_string(file)
             .map_err(|e| format!("cannot read: {e}"))
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|e| format!("not valid JSON: {e}")));
+            .and_then(|text| {
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|e| format!("not valid JSON: {e}"))
+            });
         match doc.map(|d| journeyd::journey::parse(&d)) {
             Ok(Ok(_)) => println!("{name}: ok"),
             Ok(Err(problems)) => {
@@ -90,7 +104,11 @@ fn check(args: journeyd::config::CheckArgs) -> ExitCode {
             }
         }
     }
-    if all_valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if all_valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// Runs a simulation and prints its trace as JSON, the same as `POST /v1/simulate` answers.
@@ -98,10 +116,12 @@ fn simulate(args: journeyd::config::SimulateArgs) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     use serde_json::{Value, json};
     let journey: Value = serde_json::from_str(
-        &std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?,
+        &std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?,
     )
     .with_context(|| format!("{} is not valid JSON", args.file.display()))?;
-    let text = std::fs::read_to_string(&args.events).with_context(|| format!("reading {}", args.events.display()))?;
+    let text = std::fs::read_to_string(&args.events)
+        .with_context(|| format!("reading {}", args.events.display()))?;
     let mut events = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

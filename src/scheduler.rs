@@ -33,7 +33,11 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
             }
         };
         if fired.fired > 0 {
-            tracing::debug!(fired = fired.fired, max_late_ms = fired.lateness_max_ms, "timers fired");
+            tracing::debug!(
+                fired = fired.fired,
+                max_late_ms = fired.lateness_max_ms,
+                "timers fired"
+            );
         }
         if fired.fired >= BATCH {
             continue;

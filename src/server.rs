@@ -31,11 +31,18 @@ fn generate_secret() -> String {
 pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let max_active = args.max_active_per_profile;
-    let options = StoreOptions { max_active, ..StoreOptions::default() };
+    let options = StoreOptions {
+        max_active,
+        ..StoreOptions::default()
+    };
     let store = Store::open(&args.db.db, clock, options)
         .with_context(|| format!("opening database {}", args.db.db.display()))?;
     let (keys, generated) = store
-        .ensure_keys(args.admin_token.into_iter().collect(), args.write_keys, generate_secret)
+        .ensure_keys(
+            args.admin_token.into_iter().collect(),
+            args.write_keys,
+            generate_secret,
+        )
         .await
         .context("storing keys")?;
     // Printed once, on the start that generated them: only their digests are stored.
@@ -49,7 +56,9 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyho
         println!("(generated on first start and printed only now: keep them somewhere safe)");
     }
 
-    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -79,7 +88,11 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyho
 
 /// Serves HTTP on `listener` until `shutdown` resolves, then waits (up to [`DRAIN_TIMEOUT`]) for
 /// in-flight requests to finish.
-pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
@@ -112,7 +125,10 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     }
     drop(listener);
     tracing::info!("shutting down: finishing in-flight requests");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}");
     }
     Ok(())

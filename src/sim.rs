@@ -35,12 +35,20 @@ pub struct Output {
 /// Parses `{"journey", "traits"?, "events": [{"at": "+90m", "message": {...}}], "start"?}`.
 pub fn parse(doc: &Value) -> Result<Input, Vec<Problem>> {
     let mut problems = Vec::new();
-    let problem = |path: &str, message: String| Problem { path: path.into(), message };
+    let problem = |path: &str, message: String| Problem {
+        path: path.into(),
+        message,
+    };
     let journey = match doc.get("journey") {
         Some(j) => journey::parse(j).map_err(|ps| {
-            ps.into_iter().map(|p| problem(&format!("/journey{}", p.path), p.message)).collect::<Vec<_>>()
+            ps.into_iter()
+                .map(|p| problem(&format!("/journey{}", p.path), p.message))
+                .collect::<Vec<_>>()
         }),
-        None => Err(vec![problem("/journey", "missing field \"journey\"".into())]),
+        None => Err(vec![problem(
+            "/journey",
+            "missing field \"journey\"".into(),
+        )]),
     };
     let journey = match journey {
         Ok(j) => Some(Arc::new(j)),
@@ -62,7 +70,10 @@ pub fn parse(doc: &Value) -> Result<Input, Vec<Problem>> {
         Some(v) => match v.as_str().and_then(crate::ingest::parse_rfc3339) {
             Some(t) => t,
             None => {
-                problems.push(problem("/start", format!("expected an ISO 8601 date-time, got {v}")));
+                problems.push(problem(
+                    "/start",
+                    format!("expected an ISO 8601 date-time, got {v}"),
+                ));
                 0
             }
         },
@@ -74,7 +85,9 @@ pub fn parse(doc: &Value) -> Result<Input, Vec<Problem>> {
             for (n, item) in items.iter().enumerate() {
                 match parse_event(item) {
                     Ok(e) => events.push(e),
-                    Err((field, message)) => problems.push(problem(&format!("/events/{n}{field}"), message)),
+                    Err((field, message)) => {
+                        problems.push(problem(&format!("/events/{n}{field}"), message))
+                    }
                 }
             }
         }
@@ -83,7 +96,12 @@ pub fn parse(doc: &Value) -> Result<Input, Vec<Problem>> {
     // Events apply in time order; equal times keep their order in the input.
     events.sort_by_key(|(at, _)| *at);
     match (journey, problems.is_empty()) {
-        (Some(journey), true) => Ok(Input { journey, traits, events, start }),
+        (Some(journey), true) => Ok(Input {
+            journey,
+            traits,
+            events,
+            start,
+        }),
         _ => Err(problems),
     }
 }
@@ -91,8 +109,15 @@ pub fn parse(doc: &Value) -> Result<Input, Vec<Problem>> {
 /// Parses one `{"at": "+90m", "message": {...}}`.
 pub fn parse_event(item: &Value) -> Result<(i64, Value), (&'static str, String)> {
     let at = match item.get("at") {
-        Some(Value::String(s)) => parse_offset(s).ok_or(("/at", format!("bad offset \"{s}\": use +<n><s|m|h|d|w>")))?,
-        Some(v) => return Err(("/at", format!("expected an offset such as \"+90m\", got {v}"))),
+        Some(Value::String(s)) => {
+            parse_offset(s).ok_or(("/at", format!("bad offset \"{s}\": use +<n><s|m|h|d|w>")))?
+        }
+        Some(v) => {
+            return Err((
+                "/at",
+                format!("expected an offset such as \"+90m\", got {v}"),
+            ));
+        }
         None => return Err(("/at", "missing field \"at\"".into())),
     };
     match item.get("message") {
@@ -113,7 +138,13 @@ pub fn parse_offset(s: &str) -> Option<i64> {
 
 /// Milliseconds to the largest whole unit: `+2h`, `+90m`, `+1500ms`.
 pub fn format_offset(ms: i64) -> String {
-    const UNITS: [(i64, &str); 5] = [(604_800_000, "w"), (86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")];
+    const UNITS: [(i64, &str); 5] = [
+        (604_800_000, "w"),
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1000, "s"),
+    ];
     if ms == 0 {
         return "+0s".into();
     }
@@ -133,7 +164,11 @@ impl Catalog for OneJourney {
     }
 
     fn entries_for(&self, event: &str) -> Vec<(i64, Arc<Journey>)> {
-        if self.0.entry.event == event { vec![(1, self.0.clone())] } else { Vec::new() }
+        if self.0.entry.event == event {
+            vec![(1, self.0.clone())]
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -161,15 +196,21 @@ pub fn run(input: &Input, max_active: usize) -> Output {
     let catalog = OneJourney(input.journey.clone());
     let mut ids = Counters::default();
     let mut profiles: BTreeMap<String, ProfileState> = BTreeMap::new();
-    let mut out = Output { start: input.start, ..Output::default() };
+    let mut out = Output {
+        start: input.start,
+        ..Output::default()
+    };
 
     for (offset, message) in &input.events {
         let now = input.start + offset;
         fire_until(&catalog, &mut ids, &mut profiles, now, max_active, &mut out);
-        let Some(key) = ["userId", "anonymousId"]
-            .iter()
-            .find_map(|k| message.get(*k).and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_i64().map(|n| n.to_string()))))
-        else {
+        let Some(key) = ["userId", "anonymousId"].iter().find_map(|k| {
+            message.get(*k).and_then(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_i64().map(|n| n.to_string()))
+            })
+        }) else {
             continue;
         };
         let profile = profiles.entry(key.clone()).or_insert_with(|| ProfileState {
@@ -185,13 +226,29 @@ pub fn run(input: &Input, max_active: usize) -> Output {
                 profile.traits.insert(k.clone(), v.clone());
             }
         }
-        let is_track = message.get("type").and_then(Value::as_str).is_none_or(|t| t == "track");
-        let Some(name) = message.get("event").and_then(Value::as_str).filter(|_| is_track) else { continue };
+        let is_track = message
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(|t| t == "track");
+        let Some(name) = message
+            .get("event")
+            .and_then(Value::as_str)
+            .filter(|_| is_track)
+        else {
+            continue;
+        };
         let mut engine = Engine::new(&catalog, &mut ids, max_active);
         engine.on_event(profile, &EventView { name, message }, now);
         collect(engine, profile, &mut out);
     }
-    fire_until(&catalog, &mut ids, &mut profiles, i64::MAX, max_active, &mut out);
+    fire_until(
+        &catalog,
+        &mut ids,
+        &mut profiles,
+        i64::MAX,
+        max_active,
+        &mut out,
+    );
     out
 }
 
@@ -207,7 +264,11 @@ fn fire_until(
     loop {
         let next = profiles
             .iter()
-            .flat_map(|(k, p)| p.instances.iter().filter_map(move |i| i.due_at.map(|d| (d, i.id, k.clone()))))
+            .flat_map(|(k, p)| {
+                p.instances
+                    .iter()
+                    .filter_map(move |i| i.due_at.map(|d| (d, i.id, k.clone())))
+            })
             .filter(|(d, _, _)| *d <= until)
             .min();
         let Some((due, id, key)) = next else { return };
@@ -227,7 +288,11 @@ fn collect(engine: Engine, profile: &mut ProfileState, out: &mut Output) {
 impl Output {
     /// The JSON answer of `POST /v1/simulate` and the output of `journeyd simulate`.
     pub fn to_json(&self) -> Value {
-        let trace: Vec<Value> = self.trace.iter().map(|t| transition_json(t, self.start)).collect();
+        let trace: Vec<Value> = self
+            .trace
+            .iter()
+            .map(|t| transition_json(t, self.start))
+            .collect();
         let deliveries: Vec<Value> = self
             .deliveries
             .iter()
@@ -246,7 +311,10 @@ impl Output {
 
     /// One line per transition: `+2h #1 cart-abandonment timeout wait_for_order -> remind`.
     pub fn lines(&self) -> Vec<String> {
-        self.trace.iter().map(|t| format!("{} {t}", format_offset(t.at - self.start))).collect()
+        self.trace
+            .iter()
+            .map(|t| format!("{} {t}", format_offset(t.at - self.start)))
+            .collect()
     }
 }
 

@@ -7,32 +7,57 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{App, Body, admin_error, journeys, json_response, pagination, path_segment, store_error};
+use super::{
+    App, Body, admin_error, journeys, json_response, pagination, path_segment, store_error,
+};
 use crate::store::{Page, TimelineItem};
 
 /// Routes `/v1/...` admin paths; `segments` starts after `v1`.
-pub async fn route(app: &App, method: &Method, segments: &[&str], req: Request<Incoming>) -> Response<Body> {
+pub async fn route(
+    app: &App,
+    method: &Method,
+    segments: &[&str],
+    req: Request<Incoming>,
+) -> Response<Body> {
     let query = req.uri().query().map(str::to_string);
     match (method, segments) {
         (&Method::GET, ["profiles", id]) => profile(app, path_segment(id)).await,
-        (&Method::GET, ["profiles", id, "timeline"]) => timeline(app, path_segment(id), query.as_deref()).await,
+        (&Method::GET, ["profiles", id, "timeline"]) => {
+            timeline(app, path_segment(id), query.as_deref()).await
+        }
         (&Method::GET, ["backup"]) => backup(app).await,
         (&Method::GET, ["journeys"]) => journeys::list_journeys(app, query.as_deref()).await,
         (&Method::PUT, ["journeys", id]) => journeys::put_journey(app, path_segment(id), req).await,
         (&Method::GET, ["journeys", id]) => journeys::get_journey(app, path_segment(id)).await,
         (&Method::DELETE, ["journeys", id]) => journeys::archive(app, path_segment(id)).await,
-        (&Method::POST, ["journeys", id, "pause"]) => journeys::set_status(app, path_segment(id), "paused").await,
-        (&Method::POST, ["journeys", id, "resume"]) => journeys::set_status(app, path_segment(id), "active").await,
-        (&Method::GET, ["journeys", id, "stats"]) => journeys::stats(app, path_segment(id), query.as_deref()).await,
+        (&Method::POST, ["journeys", id, "pause"]) => {
+            journeys::set_status(app, path_segment(id), "paused").await
+        }
+        (&Method::POST, ["journeys", id, "resume"]) => {
+            journeys::set_status(app, path_segment(id), "active").await
+        }
+        (&Method::GET, ["journeys", id, "stats"]) => {
+            journeys::stats(app, path_segment(id), query.as_deref()).await
+        }
         (&Method::GET, ["instances", id]) => journeys::instance(app, &path_segment(id)).await,
         (&Method::POST, ["simulate"]) => journeys::simulate(app, req).await,
         (&Method::GET, ["deliveries"]) => journeys::list_deliveries(app, query.as_deref()).await,
         (&Method::GET, ["deliveries", id]) => journeys::get_delivery(app, path_segment(id)).await,
-        (&Method::POST, ["deliveries", id, "retry"]) => journeys::retry_delivery(app, path_segment(id)).await,
-        (&Method::GET, ["destinations"]) => journeys::list_destinations(app, query.as_deref()).await,
-        (&Method::PUT, ["destinations", id]) => journeys::put_destination(app, path_segment(id), req).await,
-        (&Method::GET, ["destinations", id]) => journeys::get_destination(app, path_segment(id)).await,
-        (&Method::DELETE, ["destinations", id]) => journeys::delete_destination(app, path_segment(id)).await,
+        (&Method::POST, ["deliveries", id, "retry"]) => {
+            journeys::retry_delivery(app, path_segment(id)).await
+        }
+        (&Method::GET, ["destinations"]) => {
+            journeys::list_destinations(app, query.as_deref()).await
+        }
+        (&Method::PUT, ["destinations", id]) => {
+            journeys::put_destination(app, path_segment(id), req).await
+        }
+        (&Method::GET, ["destinations", id]) => {
+            journeys::get_destination(app, path_segment(id)).await
+        }
+        (&Method::DELETE, ["destinations", id]) => {
+            journeys::delete_destination(app, path_segment(id)).await
+        }
         _ => admin_error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -43,7 +68,12 @@ pub async fn route(app: &App, method: &Method, segments: &[&str], req: Request<I
 
 pub async fn healthz(app: &App) -> Response<Body> {
     // Writable means the writer answers: a trivial job through the same queue as real work.
-    match app.store.writer().submit_wait(|ctx| Ok(ctx.conn().query_row("SELECT 1", [], |_| Ok(()))?)).await {
+    match app
+        .store
+        .writer()
+        .submit_wait(|ctx| Ok(ctx.conn().query_row("SELECT 1", [], |_| Ok(()))?))
+        .await
+    {
         Ok(()) => json_response(StatusCode::OK, &json!({"status": "ok"})),
         Err(e) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -82,7 +112,13 @@ async fn timeline(app: &App, id: String, query: Option<&str>) -> Response<Body> 
     let cursor = match cursor.map(|c| c.parse::<i64>()) {
         None => None,
         Some(Ok(n)) => Some(n),
-        Some(Err(_)) => return admin_error(StatusCode::BAD_REQUEST, "bad_request", "cursor is not valid"),
+        Some(Err(_)) => {
+            return admin_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "cursor is not valid",
+            );
+        }
     };
     match app.store.timeline(id, cursor, limit).await {
         Ok(page) => json_response(StatusCode::OK, &page_json(page, timeline_item)),
@@ -92,7 +128,9 @@ async fn timeline(app: &App, id: String, query: Option<&str>) -> Response<Body> 
 
 fn timeline_item(item: TimelineItem) -> Value {
     match item {
-        TimelineItem::Event { seq, message } => json!({"kind": "event", "seq": seq, "message": message}),
+        TimelineItem::Event { seq, message } => {
+            json!({"kind": "event", "seq": seq, "message": message})
+        }
         TimelineItem::Transition(t) => {
             let mut v = journeys::transition_json(&t);
             v["kind"] = json!("transition");
@@ -115,7 +153,8 @@ async fn backup(app: &App) -> Response<Body> {
         Err(e) => return store_error(e),
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(4);
+    let (mut tx, body) =
+        http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(4);
     // Read on a blocking thread and hand each chunk to the response body. The thread belongs to
     // this response: it ends at end of file, or as soon as the client goes away.
     let runtime = tokio::runtime::Handle::current();
@@ -143,7 +182,10 @@ async fn backup(app: &App) -> Response<Body> {
     });
     let mut resp = Response::new(body.boxed());
     let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.sqlite3"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.sqlite3"),
+    );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     headers.insert(
         header::CONTENT_DISPOSITION,

@@ -28,7 +28,10 @@ pub fn endpoint(name: &str) -> Option<Endpoint> {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
-    json_response(status, &json!({"success": false, "code": code, "message": message.into()}))
+    json_response(
+        status,
+        &json!({"success": false, "code": code, "message": message.into()}),
+    )
 }
 
 fn request_error(e: RequestError) -> Response<Body> {
@@ -48,15 +51,27 @@ pub async fn handle(app: &App, endpoint: Endpoint, req: Request<Incoming>) -> Re
     if let Some(key) = &header_key
         && !app.keys.write.contains(&hash_secret(key))
     {
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", "write key is not valid");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "write key is not valid",
+        );
     }
 
     let raw = match read_body(req, MAX_REQUEST_BYTES).await {
         Ok(b) => b,
         Err(None) => {
-            return request_error(RequestError::TooLarge(format!("request is larger than {MAX_REQUEST_BYTES} bytes")));
+            return request_error(RequestError::TooLarge(format!(
+                "request is larger than {MAX_REQUEST_BYTES} bytes"
+            )));
         }
-        Err(Some(e)) => return error(StatusCode::BAD_REQUEST, "invalid_body", format!("could not read the body: {e}")),
+        Err(Some(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("could not read the body: {e}"),
+            );
+        }
     };
     let body = match decode(&headers, raw) {
         Ok(b) => b,
@@ -69,7 +84,13 @@ pub async fn handle(app: &App, endpoint: Endpoint, req: Request<Incoming>) -> Re
     if header_key.is_none() {
         match parsed.write_key() {
             Some(key) if app.keys.write.contains(&hash_secret(key)) => {}
-            Some(_) => return error(StatusCode::UNAUTHORIZED, "unauthorized", "write key is not valid"),
+            Some(_) => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "write key is not valid",
+                );
+            }
             None => {
                 return error(
                     StatusCode::UNAUTHORIZED,
@@ -105,7 +126,10 @@ pub async fn handle(app: &App, endpoint: Endpoint, req: Request<Incoming>) -> Re
     let mut answer = json!({"success": true});
     if !rejected.is_empty() {
         answer["rejected"] = Value::Array(
-            rejected.into_iter().map(|r| json!({"index": r.index, "code": r.code, "message": r.message})).collect(),
+            rejected
+                .into_iter()
+                .map(|r| json!({"index": r.index, "code": r.code, "message": r.message}))
+                .collect(),
         );
     }
     json_response(StatusCode::OK, &answer)
@@ -114,9 +138,16 @@ pub async fn handle(app: &App, endpoint: Endpoint, req: Request<Incoming>) -> Re
 /// The write key of a Basic `Authorization` header (the user name; the password is ignored and
 /// the colon optional). `Ok(None)` when there is no Basic header.
 fn basic_user(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
-    let value = value.to_str().map_err(|_| "authorization header is not valid")?;
-    let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| "authorization header is not valid")?;
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
         return Ok(None);
     };
     let decoded = base64::engine::general_purpose::STANDARD
@@ -139,9 +170,12 @@ fn decode(headers: &HeaderMap, raw: bytes::Bytes) -> Result<bytes::Bytes, Respon
         "identity" | "" => Ok(raw),
         "gzip" | "x-gzip" => {
             let mut out = Vec::with_capacity(raw.len() * 4);
-            let mut decoder = flate2::read::MultiGzDecoder::new(&raw[..]).take(MAX_REQUEST_BYTES as u64 + 1);
+            let mut decoder =
+                flate2::read::MultiGzDecoder::new(&raw[..]).take(MAX_REQUEST_BYTES as u64 + 1);
             if let Err(e) = decoder.read_to_end(&mut out) {
-                return Err(request_error(RequestError::InvalidJson(format!("body is not valid gzip: {e}"))));
+                return Err(request_error(RequestError::InvalidJson(format!(
+                    "body is not valid gzip: {e}"
+                ))));
             }
             if out.len() > MAX_REQUEST_BYTES {
                 return Err(request_error(RequestError::TooLarge(format!(

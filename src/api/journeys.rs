@@ -20,12 +20,27 @@ pub async fn json_body(req: Request<Incoming>) -> Result<Value, Response<Body>> 
     let bytes = match read_body(req, MAX_ADMIN_BODY).await {
         Ok(b) => b,
         Err(None) => {
-            return Err(admin_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body is larger than {MAX_ADMIN_BODY} bytes")));
+            return Err(admin_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("body is larger than {MAX_ADMIN_BODY} bytes"),
+            ));
         }
-        Err(Some(e)) => return Err(admin_error(StatusCode::BAD_REQUEST, "invalid_body", format!("could not read the body: {e}"))),
+        Err(Some(e)) => {
+            return Err(admin_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("could not read the body: {e}"),
+            ));
+        }
     };
-    serde_json::from_slice(&bytes)
-        .map_err(|e| admin_error(StatusCode::BAD_REQUEST, "invalid_json", format!("body is not valid JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        admin_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("body is not valid JSON: {e}"),
+        )
+    })
 }
 
 /// `422` listing every problem with its JSON path.
@@ -45,7 +60,8 @@ pub fn invalid(code: &str, problems: &[Problem]) -> Response<Body> {
 fn canonical(v: &Value) -> Value {
     match v {
         Value::Object(m) => {
-            let sorted: BTreeMap<&String, Value> = m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let sorted: BTreeMap<&String, Value> =
+                m.iter().map(|(k, v)| (k, canonical(v))).collect();
             let mut out = Map::new();
             for (k, v) in sorted {
                 out.insert(k.clone(), v);
@@ -82,13 +98,20 @@ pub async fn put_journey(app: &App, id: String, req: Request<Incoming>) -> Respo
     let definition = canonical(&doc).to_string();
     match app.store.publish_journey(journey, definition).await {
         Ok(Ok(p)) => {
-            let status = if p.created { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if p.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             json_response(status, &json!({"id": id, "version": p.version}))
         }
         Ok(Err(unknown)) => {
             let problems: Vec<Problem> = unknown
                 .into_iter()
-                .map(|(path, dest)| Problem { path, message: format!("unknown destination \"{dest}\"") })
+                .map(|(path, dest)| Problem {
+                    path,
+                    message: format!("unknown destination \"{dest}\""),
+                })
                 .collect();
             invalid("invalid_journey", &problems)
         }
@@ -127,8 +150,11 @@ pub async fn get_journey(app: &App, id: String) -> Response<Body> {
         Ok(d) => {
             let mut v = summary_json(&d.summary);
             v["definition"] = d.definition;
-            v["versions"] =
-                d.versions.iter().map(|(n, at)| json!({"version": n, "created_at": format_ms(*at)})).collect();
+            v["versions"] = d
+                .versions
+                .iter()
+                .map(|(n, at)| json!({"version": n, "created_at": format_ms(*at)}))
+                .collect();
             json_response(StatusCode::OK, &v)
         }
         Err(e) => store_error(e),
@@ -144,17 +170,29 @@ pub async fn set_status(app: &App, id: String, status: &'static str) -> Response
 
 pub async fn archive(app: &App, id: String) -> Response<Body> {
     match app.store.archive_journey(id.clone()).await {
-        Ok(ended) => json_response(StatusCode::OK, &json!({"id": id, "status": "archived", "instances_ended": ended})),
+        Ok(ended) => json_response(
+            StatusCode::OK,
+            &json!({"id": id, "status": "archived", "instances_ended": ended}),
+        ),
         Err(e) => store_error(e),
     }
 }
 
 pub async fn stats(app: &App, id: String, query: Option<&str>) -> Response<Body> {
-    let version = match super::query_pairs(query).into_iter().find(|(k, _)| k == "version") {
+    let version = match super::query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| k == "version")
+    {
         None => None,
         Some((_, v)) => match v.parse::<i64>() {
             Ok(n) => Some(n),
-            Err(_) => return admin_error(StatusCode::BAD_REQUEST, "bad_request", format!("version \"{v}\" is not a number")),
+            Err(_) => {
+                return admin_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("version \"{v}\" is not a number"),
+                );
+            }
         },
     };
     let (detail, rows) = match app.store.journey_stats(id.clone(), version).await {
@@ -169,15 +207,26 @@ pub async fn stats(app: &App, id: String, query: Option<&str>) -> Response<Body>
         },
         None => detail.definition,
     };
-    let mut totals: BTreeMap<String, i64> =
-        ["entered", "active", "completed", "exited", "skipped", "archived"].iter().map(|k| (k.to_string(), 0)).collect();
+    let mut totals: BTreeMap<String, i64> = [
+        "entered",
+        "active",
+        "completed",
+        "exited",
+        "skipped",
+        "archived",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), 0))
+    .collect();
     let mut steps: BTreeMap<String, BTreeMap<&str, i64>> = BTreeMap::new();
     let mut branches: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     if let Ok(j) = journey::parse(&definition) {
         for step in &j.steps {
             steps.insert(step.id.clone(), [("reached", 0), ("active", 0)].into());
             let labels: Vec<String> = match &step.kind {
-                StepKind::HoldUntil { branches, max_hold, .. } => {
+                StepKind::HoldUntil {
+                    branches, max_hold, ..
+                } => {
                     let mut l: Vec<String> = branches.iter().map(|b| b.label()).collect();
                     if max_hold.is_some() {
                         l.push("timeout".into());
@@ -185,14 +234,25 @@ pub async fn stats(app: &App, id: String, query: Option<&str>) -> Response<Body>
                     l
                 }
                 StepKind::Split { branches, .. } => {
-                    let mut l: Vec<String> = branches.iter().enumerate().map(|(n, b)| b.label(n)).collect();
+                    let mut l: Vec<String> = branches
+                        .iter()
+                        .enumerate()
+                        .map(|(n, b)| b.label(n))
+                        .collect();
                     l.push("else".into());
                     l
                 }
-                StepKind::RandomSplit { branches, .. } => branches.iter().enumerate().map(|(n, b)| b.label(n)).collect(),
+                StepKind::RandomSplit { branches, .. } => branches
+                    .iter()
+                    .enumerate()
+                    .map(|(n, b)| b.label(n))
+                    .collect(),
                 _ => continue,
             };
-            branches.insert(step.id.clone(), labels.into_iter().map(|l| (l, 0)).collect());
+            branches.insert(
+                step.id.clone(),
+                labels.into_iter().map(|l| (l, 0)).collect(),
+            );
         }
     }
     for (kind, step, label, count) in rows {
@@ -254,7 +314,11 @@ pub fn instance_json(i: &InstanceView) -> Value {
 
 pub async fn instance(app: &App, id: &str) -> Response<Body> {
     let Ok(id) = id.parse::<i64>() else {
-        return admin_error(StatusCode::NOT_FOUND, "not_found", format!("instance \"{id}\" not found"));
+        return admin_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("instance \"{id}\" not found"),
+        );
     };
     match app.store.instance(id).await {
         Ok(i) => {
@@ -272,7 +336,10 @@ pub async fn simulate(app: &App, req: Request<Incoming>) -> Response<Body> {
         Err(resp) => return resp,
     };
     match crate::sim::parse(&doc) {
-        Ok(input) => json_response(StatusCode::OK, &crate::sim::run(&input, app.max_active).to_json()),
+        Ok(input) => json_response(
+            StatusCode::OK,
+            &crate::sim::run(&input, app.max_active).to_json(),
+        ),
         Err(problems) => invalid("invalid_simulation", &problems),
     }
 }
@@ -281,7 +348,10 @@ pub async fn put_destination(app: &App, id: String, req: Request<Incoming>) -> R
     if !crate::delivery::valid_id(&id) {
         return invalid(
             "invalid_destination",
-            &[Problem { path: "".into(), message: format!("destination id \"{id}\" must be 1 to 64 of A-Z a-z 0-9 _ - .") }],
+            &[Problem {
+                path: "".into(),
+                message: format!("destination id \"{id}\" must be 1 to 64 of A-Z a-z 0-9 _ - ."),
+            }],
         );
     }
     let doc = match json_body(req).await {
@@ -294,7 +364,11 @@ pub async fn put_destination(app: &App, id: String, req: Request<Incoming>) -> R
     };
     match app.store.put_destination(id.clone(), config, secrets).await {
         Ok(created) => {
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
             match app.store.destination(id).await {
                 Ok(d) => json_response(status, &destination_json(&d)),
                 Err(e) => store_error(e),
@@ -375,20 +449,42 @@ pub async fn list_deliveries(app: &App, query: Option<&str>) -> Response<Body> {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let cursor = match cursor.map(|c| c.split_once(':').and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string())))) {
+    let cursor = match cursor.map(|c| {
+        c.split_once(':')
+            .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string())))
+    }) {
         None => None,
         Some(Some(c)) => Some(c),
-        Some(None) => return admin_error(StatusCode::BAD_REQUEST, "bad_request", "cursor is not valid"),
+        Some(None) => {
+            return admin_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "cursor is not valid",
+            );
+        }
     };
     let pairs = super::query_pairs(query);
-    let get = |key: &str| pairs.iter().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.clone());
+    let get = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, v)| k == key && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
     let status = get("status");
     if let Some(s) = &status
         && !["pending", "succeeded", "failed"].contains(&s.as_str())
     {
-        return admin_error(StatusCode::BAD_REQUEST, "bad_request", format!("status \"{s}\" is not one of pending, succeeded, failed"));
+        return admin_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("status \"{s}\" is not one of pending, succeeded, failed"),
+        );
     }
-    match app.store.deliveries(status, get("destination"), cursor, limit).await {
+    match app
+        .store
+        .deliveries(status, get("destination"), cursor, limit)
+        .await
+    {
         Ok(page) => json_response(
             StatusCode::OK,
             &json!({"items": page.items.iter().map(delivery_json).collect::<Vec<_>>(), "next_cursor": page.next_cursor}),

@@ -4,6 +4,10 @@
 //! Two families of routes with two error shapes: the Segment-compatible ingest API
 //! (`{"success": false, "code", "message"}`, write keys) and the admin API
 //! (`{"error": {"code", "message", "details"}}`, bearer admin tokens).
+//!
+//! Helpers here return `Result<T, Response<Body>>` so a handler can answer an error with `?`-like
+//! early returns; the large `Err` is built at most once per request, so its size does not matter.
+#![allow(clippy::result_large_err)]
 
 mod admin;
 mod ingest;
@@ -34,7 +38,11 @@ pub struct App {
 
 impl App {
     pub fn new(store: Store, keys: KeySet, max_active: usize) -> Arc<App> {
-        Arc::new(App { store, keys, max_active })
+        Arc::new(App {
+            store,
+            keys,
+            max_active,
+        })
     }
 
     fn now(&self) -> i64 {
@@ -42,7 +50,10 @@ impl App {
     }
 
     /// Routes one request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
         let path = req.uri().path().trim_end_matches('/').to_string();
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         let method = req.method().clone();
@@ -55,7 +66,11 @@ impl App {
                 Err(resp) => resp,
                 Ok(()) => admin::route(&self, &method, &segments[1..], req).await,
             },
-            _ => admin_error(StatusCode::NOT_FOUND, "not_found", format!("no route for {method} {path}")),
+            _ => admin_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {method} {path}"),
+            ),
         };
         Ok(response)
     }
@@ -65,11 +80,18 @@ impl App {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         match token {
             Some(t) if self.keys.admin.contains(&hash_secret(t)) => Ok(()),
-            Some(_) => Err(admin_error(StatusCode::UNAUTHORIZED, "unauthorized", "admin token is not valid")),
+            Some(_) => Err(admin_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "admin token is not valid",
+            )),
             None => Err(admin_error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -83,7 +105,12 @@ impl App {
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Option<String>> {
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(None),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(None)
+        }
         Err(e) => Err(Some(e.to_string())),
     }
 }
@@ -95,20 +122,34 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut resp = Response::new(full(serde_json::to_vec(value).expect("JSON serialises")));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 /// An admin API error: `{"error": {"code", "message"}}`.
 fn admin_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
-    json_response(status, &json!({"error": {"code": code, "message": message.into()}}))
+    json_response(
+        status,
+        &json!({"error": {"code": code, "message": message.into()}}),
+    )
 }
 
 /// The one mapping from store failures to admin API responses.
 fn store_error(e: impl Into<Failure>) -> Response<Body> {
     match e.into() {
-        Failure::NotFound(what) => admin_error(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
-        Failure::Busy => busy(admin_error(StatusCode::SERVICE_UNAVAILABLE, "busy", "the write queue is full: retry later")),
+        Failure::NotFound(what) => admin_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        ),
+        Failure::Busy => busy(admin_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the write queue is full: retry later",
+        )),
         Failure::Internal(message) => {
             tracing::error!(error = %message, "request failed");
             admin_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -118,7 +159,8 @@ fn store_error(e: impl Into<Failure>) -> Response<Body> {
 
 /// Adds the `Retry-After` header that tells clients (and Segment SDKs) to come back.
 fn busy(mut resp: Response<Body>) -> Response<Body> {
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
 }
 
@@ -155,7 +197,13 @@ fn pagination(query: Option<&str>) -> Result<(usize, Option<String>), Response<B
         match k.as_str() {
             "limit" => match v.parse::<usize>() {
                 Ok(n) if n >= 1 => limit = n.min(1000),
-                _ => return Err(admin_error(StatusCode::BAD_REQUEST, "bad_request", format!("limit must be a positive integer, got \"{v}\""))),
+                _ => {
+                    return Err(admin_error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("limit must be a positive integer, got \"{v}\""),
+                    ));
+                }
             },
             "cursor" if !v.is_empty() => cursor = Some(v),
             _ => {}
@@ -166,10 +214,14 @@ fn pagination(query: Option<&str>) -> Result<(usize, Option<String>), Response<B
 
 /// Decodes the pairs of a query string.
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
 /// Decodes one path segment (`%40` in an email address, say).
 fn path_segment(s: &str) -> String {
-    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }

@@ -8,7 +8,10 @@ use hmac::{KeyInit, Mac};
 /// the secret's UTF-8 bytes are the key. A `whsec_` secret whose rest is not base64 falls back to
 /// the bytes of the whole secret rather than failing every delivery.
 pub fn key_bytes(secret: &str) -> Vec<u8> {
-    match secret.strip_prefix("whsec_").map(|rest| STANDARD.decode(rest)) {
+    match secret
+        .strip_prefix("whsec_")
+        .map(|rest| STANDARD.decode(rest))
+    {
         Some(Ok(key)) => key,
         _ => secret.as_bytes().to_vec(),
     }
@@ -16,7 +19,8 @@ pub fn key_bytes(secret: &str) -> Vec<u8> {
 
 /// The `webhook-signature` header value.
 pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key_bytes(secret)).expect("HMAC takes keys of any length");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key_bytes(secret))
+        .expect("HMAC takes keys of any length");
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());
@@ -35,7 +39,10 @@ mod tests {
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
         let body = br#"{"test": 2432232314}"#;
-        assert_eq!(signature(secret, id, 1614265330, body), "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert_eq!(
+            signature(secret, id, 1614265330, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
     }
 
     #[test]

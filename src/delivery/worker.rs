@@ -36,8 +36,14 @@ const IDLE: i64 = 60_000;
 pub fn client() -> HttpClient {
     // Only the ring provider is compiled in; installing it is idempotent across calls.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https)
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(https)
 }
 
 /// A destination as the dispatcher holds it.
@@ -54,7 +60,12 @@ struct Target {
 impl Target {
     fn from_row(row: &DestinationRow) -> Option<Target> {
         let (dest, _, _) = super::parse(&row.config).ok()?;
-        let secret = |k: &str| row.secrets.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let secret = |k: &str| {
+            row.secrets
+                .get(k)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
         Some(Target {
             id: row.id.clone(),
             permits: Arc::new(Semaphore::new(dest.concurrency as usize)),
@@ -111,9 +122,12 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
                         next_wake = next_wake.min(target.next_allowed);
                         break;
                     }
-                    target.next_allowed = target.next_allowed.max(now) + (1000 / rate as i64).max(1);
+                    target.next_allowed =
+                        target.next_allowed.max(now) + (1000 / rate as i64).max(1);
                 }
-                let Ok(permit) = target.permits.clone().try_acquire_owned() else { break };
+                let Ok(permit) = target.permits.clone().try_acquire_owned() else {
+                    break;
+                };
                 in_flight.lock().unwrap().insert(row.id.clone());
                 let job = Send {
                     client: client.clone(),
@@ -143,9 +157,13 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
         }
     }
     // Let sends in flight finish briefly; what is cut off stays pending and goes out after restart.
-    let drained = tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained =
+        tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::info!(left = tasks.len(), "deliveries still in flight at shutdown will be sent after restart");
+        tracing::info!(
+            left = tasks.len(),
+            "deliveries still in flight at shutdown will be sent after restart"
+        );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
@@ -156,9 +174,13 @@ fn refresh(targets: &mut HashMap<String, Target>, rows: &[DestinationRow]) {
     let ids: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
     targets.retain(|id, _| ids.contains(id.as_str()));
     for row in rows {
-        let Some(fresh) = Target::from_row(row) else { continue };
+        let Some(fresh) = Target::from_row(row) else {
+            continue;
+        };
         let changed = match targets.get(&row.id) {
-            Some(t) => t.dest != fresh.dest || t.secret != fresh.secret || t.write_key != fresh.write_key,
+            Some(t) => {
+                t.dest != fresh.dest || t.secret != fresh.secret || t.write_key != fresh.write_key
+            }
             None => true,
         };
         if changed {
@@ -187,7 +209,11 @@ impl Send {
         let jitter: f64 = rand::random();
         let retry_at = now + backoff_ms(row.attempts as u32 + 1, jitter, retry_after);
         tracing::debug!(delivery = %row.id, ?outcome, "delivery attempt");
-        if let Err(e) = self.store.record_attempt(row.id.clone(), outcome, retry_at, self.dest.max_attempts).await {
+        if let Err(e) = self
+            .store
+            .record_attempt(row.id.clone(), outcome, retry_at, self.dest.max_attempts)
+            .await
+        {
             // Shutting down: the row stays pending and is sent again after restart.
             tracing::warn!(delivery = %row.id, error = %e, "could not record a delivery attempt");
         }
@@ -196,13 +222,26 @@ impl Send {
     async fn attempt(&self, row: &DueDelivery) -> Outcome {
         let request = match self.request(row) {
             Ok(r) => r,
-            Err(e) => return Outcome::Fail { status: None, error: e },
+            Err(e) => {
+                return Outcome::Fail {
+                    status: None,
+                    error: e,
+                };
+            }
         };
         let timeout = Duration::from_millis(self.dest.timeout_ms);
         let started = tokio::time::Instant::now();
         match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Err(_) => Outcome::Retry { status: None, error: format!("timed out after {timeout:?}"), retry_after_ms: None },
-            Ok(Err(e)) => Outcome::Retry { status: None, error: format!("request failed: {e}"), retry_after_ms: None },
+            Err(_) => Outcome::Retry {
+                status: None,
+                error: format!("timed out after {timeout:?}"),
+                retry_after_ms: None,
+            },
+            Ok(Err(e)) => Outcome::Retry {
+                status: None,
+                error: format!("request failed: {e}"),
+                retry_after_ms: None,
+            },
             Ok(Ok(resp)) => {
                 let status = resp.status().as_u16();
                 let now = self.store.clock().now_ms();
@@ -213,7 +252,9 @@ impl Send {
                     .and_then(|v| parse_retry_after(v, now));
                 // Read (and drop) the body so the connection can be reused, within the timeout.
                 let left = timeout.saturating_sub(started.elapsed());
-                let _ = tokio::time::timeout(left, Limited::new(resp.into_body(), 64 * 1024).collect()).await;
+                let _ =
+                    tokio::time::timeout(left, Limited::new(resp.into_body(), 64 * 1024).collect())
+                        .await;
                 Outcome::from_status(status, retry_after)
             }
         }
@@ -226,23 +267,36 @@ impl Send {
             Kind::Webhook => self.dest.url.clone(),
             Kind::Segment => segment_track_url(&self.dest.url),
         };
-        let mut builder = Request::builder().method(self.dest.method.as_str()).uri(uri);
+        let mut builder = Request::builder()
+            .method(self.dest.method.as_str())
+            .uri(uri);
         for (k, v) in &self.dest.headers {
             builder = builder.header(k, v);
         }
         builder = builder
             .header(header::CONTENT_TYPE, "application/json")
-            .header(header::USER_AGENT, concat!("journeyd/", env!("CARGO_PKG_VERSION")))
+            .header(
+                header::USER_AGENT,
+                concat!("journeyd/", env!("CARGO_PKG_VERSION")),
+            )
             .header("webhook-id", &row.id)
             .header("webhook-timestamp", timestamp.to_string());
         if let Some(secret) = &self.secret {
-            builder = builder.header("webhook-signature", sign::signature(secret, &row.id, timestamp, &body));
+            builder = builder.header(
+                "webhook-signature",
+                sign::signature(secret, &row.id, timestamp, &body),
+            );
         }
         if let (Kind::Segment, Some(key)) = (self.dest.kind, &self.write_key) {
             let basic = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
-            builder = builder.header(header::AUTHORIZATION, HeaderValue::from_str(&format!("Basic {basic}")).map_err(|e| e.to_string())?);
+            builder = builder.header(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Basic {basic}")).map_err(|e| e.to_string())?,
+            );
         }
-        builder.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))
+        builder
+            .body(Full::new(body))
+            .map_err(|e| format!("bad request: {e}"))
     }
 }
 

@@ -237,7 +237,11 @@ pub struct EventView<'a> {
 
 impl EventView<'_> {
     fn properties(&self) -> Value {
-        self.message.get("properties").filter(|p| p.is_object()).cloned().unwrap_or_else(|| json!({}))
+        self.message
+            .get("properties")
+            .filter(|p| p.is_object())
+            .cloned()
+            .unwrap_or_else(|| json!({}))
     }
 }
 
@@ -251,7 +255,12 @@ pub struct Engine<'a> {
 
 impl<'a> Engine<'a> {
     pub fn new(catalog: &'a dyn Catalog, ids: &'a mut dyn Ids, max_active: usize) -> Engine<'a> {
-        Engine { catalog, ids, max_active, effects: Effects::default() }
+        Engine {
+            catalog,
+            ids,
+            max_active,
+            effects: Effects::default(),
+        }
     }
 
     /// Applies one event at `now` (SPEC §4): first the profile's timers already due by `now` fire,
@@ -289,7 +298,9 @@ impl<'a> Engine<'a> {
 
     /// Fires the timer of instance `id` if it is due by `now`; returns whether it fired.
     pub fn on_timer(&mut self, profile: &mut ProfileState, id: i64, now: i64) -> bool {
-        let Some(index) = profile.instances.iter().position(|i| i.id == id) else { return false };
+        let Some(index) = profile.instances.iter().position(|i| i.id == id) else {
+            return false;
+        };
         let inst = &profile.instances[index];
         match inst.due_at {
             Some(due) if inst.state == State::Active && due <= now => {
@@ -340,13 +351,25 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn exit_rules(&mut self, profile: &mut ProfileState, index: usize, event: &EventView, now: i64) {
+    fn exit_rules(
+        &mut self,
+        profile: &mut ProfileState,
+        index: usize,
+        event: &EventView,
+        now: i64,
+    ) {
         let inst = &profile.instances[index];
         if inst.state != State::Active {
             return;
         }
-        let Some(journey) = self.journey_of(inst) else { return };
-        let hit = journey.exit.events.iter().any(|e| e.event == event.name && all_hold(&e.conditions, event.message));
+        let Some(journey) = self.journey_of(inst) else {
+            return;
+        };
+        let hit = journey
+            .exit
+            .events
+            .iter()
+            .any(|e| e.event == event.name && all_hold(&e.conditions, event.message));
         if !hit || !Self::reaches(&journey, inst, event) {
             return;
         }
@@ -361,14 +384,25 @@ impl<'a> Engine<'a> {
         }
     }
 
-    fn hold_event(&mut self, profile: &mut ProfileState, index: usize, event: &EventView, now: i64) {
+    fn hold_event(
+        &mut self,
+        profile: &mut ProfileState,
+        index: usize,
+        event: &EventView,
+        now: i64,
+    ) {
         let inst = &profile.instances[index];
         if inst.state != State::Active {
             return;
         }
-        let Some(journey) = self.journey_of(inst) else { return };
+        let Some(journey) = self.journey_of(inst) else {
+            return;
+        };
         let step_id = inst.step.clone().unwrap_or_default();
-        let Some(StepKind::HoldUntil { branches, max_hold, .. }) = journey.step(&step_id).map(|s| &s.kind) else {
+        let Some(StepKind::HoldUntil {
+            branches, max_hold, ..
+        }) = journey.step(&step_id).map(|s| &s.kind)
+        else {
             return;
         };
         if !Self::reaches(&journey, inst, event) {
@@ -376,12 +410,15 @@ impl<'a> Engine<'a> {
         }
         let resets = inst.resets;
         let Some(branch) = branches.iter().find(|b| {
-            b.event == event.name && !(b.reset_timer && resets >= MAX_RESETS) && all_hold(&b.conditions, event.message)
+            b.event == event.name
+                && !(b.reset_timer && resets >= MAX_RESETS)
+                && all_hold(&b.conditions, event.message)
         }) else {
             return;
         };
         let inst = &mut profile.instances[index];
-        inst.context.insert(branch.context_key().to_string(), event.properties());
+        inst.context
+            .insert(branch.context_key().to_string(), event.properties());
         inst.dirty = true;
         if branch.reset_timer {
             inst.resets += 1;
@@ -390,18 +427,34 @@ impl<'a> Engine<'a> {
             return;
         }
         inst.due_at = None;
-        self.transition(inst, now, What::Branch, Some(&step_id), Some(branch.label()));
+        self.transition(
+            inst,
+            now,
+            What::Branch,
+            Some(&step_id),
+            Some(branch.label()),
+        );
         let next = branch.next.clone();
         self.advance(profile, index, &journey, next, now);
     }
 
-    fn entry(&mut self, profile: &mut ProfileState, journey: &Arc<Journey>, version: i64, event: &EventView, now: i64) {
+    fn entry(
+        &mut self,
+        profile: &mut ProfileState,
+        journey: &Arc<Journey>,
+        version: i64,
+        event: &EventView,
+        now: i64,
+    ) {
         let entry = &journey.entry;
         if entry.event != event.name || !all_hold(&entry.conditions, event.message) {
             return;
         }
         let active = |p: &ProfileState| {
-            p.instances.iter().filter(|i| i.state == State::Active && i.journey_id == journey.id).count()
+            p.instances
+                .iter()
+                .filter(|i| i.state == State::Active && i.journey_id == journey.id)
+                .count()
         };
         let unique_value = match &entry.unique_by {
             None => None,
@@ -413,12 +466,17 @@ impl<'a> Engine<'a> {
         };
         if let Some(v) = &unique_value
             && profile.instances.iter().any(|i| {
-                i.state == State::Active && i.journey_id == journey.id && i.unique_value.as_ref() == Some(v)
+                i.state == State::Active
+                    && i.journey_id == journey.id
+                    && i.unique_value.as_ref() == Some(v)
             })
         {
             return;
         }
-        let entered_before = profile.memory.get(&journey.id).is_some_and(|m| m.entries > 0);
+        let entered_before = profile
+            .memory
+            .get(&journey.id)
+            .is_some_and(|m| m.entries > 0);
         match entry.reentry {
             Reentry::EveryTime => {}
             Reentry::IfNotActive if active(profile) > 0 => return,
@@ -426,7 +484,11 @@ impl<'a> Engine<'a> {
             Reentry::Once if entered_before => return,
             Reentry::Once => {}
         }
-        let all_active = profile.instances.iter().filter(|i| i.state == State::Active).count();
+        let all_active = profile
+            .instances
+            .iter()
+            .filter(|i| i.state == State::Active)
+            .count();
         if all_active >= self.max_active {
             self.effects.transitions.push(Transition {
                 at: now,
@@ -467,7 +529,14 @@ impl<'a> Engine<'a> {
     }
 
     /// Runs steps from `next` until the instance waits (hold, delay) or completes.
-    fn advance(&mut self, profile: &mut ProfileState, index: usize, journey: &Journey, mut next: Option<String>, at: i64) {
+    fn advance(
+        &mut self,
+        profile: &mut ProfileState,
+        index: usize,
+        journey: &Journey,
+        mut next: Option<String>,
+        at: i64,
+    ) {
         // Steps form a DAG of at most 50 steps, so this loop ends; the bound guards bad input.
         for _ in 0..=journey.steps.len() {
             let Some(step_id) = next.take() else {
@@ -479,7 +548,9 @@ impl<'a> Engine<'a> {
                 self.transition(inst, at, What::Completed, step.as_deref(), None);
                 return;
             };
-            let Some(step) = journey.step(&step_id) else { return };
+            let Some(step) = journey.step(&step_id) else {
+                return;
+            };
             {
                 let inst = &mut profile.instances[index];
                 inst.step = Some(step_id.clone());
@@ -495,23 +566,41 @@ impl<'a> Engine<'a> {
                     profile.instances[index].due_at = Some(at + *duration as i64);
                     return;
                 }
-                StepKind::Split { branches, otherwise } => {
+                StepKind::Split {
+                    branches,
+                    otherwise,
+                } => {
                     let root = json!({
                         "context": Value::Object(profile.instances[index].context.clone()),
                         "traits": Value::Object(profile.traits.clone()),
                     });
-                    let taken = branches.iter().enumerate().find(|(_, b)| all_hold(&b.conditions, &root));
+                    let taken = branches
+                        .iter()
+                        .enumerate()
+                        .find(|(_, b)| all_hold(&b.conditions, &root));
                     let (label, to) = match taken {
                         Some((n, b)) => (b.label(n), b.next.clone()),
                         None => ("else".to_string(), otherwise.clone()),
                     };
-                    self.transition(&profile.instances[index], at, What::Branch, Some(&step_id), Some(label));
+                    self.transition(
+                        &profile.instances[index],
+                        at,
+                        What::Branch,
+                        Some(&step_id),
+                        Some(label),
+                    );
                     next = to;
                 }
                 StepKind::RandomSplit { branches, sticky } => {
                     let n = self.pick(profile, index, journey, &step_id, branches, *sticky);
                     let label = branches[n].label(n);
-                    self.transition(&profile.instances[index], at, What::Branch, Some(&step_id), Some(label));
+                    self.transition(
+                        &profile.instances[index],
+                        at,
+                        What::Branch,
+                        Some(&step_id),
+                        Some(label),
+                    );
                     next = branches[n].next.clone();
                 }
                 StepKind::Send { next: to, .. } => {
@@ -534,12 +623,18 @@ impl<'a> Engine<'a> {
         sticky: bool,
     ) -> usize {
         if sticky
-            && let Some(&n) = profile.memory.get(&journey.id).and_then(|m| m.sticky.get(step_id))
+            && let Some(&n) = profile
+                .memory
+                .get(&journey.id)
+                .and_then(|m| m.sticky.get(step_id))
             && n < branches.len()
         {
             return n;
         }
-        let seed = format!("{}\u{1f}{}\u{1f}{}\u{1f}{}", profile.key, journey.id, step_id, profile.instances[index].ordinal);
+        let seed = format!(
+            "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            profile.key, journey.id, step_id, profile.instances[index].ordinal
+        );
         let draw = (fnv1a(seed.as_bytes()) % 100) as u32;
         let mut total = 0;
         let mut chosen = branches.len() - 1;
@@ -559,9 +654,21 @@ impl<'a> Engine<'a> {
     }
 
     /// Writes the delivery of a send step (SPEC §5's default payload, or its mapping).
-    fn send(&mut self, profile: &ProfileState, index: usize, journey: &Journey, step_id: &str, at: i64) {
-        let Some(StepKind::Send { destination, event_name, traits, mapping, .. }) =
-            journey.step(step_id).map(|s| &s.kind)
+    fn send(
+        &mut self,
+        profile: &ProfileState,
+        index: usize,
+        journey: &Journey,
+        step_id: &str,
+        at: i64,
+    ) {
+        let Some(StepKind::Send {
+            destination,
+            event_name,
+            traits,
+            mapping,
+            ..
+        }) = journey.step(step_id).map(|s| &s.kind)
         else {
             return;
         };
@@ -572,7 +679,13 @@ impl<'a> Engine<'a> {
             Some(template) => render_mapping(template, &payload),
             None => payload,
         };
-        self.transition(inst, at, What::Send, Some(step_id), Some(destination.clone()));
+        self.transition(
+            inst,
+            at,
+            What::Send,
+            Some(step_id),
+            Some(destination.clone()),
+        );
         self.effects.deliveries.push(Delivery {
             id,
             at,
@@ -584,7 +697,14 @@ impl<'a> Engine<'a> {
         });
     }
 
-    fn transition(&mut self, inst: &Instance, at: i64, what: What, step: Option<&str>, detail: Option<String>) {
+    fn transition(
+        &mut self,
+        inst: &Instance,
+        at: i64,
+        what: What,
+        step: Option<&str>,
+        detail: Option<String>,
+    ) {
         self.effects.transitions.push(Transition {
             at,
             instance: Some(inst.id),

@@ -18,7 +18,10 @@ pub fn default_payload(
     at: i64,
 ) -> Value {
     let mut properties = Map::new();
-    properties.insert("journey_context".into(), Value::Object(inst.context.clone()));
+    properties.insert(
+        "journey_context".into(),
+        Value::Object(inst.context.clone()),
+    );
     properties.insert(
         "journey_metadata".into(),
         json!({
@@ -34,7 +37,11 @@ pub fn default_payload(
             properties.insert(name.clone(), value.clone());
         }
     }
-    let id_field = if profile.anonymous { "anonymousId" } else { "userId" };
+    let id_field = if profile.anonymous {
+        "anonymousId"
+    } else {
+        "userId"
+    };
     json!({
         "type": "track",
         "event": event_name,
@@ -71,7 +78,12 @@ fn render(template: &Value, payload: &Value) -> Option<Value> {
             }
             Some(Value::Object(out))
         }
-        Value::Array(items) => Some(Value::Array(items.iter().map(|v| render(v, payload).unwrap_or(Value::Null)).collect())),
+        Value::Array(items) => Some(Value::Array(
+            items
+                .iter()
+                .map(|v| render(v, payload).unwrap_or(Value::Null))
+                .collect(),
+        )),
         other => Some(other.clone()),
     }
 }
@@ -119,7 +131,8 @@ mod tests {
 
     #[test]
     fn mapping_paths_and_templates() {
-        let payload = json!({"event": "E", "properties": {"email": "a@b", "first_name": "Ada", "n": 3}});
+        let payload =
+            json!({"event": "E", "properties": {"email": "a@b", "first_name": "Ada", "n": 3}});
         let template = json!({
             "to": {"@path": "$.properties.email"},
             "missing": {"@path": "$.properties.nope"},

@@ -18,7 +18,10 @@ fn script(lines: &str) -> Vec<Value> {
             let at = parts.next().unwrap();
             let user = parts.next().unwrap();
             let event = parts.next().unwrap();
-            let props: Value = parts.next().map(|p| serde_json::from_str(p).unwrap()).unwrap_or(json!({}));
+            let props: Value = parts
+                .next()
+                .map(|p| serde_json::from_str(p).unwrap())
+                .unwrap_or(json!({}));
             let message = if event == "identify" {
                 json!({"type": "identify", "userId": user, "traits": props})
             } else {
@@ -41,8 +44,12 @@ fn check(journey: Value, events: &str, expected: &str) {
     if std::env::var_os("JOURNEYD_PRINT_TRACES").is_some() {
         println!("{}", actual.join("\n"));
     }
-    let expected: Vec<String> =
-        expected.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect();
+    let expected: Vec<String> = expected
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
     assert_eq!(actual, expected, "\nactual trace:\n{}\n", actual.join("\n"));
 }
 
@@ -98,12 +105,18 @@ fn reset_timer_restarts_the_hold_and_updates_context() {
         ]
     );
     let payload = &out.deliveries[0].payload;
-    assert_eq!(payload["properties"]["journey_context"]["Cart_Modified"], json!({"cart_ID": "c1", "n": 2}));
+    assert_eq!(
+        payload["properties"]["journey_context"]["Cart_Modified"],
+        json!({"cart_ID": "c1", "n": 2})
+    );
     assert_eq!(payload["properties"]["email"], json!("ada@example.com"));
     assert_eq!(payload["userId"], json!("u1"));
     assert_eq!(payload["event"], json!("Cart Reminder"));
     assert_eq!(payload["timestamp"], json!("1970-01-01T03:30:00.000Z"));
-    assert_eq!(payload["properties"]["journey_metadata"]["step_id"], json!("remind"));
+    assert_eq!(
+        payload["properties"]["journey_metadata"]["step_id"],
+        json!("remind")
+    );
 }
 
 #[test]
@@ -170,7 +183,13 @@ fn reentry_modes() {
     let events = "+0s u1 A
                   +1m u1 A
                   +2h u1 A";
-    let entries = |mode: &str| simulate(journey(mode), events).trace.iter().filter(|t| t.what.as_str() == "entered").count();
+    let entries = |mode: &str| {
+        simulate(journey(mode), events)
+            .trace
+            .iter()
+            .filter(|t| t.what.as_str() == "entered")
+            .count()
+    };
     assert_eq!(entries("every_time"), 3);
     assert_eq!(entries("if_not_active"), 2);
     assert_eq!(entries("once"), 1);
@@ -222,18 +241,39 @@ fn random_split_is_weighted_deterministic_and_sticky() {
     };
     let many: String = (0..400).map(|n| format!("+0s u{n} A\n")).collect();
     let out = simulate(journey(false), &many);
-    let a = out.trace.iter().filter(|t| t.detail.as_deref() == Some("a")).count();
-    assert!((80..=160).contains(&a), "30% of 400 should be near 120, got {a}");
-    assert_eq!(out, simulate(journey(false), &many), "the same inputs give the same trace");
+    let a = out
+        .trace
+        .iter()
+        .filter(|t| t.detail.as_deref() == Some("a"))
+        .count();
+    assert!(
+        (80..=160).contains(&a),
+        "30% of 400 should be near 120, got {a}"
+    );
+    assert_eq!(
+        out,
+        simulate(journey(false), &many),
+        "the same inputs give the same trace"
+    );
 
     let repeat: String = (0..20).map(|n| format!("+{n}m u1 A\n")).collect();
     let labels = |out: sim::Output| {
-        out.trace.iter().filter(|t| t.what.as_str() == "branch").map(|t| t.detail.clone().unwrap()).collect::<Vec<_>>()
+        out.trace
+            .iter()
+            .filter(|t| t.what.as_str() == "branch")
+            .map(|t| t.detail.clone().unwrap())
+            .collect::<Vec<_>>()
     };
     let sticky = labels(simulate(journey(true), &repeat));
-    assert!(sticky.iter().all(|l| *l == sticky[0]), "sticky keeps one branch: {sticky:?}");
+    assert!(
+        sticky.iter().all(|l| *l == sticky[0]),
+        "sticky keeps one branch: {sticky:?}"
+    );
     let loose = labels(simulate(journey(false), &repeat));
-    assert!(loose.iter().any(|l| *l != loose[0]), "without sticky the branch varies: {loose:?}");
+    assert!(
+        loose.iter().any(|l| *l != loose[0]),
+        "without sticky the branch varies: {loose:?}"
+    );
 }
 
 #[test]
@@ -243,9 +283,15 @@ fn reset_timer_stops_after_one_hundred() {
         "steps": [{"id": "h", "type": "hold_until", "max_hold": "1h",
                    "branches": [{"event": "B", "reset_timer": true}]}]
     });
-    let events: String = std::iter::once("+0s u1 A\n".to_string()).chain((1..=150).map(|n| format!("+{n}s u1 B\n"))).collect();
+    let events: String = std::iter::once("+0s u1 A\n".to_string())
+        .chain((1..=150).map(|n| format!("+{n}s u1 B\n")))
+        .collect();
     let out = simulate(journey, &events);
-    let resets = out.trace.iter().filter(|t| t.what.as_str() == "reset").count();
+    let resets = out
+        .trace
+        .iter()
+        .filter(|t| t.what.as_str() == "reset")
+        .count();
     assert_eq!(resets, 100);
     let last = out.lines().into_iter().last().unwrap();
     // The 100th reset came at +100s; the hold then times out an hour later.
@@ -291,7 +337,11 @@ fn properties_over_generated_scripts() {
         for _ in 0..next(30) {
             t += next(20 * 60);
             let event = ["A", "A", "R", "B", "X"][next(5) as usize];
-            lines.push_str(&format!("+{t}s u{} {event} {{\"k\": {}}}\n", next(3), next(2)));
+            lines.push_str(&format!(
+                "+{t}s u{} {event} {{\"k\": {}}}\n",
+                next(3),
+                next(2)
+            ));
         }
         let out = simulate(journey.clone(), &lines);
         assert_eq!(out, simulate(journey.clone(), &lines), "deterministic");
@@ -309,14 +359,25 @@ fn properties_over_generated_scripts() {
                 "reset" => {
                     due.insert(id, tr.at + 30 * 60_000);
                 }
-                "timeout" | "timer" => assert!(tr.at >= due[&id], "timer fired early: {tr}\n{lines}"),
+                "timeout" | "timer" => {
+                    assert!(tr.at >= due[&id], "timer fired early: {tr}\n{lines}")
+                }
                 "completed" | "exited" => *outcomes.entry(id).or_default() += 1,
                 _ => {}
             }
         }
-        let entered: Vec<_> = out.trace.iter().filter(|t| t.what.as_str() == "entered").map(|t| t.instance.unwrap()).collect();
+        let entered: Vec<_> = out
+            .trace
+            .iter()
+            .filter(|t| t.what.as_str() == "entered")
+            .map(|t| t.instance.unwrap())
+            .collect();
         for id in entered {
-            assert_eq!(outcomes.get(&id), Some(&1), "instance {id} must end exactly once\n{lines}");
+            assert_eq!(
+                outcomes.get(&id),
+                Some(&1),
+                "instance {id} must end exactly once\n{lines}"
+            );
         }
     }
 }

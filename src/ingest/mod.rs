@@ -162,15 +162,23 @@ impl<'a> Parsed<'a> {
                 body.len()
             )));
         }
-        let bad_json = |e: serde_json::Error| RequestError::InvalidJson(format!("body is not valid JSON: {e}"));
+        let bad_json = |e: serde_json::Error| {
+            RequestError::InvalidJson(format!("body is not valid JSON: {e}"))
+        };
         match endpoint {
             Endpoint::Single(_) => {
                 let value: Value = serde_json::from_slice(body).map_err(bad_json)?;
                 let Value::Object(mut map) = value else {
-                    return Err(RequestError::InvalidMessage("body must be a JSON object".into()));
+                    return Err(RequestError::InvalidMessage(
+                        "body must be a JSON object".into(),
+                    ));
                 };
                 let write_key = take_write_key(&mut map);
-                Ok(Parsed { endpoint, write_key, shape: Shape::Single(map) })
+                Ok(Parsed {
+                    endpoint,
+                    write_key,
+                    shape: Shape::Single(map),
+                })
             }
             Endpoint::Batch => {
                 // Read the write key without building the messages: they are parsed one by one
@@ -182,17 +190,25 @@ impl<'a> Parsed<'a> {
                 }
                 let value: &RawValue = serde_json::from_slice(body).map_err(bad_json)?;
                 if !value.get().trim_start().starts_with('{') {
-                    return Err(RequestError::InvalidMessage("body must be a JSON object".into()));
+                    return Err(RequestError::InvalidMessage(
+                        "body must be a JSON object".into(),
+                    ));
                 }
                 let key: Key = serde_json::from_str(value.get()).map_err(bad_json)?;
                 let batch: BatchBody = serde_json::from_str(value.get()).map_err(|e| {
-                    RequestError::InvalidMessage(format!("a batch needs a \"batch\" array of messages: {e}"))
+                    RequestError::InvalidMessage(format!(
+                        "a batch needs a \"batch\" array of messages: {e}"
+                    ))
                 })?;
                 if batch.batch.len() > MAX_BATCH_MESSAGES {
                     return Err(RequestError::TooManyMessages(batch.batch.len()));
                 }
                 let write_key = key.write_key.as_ref().and_then(id_string);
-                Ok(Parsed { endpoint, write_key, shape: Shape::Batch(batch) })
+                Ok(Parsed {
+                    endpoint,
+                    write_key,
+                    shape: Shape::Batch(batch),
+                })
             }
         }
     }
@@ -211,7 +227,11 @@ impl<'a> Parsed<'a> {
     ) -> Result<(Vec<Message>, Vec<Reject>), RequestError> {
         match (self.endpoint, self.shape) {
             (Endpoint::Single(call), Shape::Single(map)) => {
-                let defaults = Defaults { context: None, integrations: None, sent_at: None };
+                let defaults = Defaults {
+                    context: None,
+                    integrations: None,
+                    sent_at: None,
+                };
                 let m = normalise(map, Some(call), &defaults, received_at, new_id)
                     .map_err(|(_, msg)| RequestError::InvalidMessage(msg))?;
                 Ok((vec![m], Vec::new()))
@@ -230,7 +250,10 @@ impl<'a> Parsed<'a> {
                         rejected.push(Reject {
                             index,
                             code: "too_large",
-                            message: format!("message is {} bytes, more than the limit of {MAX_MESSAGE_BYTES}", text.len()),
+                            message: format!(
+                                "message is {} bytes, more than the limit of {MAX_MESSAGE_BYTES}",
+                                text.len()
+                            ),
                         });
                         continue;
                     }
@@ -247,12 +270,18 @@ impl<'a> Parsed<'a> {
                     };
                     match normalise(map, None, &defaults, received_at, new_id) {
                         Ok(m) => messages.push(m),
-                        Err((code, message)) => rejected.push(Reject { index, code, message }),
+                        Err((code, message)) => rejected.push(Reject {
+                            index,
+                            code,
+                            message,
+                        }),
                     }
                 }
                 Ok((messages, rejected))
             }
-            (Endpoint::Batch, Shape::Single(_)) => unreachable!("a batch endpoint parses a batch shape"),
+            (Endpoint::Batch, Shape::Single(_)) => {
+                unreachable!("a batch endpoint parses a batch shape")
+            }
         }
     }
 }
@@ -294,7 +323,9 @@ fn normalise(
     let call = match call {
         Some(call) => call,
         None => match body.get("type") {
-            Some(Value::String(t)) => CallType::parse(t).ok_or_else(|| invalid(format!("unknown type \"{t}\"")))?,
+            Some(Value::String(t)) => {
+                CallType::parse(t).ok_or_else(|| invalid(format!("unknown type \"{t}\"")))?
+            }
             Some(_) => return Err(invalid("\"type\" must be a string")),
             None => return Err(invalid("message needs a \"type\"")),
         },
@@ -314,9 +345,11 @@ fn normalise(
         _ => None,
     };
     let previous_id = match call {
-        CallType::Alias => {
-            Some(body.get("previousId").and_then(id_string).ok_or_else(|| invalid("alias needs a \"previousId\""))?)
-        }
+        CallType::Alias => Some(
+            body.get("previousId")
+                .and_then(id_string)
+                .ok_or_else(|| invalid("alias needs a \"previousId\""))?,
+        ),
         _ => None,
     };
     for key in ["properties", "traits", "context", "integrations"] {
@@ -358,7 +391,17 @@ fn normalise(
         }
     };
 
-    Ok(Message { call, message_id, user_id, anonymous_id, previous_id, event, received_at, timestamp, body })
+    Ok(Message {
+        call,
+        message_id,
+        user_id,
+        anonymous_id,
+        previous_id,
+        event,
+        received_at,
+        timestamp,
+        body,
+    })
 }
 
 fn parse_time_field(v: &Value, name: &str) -> Result<i64, Invalid> {

@@ -29,12 +29,19 @@ fn server_fields_and_skew() {
     .unwrap();
     assert_eq!(m.timestamp, NOW - 10_000);
     assert_eq!(m.body["timestamp"], json!("2026-11-28T10:17:32.000Z"));
-    assert_eq!(m.body["originalTimestamp"], json!("2020-01-01T00:00:00.000Z"));
+    assert_eq!(
+        m.body["originalTimestamp"],
+        json!("2020-01-01T00:00:00.000Z")
+    );
     assert_eq!(m.body["receivedAt"], json!("2026-11-28T10:17:42.000Z"));
     assert_eq!(m.body["messageId"], json!("gen-1"));
     assert_eq!(m.body["type"], json!("track"));
 
-    let no_sent = single(CallType::Track, json!({"userId": "u1", "event": "E", "timestamp": "2020-01-01T00:00:00+00:00"})).unwrap();
+    let no_sent = single(
+        CallType::Track,
+        json!({"userId": "u1", "event": "E", "timestamp": "2020-01-01T00:00:00+00:00"}),
+    )
+    .unwrap();
     assert_eq!(no_sent.body["timestamp"], json!("2020-01-01T00:00:00.000Z"));
     let none = single(CallType::Page, json!({"anonymousId": "a"})).unwrap();
     assert_eq!(none.timestamp, NOW);
@@ -45,11 +52,23 @@ fn server_fields_and_skew() {
 fn single_call_rejections() {
     let cases = [
         (CallType::Track, json!({"event": "E"}), "invalid_message"),
-        (CallType::Track, json!({"userId": null, "anonymousId": null, "event": "E"}), "invalid_message"),
+        (
+            CallType::Track,
+            json!({"userId": null, "anonymousId": null, "event": "E"}),
+            "invalid_message",
+        ),
         (CallType::Track, json!({"userId": "u"}), "invalid_message"),
         (CallType::Alias, json!({"userId": "u"}), "invalid_message"),
-        (CallType::Track, json!({"userId": "u", "event": "E", "properties": [1]}), "invalid_message"),
-        (CallType::Track, json!({"userId": "u", "event": "E", "timestamp": "yesterday"}), "invalid_message"),
+        (
+            CallType::Track,
+            json!({"userId": "u", "event": "E", "properties": [1]}),
+            "invalid_message",
+        ),
+        (
+            CallType::Track,
+            json!({"userId": "u", "event": "E", "timestamp": "yesterday"}),
+            "invalid_message",
+        ),
         (CallType::Track, json!(["not an object"]), "invalid_message"),
     ];
     for (call, body, code) in cases {
@@ -78,27 +97,67 @@ fn batch_merges_and_rejects_by_index() {
     .unwrap();
     assert_eq!(messages.len(), 2);
     let indexes: Vec<_> = rejected.iter().map(|r| (r.index, r.code)).collect();
-    assert_eq!(indexes, [(1, "invalid_message"), (2, "invalid_message"), (4, "too_large")]);
-    assert_eq!(messages[0].body["context"], json!({"ip": "1.2.3.4", "library": {"name": "test"}}));
-    assert_eq!(messages[1].body["integrations"], json!({"All": false, "Mixpanel": false}));
+    assert_eq!(
+        indexes,
+        [
+            (1, "invalid_message"),
+            (2, "invalid_message"),
+            (4, "too_large")
+        ]
+    );
+    assert_eq!(
+        messages[0].body["context"],
+        json!({"ip": "1.2.3.4", "library": {"name": "test"}})
+    );
+    assert_eq!(
+        messages[1].body["integrations"],
+        json!({"All": false, "Mixpanel": false})
+    );
     assert!(messages[1].body.get("writeKey").is_none());
 }
 
 #[test]
 fn request_level_errors() {
-    let too_many = json!({"batch": vec![json!({"type": "page", "userId": "u"}); MAX_BATCH_MESSAGES + 1]});
-    assert_eq!(run(Endpoint::Batch, too_many).unwrap_err().code(), "too_many_messages");
-    assert_eq!(Parsed::new(Endpoint::Batch, b"{nope").err().unwrap().code(), "invalid_json");
+    let too_many =
+        json!({"batch": vec![json!({"type": "page", "userId": "u"}); MAX_BATCH_MESSAGES + 1]});
+    assert_eq!(
+        run(Endpoint::Batch, too_many).unwrap_err().code(),
+        "too_many_messages"
+    );
+    assert_eq!(
+        Parsed::new(Endpoint::Batch, b"{nope").err().unwrap().code(),
+        "invalid_json"
+    );
     let big = vec![b' '; MAX_REQUEST_BYTES + 1];
-    assert_eq!(Parsed::new(Endpoint::Batch, &big).err().unwrap().code(), "too_large");
-    let body = serde_json::to_vec(&json!({"userId": "u", "event": "E", "p": "x".repeat(MAX_MESSAGE_BYTES)})).unwrap();
-    assert_eq!(Parsed::new(Endpoint::Single(CallType::Track), &body).err().unwrap().code(), "too_large");
+    assert_eq!(
+        Parsed::new(Endpoint::Batch, &big).err().unwrap().code(),
+        "too_large"
+    );
+    let body = serde_json::to_vec(
+        &json!({"userId": "u", "event": "E", "p": "x".repeat(MAX_MESSAGE_BYTES)}),
+    )
+    .unwrap();
+    assert_eq!(
+        Parsed::new(Endpoint::Single(CallType::Track), &body)
+            .err()
+            .unwrap()
+            .code(),
+        "too_large"
+    );
 }
 
 #[test]
 fn write_key_from_body() {
     let body = serde_json::to_vec(&json!({"batch": [], "writeKey": "K"})).unwrap();
-    assert_eq!(Parsed::new(Endpoint::Batch, &body).unwrap().write_key(), Some("K"));
+    assert_eq!(
+        Parsed::new(Endpoint::Batch, &body).unwrap().write_key(),
+        Some("K")
+    );
     let body = serde_json::to_vec(&json!({"userId": "u", "event": "E", "writeKey": "K2"})).unwrap();
-    assert_eq!(Parsed::new(Endpoint::Single(CallType::Track), &body).unwrap().write_key(), Some("K2"));
+    assert_eq!(
+        Parsed::new(Endpoint::Single(CallType::Track), &body)
+            .unwrap()
+            .write_key(),
+        Some("K2")
+    );
 }

@@ -19,7 +19,10 @@ const PAGES_PER_STEP: i32 = 4096;
 /// temporary name and renamed into place, so `dest` is never a half-written file.
 pub fn backup_to(src: &Path, dest: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
     if !src.exists() {
-        return Err(StoreError::NotFound(format!("database \"{}\"", src.display())));
+        return Err(StoreError::NotFound(format!(
+            "database \"{}\"",
+            src.display()
+        )));
     }
     let source = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     source.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -49,7 +52,9 @@ fn copy(source: &Connection, tmp: &Path, progress: &mut dyn FnMut(u64, u64)) -> 
             match step {
                 StepResult::Done => break,
                 StepResult::More => {}
-                StepResult::Busy | StepResult::Locked => std::thread::sleep(std::time::Duration::from_millis(10)),
+                StepResult::Busy | StepResult::Locked => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
                 _ => {}
             }
         }
@@ -64,7 +69,10 @@ fn copy(source: &Connection, tmp: &Path, progress: &mut dyn FnMut(u64, u64)) -> 
 }
 
 fn temp_name(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = dest
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     dest.with_file_name(name)
 }
@@ -75,7 +83,10 @@ impl Store {
     pub async fn backup_file(&self) -> Result<std::fs::File> {
         let src = self.path().to_path_buf();
         tokio::task::spawn_blocking(move || {
-            let mut name = src.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+            let mut name = src
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_default();
             name.push(format!(".backup-{}", uuid::Uuid::new_v4().simple()));
             let tmp = src.with_file_name(name);
             backup_to(&src, &tmp, &mut |_, _| {})?;

@@ -46,12 +46,17 @@ impl Store {
     /// Every destination with its secrets.
     pub async fn destination_rows(&self) -> Result<Vec<DestinationRow>> {
         self.read(|conn| {
-            let mut stmt = conn.prepare_cached("SELECT destination_id, config, secret FROM destinations ORDER BY destination_id")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT destination_id, config, secret FROM destinations ORDER BY destination_id",
+            )?;
             let rows = stmt.query_map([], |r| {
                 Ok(DestinationRow {
                     id: r.get(0)?,
                     config: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or(Value::Null),
-                    secrets: r.get::<_, Option<String>>(2)?.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default(),
+                    secrets: r
+                        .get::<_, Option<String>>(2)?
+                        .and_then(|s| serde_json::from_str(&s).ok())
+                        .unwrap_or_default(),
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -136,10 +141,12 @@ impl Store {
 
     pub async fn delivery(&self, id: String) -> Result<DeliveryView> {
         self.read(move |conn| {
-            conn.prepare_cached(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE delivery_id = ?1"))?
-                .query_row([&id], delivery_row)
-                .optional()?
-                .ok_or_else(|| StoreError::NotFound(format!("delivery \"{id}\"")))
+            conn.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE delivery_id = ?1"
+            ))?
+            .query_row([&id], delivery_row)
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("delivery \"{id}\"")))
         })
         .await
     }
@@ -162,18 +169,26 @@ impl Store {
                  ORDER BY created_at DESC, delivery_id DESC LIMIT ?5"
             ))?;
             let mut items: Vec<DeliveryView> = stmt
-                .query_map(params![status, destination, before_at, before_id, limit as i64 + 1], delivery_row)?
+                .query_map(
+                    params![status, destination, before_at, before_id, limit as i64 + 1],
+                    delivery_row,
+                )?
                 .collect::<rusqlite::Result<_>>()?;
             let more = items.len() > limit;
             items.truncate(limit);
-            let next_cursor = if more { items.last().map(|d| format!("{}:{}", d.created_at, d.id)) } else { None };
+            let next_cursor = if more {
+                items.last().map(|d| format!("{}:{}", d.created_at, d.id))
+            } else {
+                None
+            };
             Ok(Page { items, next_cursor })
         })
         .await
     }
 }
 
-const DELIVERY_COLUMNS: &str = "delivery_id, status, destination_id, profile_key, journey_id, instance_id, step_id, attempts,
+const DELIVERY_COLUMNS: &str =
+    "delivery_id, status, destination_id, profile_key, journey_id, instance_id, step_id, attempts,
     next_attempt_at, last_status, last_error, created_at, updated_at, payload";
 
 fn delivery_row(r: &rusqlite::Row) -> rusqlite::Result<DeliveryView> {

@@ -72,7 +72,11 @@ impl Store {
         .await
     }
 
-    pub async fn destinations(&self, after: Option<String>, limit: usize) -> Result<Page<DestinationView>> {
+    pub async fn destinations(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<DestinationView>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT destination_id, config, secret, created_at, updated_at FROM destinations
@@ -83,14 +87,21 @@ impl Store {
                 .collect::<rusqlite::Result<_>>()?;
             let more = items.len() > limit;
             items.truncate(limit);
-            let next_cursor = if more { items.last().map(|d| d.id.clone()) } else { None };
+            let next_cursor = if more {
+                items.last().map(|d| d.id.clone())
+            } else {
+                None
+            };
             Ok(Page { items, next_cursor })
         })
         .await
     }
 
     /// Deletes a destination unless a journey that is not archived sends to it.
-    pub async fn delete_destination(&self, id: String) -> std::result::Result<std::result::Result<(), DeleteRefused>, SubmitError> {
+    pub async fn delete_destination(
+        &self,
+        id: String,
+    ) -> std::result::Result<std::result::Result<(), DeleteRefused>, SubmitError> {
         self.writer()
             .submit_wait(move |ctx| {
                 let conn = ctx.conn();

@@ -22,8 +22,13 @@ pub struct IngestOutcome {
 impl Store {
     /// Stores `messages` in order, in one transaction with the state changes they cause, and
     /// answers once that transaction has committed.
-    pub async fn ingest(&self, messages: Vec<Message>) -> std::result::Result<IngestOutcome, SubmitError> {
-        self.writer().submit(move |ctx| apply_messages(ctx, &messages)).await
+    pub async fn ingest(
+        &self,
+        messages: Vec<Message>,
+    ) -> std::result::Result<IngestOutcome, SubmitError> {
+        self.writer()
+            .submit(move |ctx| apply_messages(ctx, &messages))
+            .await
     }
 }
 
@@ -49,7 +54,11 @@ fn seen_recently(conn: &Connection, message_id: &str, now: i64) -> Result<bool> 
 
 fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<()> {
     let conn = ctx.conn();
-    let primary = m.user_id.as_deref().or(m.anonymous_id.as_deref()).expect("ingest validated an id");
+    let primary = m
+        .user_id
+        .as_deref()
+        .or(m.anonymous_id.as_deref())
+        .expect("ingest validated an id");
     let profile_key = resolve(conn, primary)?;
     ensure_profile(conn, &profile_key, m.user_id.is_none(), m.received_at)?;
 
@@ -75,7 +84,15 @@ fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<()> {
             "INSERT INTO events (seq, profile_key, message_id, type, event, received_at, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
-        .execute(params![seq, profile_key, m.message_id, m.call.as_str(), m.event, m.received_at, body])?;
+        .execute(params![
+            seq,
+            profile_key,
+            m.message_id,
+            m.call.as_str(),
+            m.event,
+            m.received_at,
+            body
+        ])?;
     // The engine seam: the journeys move in this same transaction, so a 2xx means they moved.
     if let Some(name) = &m.event {
         super::journeys::on_event(ctx, &profile_key, name, &m.body, m.received_at)?;
@@ -122,8 +139,10 @@ fn link(conn: &Connection, id: &str, target: &str, now: i64) -> Result<()> {
         {
             merge_traits(conn, target, &traits, now, false)?;
         }
-        conn.prepare_cached("UPDATE identities SET profile_key = ?2, linked_at = ?3 WHERE profile_key = ?1")?
-            .execute(params![id, target, now])?;
+        conn.prepare_cached(
+            "UPDATE identities SET profile_key = ?2, linked_at = ?3 WHERE profile_key = ?1",
+        )?
+        .execute(params![id, target, now])?;
     }
     conn.prepare_cached(
         "INSERT INTO identities (id, profile_key, linked_at) VALUES (?1, ?2, ?3)
@@ -135,7 +154,13 @@ fn link(conn: &Connection, id: &str, target: &str, now: i64) -> Result<()> {
 
 /// Merges `traits` into the profile's top-level traits. With `overwrite` false, only keys the
 /// profile lacks are set (used when folding an anonymous profile into a known one).
-fn merge_traits(conn: &Connection, key: &str, traits: &Map<String, Value>, now: i64, overwrite: bool) -> Result<()> {
+fn merge_traits(
+    conn: &Connection,
+    key: &str,
+    traits: &Map<String, Value>,
+    now: i64,
+    overwrite: bool,
+) -> Result<()> {
     if traits.is_empty() {
         return Ok(());
     }

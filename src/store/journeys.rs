@@ -11,7 +11,9 @@ use serde_json::{Map, Value};
 
 use super::writer::WriteCtx;
 use super::{Result, Store, StoreError, SubmitError, Wake};
-use crate::engine::{Catalog, Effects, Engine, EventView, Ids, Instance, Memory, ProfileState, State, What};
+use crate::engine::{
+    Catalog, Effects, Engine, EventView, Ids, Instance, Memory, ProfileState, State, What,
+};
 use crate::journey::{Journey, StepKind};
 
 /// One journey as the writer holds it.
@@ -41,7 +43,11 @@ pub struct Live {
 
 impl Live {
     pub fn new(max_active: usize, wake: Arc<Wake>) -> Live {
-        Live { max_active, wake, ..Live::default() }
+        Live {
+            max_active,
+            wake,
+            ..Live::default()
+        }
     }
 
     /// Reads every non-archived journey and its versions.
@@ -53,15 +59,29 @@ impl Live {
              WHERE j.status != 'archived'",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+            ))
         })?;
         for row in rows {
             let (id, status, current, version, definition) = row?;
             let journey = parse_stored(&definition)?;
-            let entry = self.journeys.entry(id).or_insert_with(|| LiveJourney { status, version: current, versions: HashMap::new() });
+            let entry = self.journeys.entry(id).or_insert_with(|| LiveJourney {
+                status,
+                version: current,
+                versions: HashMap::new(),
+            });
             entry.versions.insert(version, Arc::new(journey));
         }
-        self.last_instance_id = conn.query_row("SELECT coalesce(max(instance_id), 0) FROM instances", [], |r| r.get(0))?;
+        self.last_instance_id = conn.query_row(
+            "SELECT coalesce(max(instance_id), 0) FROM instances",
+            [],
+            |r| r.get(0),
+        )?;
         self.reindex();
         Ok(self)
     }
@@ -78,10 +98,12 @@ impl Live {
         for j in self.journeys.values() {
             for v in j.versions.values() {
                 self.interesting.insert(v.entry.event.clone());
-                self.interesting.extend(v.exit.events.iter().map(|e| e.event.clone()));
+                self.interesting
+                    .extend(v.exit.events.iter().map(|e| e.event.clone()));
                 for step in &v.steps {
                     if let StepKind::HoldUntil { branches, .. } = &step.kind {
-                        self.interesting.extend(branches.iter().map(|b| b.event.clone()));
+                        self.interesting
+                            .extend(branches.iter().map(|b| b.event.clone()));
                     }
                 }
             }
@@ -89,18 +111,27 @@ impl Live {
     }
 
     fn is_waiting_step(&self, journey_id: &str, version: i64, step: &str) -> bool {
-        self.version(journey_id, version).and_then(|j| j.step(step).map(|s| matches!(s.kind, StepKind::HoldUntil { .. } | StepKind::Delay { .. }))).unwrap_or(false)
+        self.version(journey_id, version)
+            .and_then(|j| {
+                j.step(step)
+                    .map(|s| matches!(s.kind, StepKind::HoldUntil { .. } | StepKind::Delay { .. }))
+            })
+            .unwrap_or(false)
     }
 }
 
 fn parse_stored(definition: &str) -> Result<Journey> {
-    let doc: Value = serde_json::from_str(definition).map_err(|e| StoreError::Schema(format!("stored journey is not JSON: {e}")))?;
-    crate::journey::parse(&doc).map_err(|p| StoreError::Schema(format!("stored journey no longer validates: {p:?}")))
+    let doc: Value = serde_json::from_str(definition)
+        .map_err(|e| StoreError::Schema(format!("stored journey is not JSON: {e}")))?;
+    crate::journey::parse(&doc)
+        .map_err(|p| StoreError::Schema(format!("stored journey no longer validates: {p:?}")))
 }
 
 impl Catalog for Live {
     fn version(&self, journey_id: &str, version: i64) -> Option<Arc<Journey>> {
-        self.journeys.get(journey_id).and_then(|j| j.versions.get(&version).cloned())
+        self.journeys
+            .get(journey_id)
+            .and_then(|j| j.versions.get(&version).cloned())
     }
 
     fn entries_for(&self, event: &str) -> Vec<(i64, Arc<Journey>)> {
@@ -130,7 +161,13 @@ impl Ids for LiveIds<'_> {
 }
 
 /// The engine seam of ingest: applies a stored track event to its profile's journeys.
-pub(super) fn on_event(ctx: &mut WriteCtx, profile_key: &str, name: &str, body: &Map<String, Value>, now: i64) -> Result<()> {
+pub(super) fn on_event(
+    ctx: &mut WriteCtx,
+    profile_key: &str,
+    name: &str,
+    body: &Map<String, Value>,
+    now: i64,
+) -> Result<()> {
     if !ctx.state.live.interesting.contains(name) {
         return Ok(());
     }
@@ -139,9 +176,18 @@ pub(super) fn on_event(ctx: &mut WriteCtx, profile_key: &str, name: &str, body: 
     let live = &mut ctx.state.live;
     let mut last_id = live.last_instance_id;
     let effects = {
-        let mut ids = LiveIds { last_instance_id: &mut last_id };
+        let mut ids = LiveIds {
+            last_instance_id: &mut last_id,
+        };
         let mut engine = Engine::new(&*live, &mut ids, live.max_active);
-        engine.on_event(&mut profile, &EventView { name, message: &message }, now);
+        engine.on_event(
+            &mut profile,
+            &EventView {
+                name,
+                message: &message,
+            },
+            now,
+        );
         engine.effects
     };
     live.last_instance_id = last_id;
@@ -171,7 +217,9 @@ fn load_profile(conn: &Connection, key: &str) -> Result<ProfileState> {
             version: r.get(2)?,
             state: State::Active,
             step: r.get(3)?,
-            unique_value: r.get::<_, Option<String>>(4)?.and_then(|v| serde_json::from_str(&v).ok()),
+            unique_value: r
+                .get::<_, Option<String>>(4)?
+                .and_then(|v| serde_json::from_str(&v).ok()),
             context: match serde_json::from_str(&r.get::<_, String>(5)?) {
                 Ok(Value::Object(m)) => m,
                 _ => Map::new(),
@@ -187,19 +235,47 @@ fn load_profile(conn: &Connection, key: &str) -> Result<ProfileState> {
         instances.push(row?);
     }
     let mut memory = BTreeMap::new();
-    let mut stmt = conn.prepare_cached("SELECT journey_id, entries, sticky FROM journey_memory WHERE profile_key = ?1")?;
-    let rows = stmt.query_map([key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?)))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT journey_id, entries, sticky FROM journey_memory WHERE profile_key = ?1",
+    )?;
+    let rows = stmt.query_map([key], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
     for row in rows {
         let (journey, entries, sticky) = row?;
-        let sticky = sticky.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
-        memory.insert(journey, Memory { entries, sticky, dirty: false });
+        let sticky = sticky
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        memory.insert(
+            journey,
+            Memory {
+                entries,
+                sticky,
+                dirty: false,
+            },
+        );
     }
-    Ok(ProfileState { key: key.to_string(), anonymous, traits, instances, memory })
+    Ok(ProfileState {
+        key: key.to_string(),
+        anonymous,
+        traits,
+        instances,
+        memory,
+    })
 }
 
 /// Writes back what the engine did: changed instances and memory, transitions (with their stats),
 /// and deliveries, all in the caller's transaction.
-fn persist(ctx: &mut WriteCtx, profile: &mut ProfileState, effects: Effects, now: i64) -> Result<()> {
+fn persist(
+    ctx: &mut WriteCtx,
+    profile: &mut ProfileState,
+    effects: Effects,
+    now: i64,
+) -> Result<()> {
     let conn = ctx.conn;
     let mut earliest_due = i64::MAX;
     for inst in profile.instances.iter().filter(|i| i.dirty) {
@@ -231,7 +307,8 @@ fn persist(ctx: &mut WriteCtx, profile: &mut ProfileState, effects: Effects, now
         }
     }
     for (journey, memory) in profile.memory.iter().filter(|(_, m)| m.dirty) {
-        let sticky = (!memory.sticky.is_empty()).then(|| serde_json::to_string(&memory.sticky).expect("serialises"));
+        let sticky = (!memory.sticky.is_empty())
+            .then(|| serde_json::to_string(&memory.sticky).expect("serialises"));
         conn.prepare_cached(
             "INSERT INTO journey_memory (profile_key, journey_id, entries, sticky) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (profile_key, journey_id) DO UPDATE SET entries = excluded.entries, sticky = excluded.sticky",
@@ -249,7 +326,15 @@ fn persist(ctx: &mut WriteCtx, profile: &mut ProfileState, effects: Effects, now
         .execute(params![seq, profile.key, t.instance, t.journey_id, t.version, t.at, t.what.as_str(), t.step, t.detail])?;
         let step = t.step.clone().unwrap_or_default();
         let mut bump = |kind: &'static str, step: &str, label: &str, by: i64| {
-            *stats.entry((t.journey_id.clone(), t.version, kind, step.to_string(), label.to_string())).or_default() += by;
+            *stats
+                .entry((
+                    t.journey_id.clone(),
+                    t.version,
+                    kind,
+                    step.to_string(),
+                    label.to_string(),
+                ))
+                .or_default() += by;
         };
         let waiting = |s: &str| ctx.state.live.is_waiting_step(&t.journey_id, t.version, s);
         match t.what {
@@ -341,7 +426,9 @@ impl Store {
     /// Fires up to `limit` timers due by now, each with its transitions and deliveries, in one
     /// transaction.
     pub async fn fire_due(&self, limit: usize) -> std::result::Result<Fired, SubmitError> {
-        self.writer().submit_wait(move |ctx| fire_due(ctx, limit)).await
+        self.writer()
+            .submit_wait(move |ctx| fire_due(ctx, limit))
+            .await
     }
 }
 
@@ -372,7 +459,9 @@ fn fire_due(ctx: &mut WriteCtx, limit: usize) -> Result<Fired> {
         let live = &mut ctx.state.live;
         let mut last_id = live.last_instance_id;
         let effects = {
-            let mut ids = LiveIds { last_instance_id: &mut last_id };
+            let mut ids = LiveIds {
+                last_instance_id: &mut last_id,
+            };
             let mut engine = Engine::new(&*live, &mut ids, live.max_active);
             engine.fire_due(&mut profile, now);
             engine.effects
@@ -382,7 +471,9 @@ fn fire_due(ctx: &mut WriteCtx, limit: usize) -> Result<Fired> {
         // would fire forever: clear it.
         if effects.transitions.is_empty() {
             ctx.conn
-                .prepare_cached("UPDATE instances SET due_at = NULL WHERE profile_key = ?1 AND due_at <= ?2")?
+                .prepare_cached(
+                    "UPDATE instances SET due_at = NULL WHERE profile_key = ?1 AND due_at <= ?2",
+                )?
                 .execute(params![key, now])?;
         }
         persist(ctx, &mut profile, effects, now)?;
@@ -391,7 +482,11 @@ fn fire_due(ctx: &mut WriteCtx, limit: usize) -> Result<Fired> {
         .conn
         .prepare_cached("SELECT min(due_at) FROM instances WHERE due_at IS NOT NULL")?
         .query_row([], |r| r.get(0))?;
-    ctx.state.live.wake.target.store(out.next_due.unwrap_or(i64::MAX), Ordering::Release);
+    ctx.state
+        .live
+        .wake
+        .target
+        .store(out.next_due.unwrap_or(i64::MAX), Ordering::Release);
     Ok(out)
 }
 
@@ -411,7 +506,8 @@ impl Store {
         &self,
         journey: Journey,
         definition: String,
-    ) -> std::result::Result<std::result::Result<Published, Vec<(String, String)>>, SubmitError> {
+    ) -> std::result::Result<std::result::Result<Published, Vec<(String, String)>>, SubmitError>
+    {
         self.writer()
             .submit_wait(move |ctx| publish(ctx, journey, &definition))
             .await
@@ -419,7 +515,11 @@ impl Store {
 
     /// Sets a journey's status to `active` or `paused`; archiving goes through
     /// [`Store::archive_journey`].
-    pub async fn set_journey_status(&self, id: String, status: &'static str) -> std::result::Result<(), SubmitError> {
+    pub async fn set_journey_status(
+        &self,
+        id: String,
+        status: &'static str,
+    ) -> std::result::Result<(), SubmitError> {
         self.writer()
             .submit_wait(move |ctx| {
                 let changed = ctx
@@ -440,21 +540,28 @@ impl Store {
     /// Archives a journey: no new entries, and its active instances end as archived with no
     /// further sends. Returns how many instances it ended.
     pub async fn archive_journey(&self, id: String) -> std::result::Result<usize, SubmitError> {
-        self.writer().submit_wait(move |ctx| archive(ctx, &id)).await
+        self.writer()
+            .submit_wait(move |ctx| archive(ctx, &id))
+            .await
     }
 }
 
 /// Publishes a version; `Ok(Err(_))` lists send steps naming destinations that do not exist,
 /// as (JSON path, destination id).
-fn publish(ctx: &mut WriteCtx, journey: Journey, definition: &str) -> Result<std::result::Result<Published, Vec<(String, String)>>> {
+fn publish(
+    ctx: &mut WriteCtx,
+    journey: Journey,
+    definition: &str,
+) -> Result<std::result::Result<Published, Vec<(String, String)>>> {
     let conn = ctx.conn;
     let mut unknown = Vec::new();
     for (n, step) in journey.steps.iter().enumerate() {
         if let StepKind::Send { destination, .. } = &step.kind {
             let exists: bool = conn
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM destinations WHERE destination_id = ?1)")?
-                .query_row([destination], |r| r.get(0))
-                ?;
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM destinations WHERE destination_id = ?1)",
+                )?
+                .query_row([destination], |r| r.get(0))?;
             if !exists {
                 unknown.push((format!("/steps/{n}/destination"), destination.clone()));
             }
@@ -467,20 +574,28 @@ fn publish(ctx: &mut WriteCtx, journey: Journey, definition: &str) -> Result<std
     let current: Option<(String, i64)> = conn
         .prepare_cached("SELECT status, version FROM journeys WHERE journey_id = ?1")?
         .query_row([&journey.id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        ?;
+        .optional()?;
     let now = ctx.now;
     let (version, created, new_version, status) = match &current {
         None => (1, true, true, "active".to_string()),
         Some((status, version)) => {
             let same: Option<String> = conn
-                .prepare_cached("SELECT digest FROM journey_versions WHERE journey_id = ?1 AND version = ?2")?
+                .prepare_cached(
+                    "SELECT digest FROM journey_versions WHERE journey_id = ?1 AND version = ?2",
+                )?
                 .query_row(params![journey.id, version], |r| r.get(0))
-                .optional()
-                ?;
+                .optional()?;
             // Publishing an archived journey brings it back; a paused one stays paused.
-            let status = if status == "archived" { "active".to_string() } else { status.clone() };
-            if same.as_deref() == Some(digest.as_str()) { (*version, false, false, status) } else { (version + 1, false, true, status) }
+            let status = if status == "archived" {
+                "active".to_string()
+            } else {
+                status.clone()
+            };
+            if same.as_deref() == Some(digest.as_str()) {
+                (*version, false, false, status)
+            } else {
+                (version + 1, false, true, status)
+            }
         }
     };
     if new_version {
@@ -502,22 +617,31 @@ fn publish(ctx: &mut WriteCtx, journey: Journey, definition: &str) -> Result<std
     // Everything is written: now the live catalog follows. A revived archived journey gets its
     // older versions back too, since instances could not be on them (archiving ended them all).
     let live = &mut ctx.state.live;
-    let entry = live.journeys.entry(journey.id.clone()).or_insert_with(|| LiveJourney {
-        status: status.clone(),
-        version,
-        versions: HashMap::new(),
-    });
+    let entry = live
+        .journeys
+        .entry(journey.id.clone())
+        .or_insert_with(|| LiveJourney {
+            status: status.clone(),
+            version,
+            versions: HashMap::new(),
+        });
     entry.status = status;
     entry.version = version;
     entry.versions.insert(version, Arc::new(journey));
     live.reindex();
-    Ok(Ok(Published { version, created, new_version }))
+    Ok(Ok(Published {
+        version,
+        created,
+        new_version,
+    }))
 }
 
 fn archive(ctx: &mut WriteCtx, id: &str) -> Result<usize> {
     let conn = ctx.conn;
     let changed = conn
-        .prepare_cached("UPDATE journeys SET status = 'archived', updated_at = ?2 WHERE journey_id = ?1")?
+        .prepare_cached(
+            "UPDATE journeys SET status = 'archived', updated_at = ?2 WHERE journey_id = ?1",
+        )?
         .execute(params![id, ctx.now])?;
     if changed == 0 {
         return Err(StoreError::NotFound(format!("journey \"{id}\"")));

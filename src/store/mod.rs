@@ -25,9 +25,12 @@ pub use backup::backup_to;
 pub use deliveries::{DeliveryView, DestinationRow, DueDelivery};
 pub use destinations::{DeleteRefused, DestinationView};
 pub use ingest::IngestOutcome;
-pub use keys::{Generated, KeySet};
 pub use journeys::{Fired, Published};
-pub use query::{InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, StatRows, TimelineItem, TransitionRow};
+pub use keys::{Generated, KeySet};
+pub use query::{
+    InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, StatRows, TimelineItem,
+    TransitionRow,
+};
 pub use writer::{SubmitError, Writer, WriterStats};
 
 use crate::clock::Clock;
@@ -128,7 +131,12 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { queue_capacity: 4096, max_batch: 512, readers: 4, max_active: crate::engine::DEFAULT_MAX_ACTIVE }
+        StoreOptions {
+            queue_capacity: 4096,
+            max_batch: 512,
+            readers: 4,
+            max_active: crate::engine::DEFAULT_MAX_ACTIVE,
+        }
     }
 }
 
@@ -143,7 +151,13 @@ impl Store {
         let writer = Writer::start(conn, clock.clone(), &options, live)?;
         let readers = read::ReadPool::new(path.to_path_buf(), options.readers);
         Ok(Store {
-            inner: Arc::new(Inner { path: path.to_path_buf(), writer, readers, clock, wake }),
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer,
+                readers,
+                clock,
+                wake,
+            }),
         })
     }
 

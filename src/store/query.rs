@@ -49,7 +49,12 @@ impl Store {
 
     /// The events of the profile `id` belongs to (and of the ids linked to it), oldest first,
     /// after the position `cursor`.
-    pub async fn timeline(&self, id: String, cursor: Option<i64>, limit: usize) -> Result<Page<TimelineItem>> {
+    pub async fn timeline(
+        &self,
+        id: String,
+        cursor: Option<i64>,
+        limit: usize,
+    ) -> Result<Page<TimelineItem>> {
         self.read(move |conn| {
             let profile = profile(conn, &id)?;
             timeline(conn, &profile.ids, cursor.unwrap_or(0), limit)
@@ -61,22 +66,39 @@ impl Store {
 fn profile(conn: &Connection, id: &str) -> Result<ProfileView> {
     let key = resolve(conn, id)?;
     let row = conn
-        .prepare_cached("SELECT traits, created_at, updated_at FROM profiles WHERE profile_key = ?1")?
-        .query_row([&key], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))
+        .prepare_cached(
+            "SELECT traits, created_at, updated_at FROM profiles WHERE profile_key = ?1",
+        )?
+        .query_row([&key], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
     let Some((traits, created_at, updated_at)) = row else {
         return Err(StoreError::NotFound(format!("profile \"{id}\"")));
     };
     let mut ids = vec![key.clone()];
-    let mut stmt = conn.prepare_cached("SELECT id FROM identities WHERE profile_key = ?1 ORDER BY linked_at, id")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM identities WHERE profile_key = ?1 ORDER BY linked_at, id",
+    )?;
     for linked in stmt.query_map([&key], |r| r.get::<_, String>(0))? {
         ids.push(linked?);
     }
     let traits = serde_json::from_str(&traits).unwrap_or(Value::Object(Default::default()));
-    Ok(ProfileView { key, traits, ids, created_at, updated_at })
+    Ok(ProfileView {
+        key,
+        traits,
+        ids,
+        created_at,
+        updated_at,
+    })
 }
 
-fn timeline(conn: &Connection, keys: &[String], after: i64, limit: usize) -> Result<Page<TimelineItem>> {
+fn timeline(
+    conn: &Connection,
+    keys: &[String],
+    after: i64,
+    limit: usize,
+) -> Result<Page<TimelineItem>> {
     // Events and transitions written under any id of this profile (an anonymous id keeps what it
     // had before it was linked), merged by their shared commit-order sequence. The id list is
     // short: a profile and the ids linked to it.
@@ -91,7 +113,10 @@ fn timeline(conn: &Connection, keys: &[String], after: i64, limit: usize) -> Res
     let mut rows = stmt.query(params_from_iter(args.iter()))?;
     while let Some(row) = rows.next()? {
         let body: String = row.get(1)?;
-        items.push(TimelineItem::Event { seq: row.get(0)?, message: serde_json::from_str(&body).unwrap_or(Value::Null) });
+        items.push(TimelineItem::Event {
+            seq: row.get(0)?,
+            message: serde_json::from_str(&body).unwrap_or(Value::Null),
+        });
     }
     let mut stmt = conn.prepare(&format!(
         "SELECT {TRANSITION_COLUMNS} FROM transitions WHERE profile_key IN ({marks}) AND seq > ? ORDER BY seq LIMIT ?"
@@ -102,7 +127,11 @@ fn timeline(conn: &Connection, keys: &[String], after: i64, limit: usize) -> Res
     items.sort_by_key(TimelineItem::seq);
     let more = items.len() > limit;
     items.truncate(limit);
-    let next_cursor = if more { items.last().map(|i| i.seq().to_string()) } else { None };
+    let next_cursor = if more {
+        items.last().map(|i| i.seq().to_string())
+    } else {
+        None
+    };
     Ok(Page { items, next_cursor })
 }
 
@@ -163,7 +192,11 @@ pub struct TransitionRow {
 }
 
 impl Store {
-    pub async fn journeys(&self, after: Option<String>, limit: usize) -> Result<Page<JourneySummary>> {
+    pub async fn journeys(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<JourneySummary>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT journey_id FROM journeys WHERE journey_id > ?1 ORDER BY journey_id LIMIT ?2",
@@ -187,7 +220,11 @@ impl Store {
     }
 
     /// Stats counters of a journey, of one version or summed over all.
-    pub async fn journey_stats(&self, id: String, version: Option<i64>) -> Result<(JourneyDetail, StatRows)> {
+    pub async fn journey_stats(
+        &self,
+        id: String,
+        version: Option<i64>,
+    ) -> Result<(JourneyDetail, StatRows)> {
         self.read(move |conn| {
             let detail = journey_detail(conn, &id)?;
             let mut stmt = conn.prepare_cached(
@@ -236,7 +273,11 @@ impl Store {
     }
 
     /// The newest instances of a profile (and of the ids linked to it), history left out.
-    pub async fn profile_instances(&self, keys: Vec<String>, limit: usize) -> Result<Vec<InstanceView>> {
+    pub async fn profile_instances(
+        &self,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<InstanceView>> {
         self.read(move |conn| {
             let marks = vec!["?"; keys.len()].join(",");
             let mut stmt = conn.prepare(&format!(
@@ -273,7 +314,9 @@ fn instance_row(r: &rusqlite::Row) -> rusqlite::Result<InstanceView> {
         version: r.get(3)?,
         state: r.get(4)?,
         step: r.get(5)?,
-        unique_value: r.get::<_, Option<String>>(6)?.and_then(|v| serde_json::from_str(&v).ok()),
+        unique_value: r
+            .get::<_, Option<String>>(6)?
+            .and_then(|v| serde_json::from_str(&v).ok()),
         context: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or(Value::Null),
         resets: r.get(8)?,
         due_at: r.get(9)?,
@@ -285,7 +328,9 @@ fn instance_row(r: &rusqlite::Row) -> rusqlite::Result<InstanceView> {
 
 fn journey_detail(conn: &Connection, id: &str) -> Result<JourneyDetail> {
     let row: Option<(String, i64, i64, i64)> = conn
-        .prepare_cached("SELECT status, version, created_at, updated_at FROM journeys WHERE journey_id = ?1")?
+        .prepare_cached(
+            "SELECT status, version, created_at, updated_at FROM journeys WHERE journey_id = ?1",
+        )?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
     let Some((status, version, created_at, updated_at)) = row else {
@@ -304,8 +349,17 @@ fn journey_detail(conn: &Connection, id: &str) -> Result<JourneyDetail> {
             definition = serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null);
         }
     }
-    let mut counts: BTreeMap<String, i64> =
-        ["entered", "active", "completed", "exited", "skipped", "archived"].iter().map(|k| (k.to_string(), 0)).collect();
+    let mut counts: BTreeMap<String, i64> = [
+        "entered",
+        "active",
+        "completed",
+        "exited",
+        "skipped",
+        "archived",
+    ]
+    .iter()
+    .map(|k| (k.to_string(), 0))
+    .collect();
     let mut stmt = conn.prepare_cached(
         "SELECT label, sum(count) FROM journey_stats WHERE journey_id = ?1 AND kind = 'total' GROUP BY label",
     )?;
@@ -313,9 +367,21 @@ fn journey_detail(conn: &Connection, id: &str) -> Result<JourneyDetail> {
         let (label, n) = row?;
         counts.insert(label, n);
     }
-    let name = definition.get("name").and_then(Value::as_str).unwrap_or(id).to_string();
+    let name = definition
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or(id)
+        .to_string();
     Ok(JourneyDetail {
-        summary: JourneySummary { id: id.to_string(), name, status, version, created_at, updated_at, counts },
+        summary: JourneySummary {
+            id: id.to_string(),
+            name,
+            status,
+            version,
+            created_at,
+            updated_at,
+            counts,
+        },
         definition,
         versions,
     })

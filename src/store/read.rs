@@ -16,7 +16,11 @@ pub struct ReadPool {
 
 impl ReadPool {
     pub fn new(path: PathBuf, keep: usize) -> ReadPool {
-        ReadPool { path, idle: Mutex::new(Vec::new()), keep }
+        ReadPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+            keep,
+        }
     }
 
     /// Runs `f` on an idle connection, opening one when none is idle. At most `keep` connections
@@ -28,7 +32,9 @@ impl ReadPool {
             None => {
                 let c = Connection::open_with_flags(
                     &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                        | OpenFlags::SQLITE_OPEN_URI,
                 )?;
                 c.busy_timeout(std::time::Duration::from_secs(5))?;
                 c.pragma_update(None, "temp_store", "MEMORY")?;

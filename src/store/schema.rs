@@ -34,7 +34,8 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
         let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if tables > 0 {
             return Err(StoreError::Schema(
-                "database has tables but no journeyd schema version: not a journeyd database".into(),
+                "database has tables but no journeyd schema version: not a journeyd database"
+                    .into(),
             ));
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -86,10 +87,19 @@ mod tests {
         upgraded.pragma_update(None, "user_version", 1).unwrap();
         apply(&mut upgraded).unwrap();
 
-        let a: Vec<_> = shape(&fresh).into_iter().map(|(t, n, s)| (t, n, normalise(s))).collect();
-        let b: Vec<_> = shape(&upgraded).into_iter().map(|(t, n, s)| (t, n, normalise(s))).collect();
+        let a: Vec<_> = shape(&fresh)
+            .into_iter()
+            .map(|(t, n, s)| (t, n, normalise(s)))
+            .collect();
+        let b: Vec<_> = shape(&upgraded)
+            .into_iter()
+            .map(|(t, n, s)| (t, n, normalise(s)))
+            .collect();
         assert_eq!(a, b, "schema.sql and the migrations disagree");
-        let version = |c: &Connection| c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).unwrap();
+        let version = |c: &Connection| {
+            c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+        };
         assert_eq!(version(&fresh), VERSION);
         assert_eq!(version(&upgraded), VERSION);
     }
@@ -97,7 +107,9 @@ mod tests {
     #[test]
     fn refuses_newer_and_foreign_databases() {
         let mut newer = Connection::open_in_memory().unwrap();
-        newer.pragma_update(None, "user_version", VERSION + 1).unwrap();
+        newer
+            .pragma_update(None, "user_version", VERSION + 1)
+            .unwrap();
         assert!(matches!(apply(&mut newer), Err(StoreError::Schema(_))));
 
         let mut foreign = Connection::open_in_memory().unwrap();

@@ -102,7 +102,9 @@ where
     fn finish(self: Box<Self>, commit: std::result::Result<(), &StoreError>) {
         let answer = match (commit, self.out) {
             (Ok(()), Some(out)) => out.map_err(SubmitError::from),
-            (Err(e), _) => Err(SubmitError::Store(StoreError::Schema(format!("commit failed: {e}")))),
+            (Err(e), _) => Err(SubmitError::Store(StoreError::Schema(format!(
+                "commit failed: {e}"
+            )))),
             (Ok(()), None) => Err(SubmitError::Closed),
         };
         // The caller may have gone away (client disconnected); the work is committed regardless.
@@ -130,7 +132,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(conn: Connection, clock: Arc<dyn Clock>, options: &StoreOptions, live: Live) -> Result<Writer> {
+    pub(super) fn start(
+        conn: Connection,
+        clock: Arc<dyn Clock>,
+        options: &StoreOptions,
+        live: Live,
+    ) -> Result<Writer> {
         let state = WriterState::load(&conn, live)?;
         let (queue, rx) = mpsc::channel(options.queue_capacity);
         let stats = Arc::new(WriterStats::default());
@@ -139,7 +146,11 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name("journeyd-writer".into())
             .spawn(move || run(conn, state, rx, clock, max_batch, &thread_stats))?;
-        Ok(Writer { queue, thread: Mutex::new(Some(thread)), stats })
+        Ok(Writer {
+            queue,
+            thread: Mutex::new(Some(thread)),
+            stats,
+        })
     }
 
     /// Queues `f` and waits until the transaction it ran in has committed. Fails at once with
@@ -151,7 +162,11 @@ impl Writer {
         F: FnOnce(&mut WriteCtx) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(Call { f: Some(f), out: None, reply });
+        let job = Box::new(Call {
+            f: Some(f),
+            out: None,
+            reply,
+        });
         self.queue.try_send(Msg::Job(job)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SubmitError::QueueFull,
             mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
@@ -167,8 +182,15 @@ impl Writer {
         F: FnOnce(&mut WriteCtx) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(Call { f: Some(f), out: None, reply });
-        self.queue.send(Msg::Job(job)).await.map_err(|_| SubmitError::Closed)?;
+        let job = Box::new(Call {
+            f: Some(f),
+            out: None,
+            reply,
+        });
+        self.queue
+            .send(Msg::Job(job))
+            .await
+            .map_err(|_| SubmitError::Closed)?;
         answer.await.map_err(|_| SubmitError::Closed)?
     }
 
@@ -235,11 +257,20 @@ fn run(
     }
 }
 
-fn commit_batch(conn: &mut Connection, state: &mut WriterState, now: i64, batch: &mut [Box<dyn Job>]) -> Result<()> {
+fn commit_batch(
+    conn: &mut Connection,
+    state: &mut WriterState,
+    now: i64,
+    batch: &mut [Box<dyn Job>],
+) -> Result<()> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for job in batch.iter_mut() {
         let sp = tx.savepoint()?;
-        let mut ctx = WriteCtx { conn: &sp, state, now };
+        let mut ctx = WriteCtx {
+            conn: &sp,
+            state,
+            now,
+        };
         if job.run(&mut ctx) {
             sp.commit()?;
         } else {

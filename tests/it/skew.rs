@@ -143,7 +143,7 @@ fn timestamps_are_corrected_for_skew() {
             timestamp: s("2020-01-01T01:00:00.000+01:00"),
             sent_at: s("2020-01-01T00:00:03Z"),
             expect: Expect::ReceivedMinus(3_000_000),
-            original: s("2020-01-01T00:00:00.000Z"),
+            original: s("2020-01-01T01:00:00.000+01:00"),
             ..base()
         },
         Case {
@@ -161,7 +161,8 @@ fn timestamps_are_corrected_for_skew() {
             timestamp: s("2026-11-28T10:17:39.406+00:00"),
             batch_sent_at: s("2026-11-28T10:17:39.906342+00:00"),
             expect: Expect::ReceivedMinus(500_342),
-            original: s("2026-11-28T10:17:39.406Z"),
+            // originalTimestamp is the client's value, kept exactly as sent.
+            original: s("2026-11-28T10:17:39.406+00:00"),
             ..base()
         },
         Case {
@@ -176,7 +177,7 @@ fn timestamps_are_corrected_for_skew() {
             batch: true,
             timestamp: s("2021-06-01T14:00:00.250+02:00"),
             expect: Expect::Exactly("2021-06-01T12:00:00.250Z".to_string()),
-            original: s("2021-06-01T12:00:00.250Z"),
+            original: s("2021-06-01T14:00:00.250+02:00"),
             ..base()
         },
         Case {

@@ -5,6 +5,7 @@
 
 mod harness;
 mod load;
+mod receiver;
 
 mod admin;
 mod auth;

@@ -165,3 +165,6 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries (destination_id, next_attempt_at) WHERE status = 'pending';
 -- Listing, newest first.
 CREATE INDEX deliveries_by_created ON deliveries (created_at);
+
+-- Finished instances, oldest first, for the retention purge. Active instances are not in it.
+CREATE INDEX instances_finished ON instances (updated_at) WHERE state != 'active';

@@ -81,6 +81,75 @@ pub struct ServeArgs {
     /// skipped and counted.
     #[arg(long, env = "JOURNEYD_MAX_ACTIVE_PER_PROFILE", default_value_t = crate::engine::DEFAULT_MAX_ACTIVE)]
     pub max_active_per_profile: usize,
+
+    /// How long stored events are kept (a duration such as 30d; at least 1d, since messageId
+    /// deduplication looks back 24 hours).
+    #[arg(long, env = "JOURNEYD_EVENTS_RETENTION", default_value = "30d", value_parser = retention)]
+    pub events_retention: u64,
+
+    /// How long finished journey instances (with their history and succeeded deliveries) are kept.
+    #[arg(long, env = "JOURNEYD_INSTANCES_RETENTION", default_value = "90d", value_parser = retention)]
+    pub instances_retention: u64,
+
+    /// When the retention purge runs (cron with seconds: sec min hour day month weekday).
+    #[arg(long, env = "JOURNEYD_PURGE_SCHEDULE", default_value = "0 */10 * * * *")]
+    pub purge_schedule: String,
+
+    /// When the WAL is checkpointed and truncated, keeping it bounded under constant load.
+    #[arg(long, env = "JOURNEYD_CHECKPOINT_SCHEDULE", default_value = "*/30 * * * * *")]
+    pub checkpoint_schedule: String,
+
+    /// A directory for scheduled backups; none are taken without it.
+    #[arg(long, env = "JOURNEYD_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+
+    /// When scheduled backups are taken.
+    #[arg(long, env = "JOURNEYD_BACKUP_SCHEDULE", default_value = "0 0 3 * * *")]
+    pub backup_schedule: String,
+
+    /// How many scheduled backups to keep (the newest).
+    #[arg(long, env = "JOURNEYD_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    pub backup_keep: u32,
+}
+
+/// A setting that clap could not check itself is wrong: `journeyd` exits with 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ServeArgs {
+    /// Checks what clap cannot: the cron schedules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (flag, expr) in [
+            ("--purge-schedule", &self.purge_schedule),
+            ("--checkpoint-schedule", &self.checkpoint_schedule),
+            ("--backup-schedule", &self.backup_schedule),
+        ] {
+            crate::housekeeping::validate_schedule(expr).map_err(|e| ConfigError(format!("{flag}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    pub fn housekeeping(&self) -> crate::housekeeping::Settings {
+        crate::housekeeping::Settings {
+            purge_schedule: self.purge_schedule.clone(),
+            events_retention_ms: self.events_retention as i64,
+            instances_retention_ms: self.instances_retention as i64,
+            checkpoint_schedule: self.checkpoint_schedule.clone(),
+            backup_dir: self.backup_dir.clone(),
+            backup_schedule: self.backup_schedule.clone(),
+            backup_keep: self.backup_keep as usize,
+        }
+    }
+}
+
+/// A retention period: a journey-style duration of at least one day.
+fn retention(s: &str) -> Result<u64, String> {
+    match crate::journey::parse_duration(s) {
+        Some(ms) if ms >= 86_400_000 => Ok(ms),
+        Some(_) => Err(format!("\"{s}\" is shorter than 1d")),
+        None => Err(format!("\"{s}\" is not a duration such as 30d")),
+    }
 }
 
 #[derive(Debug, Clone, Args)]

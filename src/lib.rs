@@ -13,6 +13,8 @@
 //! - [`scheduler`] sleeps until the next due timer and fires due timers through the store.
 //! - [`sim`] runs a journey against timed events on a virtual clock, through the same engine.
 //! - [`delivery`] holds destinations and (with the delivery issue) the outbox workers.
+//! - [`housekeeping`] runs retention purges, WAL checkpoints and scheduled backups on cron schedules.
+//! - [`metrics`] holds the process's counters and histograms for `GET /metrics`.
 //! - [`server`] wires the pieces together: `run(app, listener, shutdown)`.
 
 pub mod api;
@@ -20,8 +22,10 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod engine;
+pub mod housekeeping;
 pub mod ingest;
 pub mod journey;
+pub mod metrics;
 pub mod scheduler;
 pub mod server;
 pub mod sim;

@@ -29,6 +29,8 @@ fn generate_secret() -> String {
 
 /// Runs `journeyd serve` until `shutdown` resolves.
 pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    args.validate()?;
+    let housekeeping_settings = args.housekeeping();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let max_active = args.max_active_per_profile;
     let options = StoreOptions {
@@ -60,14 +62,20 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyho
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let (journeys, timers) = store.startup_counts().await.context("reading the database")?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         db = %args.db.db.display(),
         listen = %addr,
+        journeys,
+        pending_timers = timers,
         "journeyd started"
     );
     println!("listening on {addr}");
 
+    let housekeeping = crate::housekeeping::Housekeeping::start(store.clone(), housekeeping_settings)
+        .await
+        .context("starting housekeeping jobs")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(crate::scheduler::run(store.clone(), stopped.clone()));
     let delivery = tokio::spawn(crate::delivery::worker::run(store.clone(), stopped));
@@ -76,6 +84,7 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyho
     let result = run(app, listener, shutdown).await;
     // Requests are done: stop the background tasks, then let the writer commit what is queued.
     let _ = stop.send(true);
+    housekeeping.stop().await;
     for (name, task) in [("scheduler", scheduler), ("delivery", delivery)] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "{name} task failed");

@@ -82,6 +82,25 @@ pub async fn healthz(app: &App) -> Response<Body> {
     }
 }
 
+/// Prometheus metrics; the gauges that describe the database are read now.
+pub async fn metrics(app: &App) -> Response<Body> {
+    use crate::metrics::METRICS;
+    match app.store.pending_counts().await {
+        Ok((timers, deliveries)) => {
+            METRICS.timers_pending.set(timers);
+            METRICS.deliveries_pending.set(deliveries);
+        }
+        Err(e) => tracing::warn!(error = %e, "reading pending counts for metrics failed"),
+    }
+    METRICS.queue_depth.set(app.store.writer().depth() as i64);
+    let mut resp = Response::new(super::full(METRICS.render()));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
 async fn profile(app: &App, id: String) -> Response<Body> {
     let p = match app.store.profile(id).await {
         Ok(p) => p,

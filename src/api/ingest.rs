@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::{App, Body, Failure, busy, json_response, read_body};
 use crate::ingest::{CallType, Endpoint, MAX_REQUEST_BYTES, Parsed, RequestError};
+use crate::metrics::{METRICS, label};
 use crate::store::hash_secret;
 
 /// The endpoint a `/v1/{name}` path names, browser aliases included.
@@ -28,6 +29,9 @@ pub fn endpoint(name: &str) -> Option<Endpoint> {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
+    if status != StatusCode::SERVICE_UNAVAILABLE {
+        METRICS.events_rejected.get_or_create(&label("code", code.to_string())).inc();
+    }
     json_response(
         status,
         &json!({"success": false, "code": code, "message": message.into()}),
@@ -124,6 +128,9 @@ pub async fn handle(app: &App, endpoint: Endpoint, req: Request<Incoming>) -> Re
         }
     }
     let mut answer = json!({"success": true});
+    for r in &rejected {
+        METRICS.events_rejected.get_or_create(&label("code", r.code)).inc();
+    }
     if !rejected.is_empty() {
         answer["rejected"] = Value::Array(
             rejected

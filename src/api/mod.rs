@@ -62,6 +62,10 @@ impl App {
                 ingest::handle(&self, ingest::endpoint(name).expect("checked"), req).await
             }
             (&Method::GET, ["healthz"]) => admin::healthz(&self).await,
+            (&Method::GET, ["metrics"]) => match self.admin_auth(&req) {
+                Err(resp) => resp,
+                Ok(()) => admin::metrics(&self).await,
+            },
             (_, ["v1", ..]) => match self.admin_auth(&req) {
                 Err(resp) => resp,
                 Ok(()) => admin::route(&self, &method, &segments[1..], req).await,

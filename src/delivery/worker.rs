@@ -209,6 +209,12 @@ impl Send {
         let jitter: f64 = rand::random();
         let retry_at = now + backoff_ms(row.attempts as u32 + 1, jitter, retry_after);
         tracing::debug!(delivery = %row.id, ?outcome, "delivery attempt");
+        let kind = match &outcome {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Fail { .. } => "failed",
+        };
+        crate::metrics::METRICS.delivery_attempts.get_or_create(&crate::metrics::label("outcome", kind)).inc();
         if let Err(e) = self
             .store
             .record_attempt(row.id.clone(), outcome, retry_at, self.dest.max_attempts)

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::writer::WriteCtx;
 use super::{Result, Store, SubmitError};
 use crate::ingest::{CallType, Message};
+use crate::metrics::{METRICS, label};
 
 /// How long a messageId is remembered for deduplication.
 pub const DEDUP_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
@@ -37,9 +38,11 @@ fn apply_messages(ctx: &mut WriteCtx, messages: &[Message]) -> Result<IngestOutc
     for m in messages {
         if seen_recently(ctx.conn(), &m.message_id, m.received_at)? {
             outcome.duplicates += 1;
+            METRICS.events_duplicate.inc();
             continue;
         }
         apply_message(ctx, m)?;
+        METRICS.events_received.get_or_create(&label("type", m.call.as_str())).inc();
         outcome.stored += 1;
     }
     Ok(outcome)

@@ -15,6 +15,7 @@ use crate::engine::{
     Catalog, Effects, Engine, EventView, Ids, Instance, Memory, ProfileState, State, What,
 };
 use crate::journey::{Journey, StepKind};
+use crate::metrics::{METRICS, label};
 
 /// One journey as the writer holds it.
 #[derive(Debug, Clone)]
@@ -339,10 +340,14 @@ fn persist(
         let waiting = |s: &str| ctx.state.live.is_waiting_step(&t.journey_id, t.version, s);
         match t.what {
             What::Entered => {
+                METRICS.entries.get_or_create(&label("journey", t.journey_id.clone())).inc();
                 bump("total", "", "entered", 1);
                 bump("total", "", "active", 1);
             }
-            What::Skipped => bump("total", "", "skipped", 1),
+            What::Skipped => {
+                METRICS.skipped.get_or_create(&label("journey", t.journey_id.clone())).inc();
+                bump("total", "", "skipped", 1);
+            }
             What::Step => {
                 bump("reached", &step, "", 1);
                 if waiting(&step) {
@@ -417,8 +422,7 @@ pub struct Fired {
     pub fired: usize,
     /// The earliest timer still pending after the tick.
     pub next_due: Option<i64>,
-    /// How late each fired timer was, summed, and the worst, in milliseconds.
-    pub lateness_total_ms: i64,
+    /// How late the latest fired timer was, in milliseconds.
     pub lateness_max_ms: i64,
 }
 
@@ -449,8 +453,8 @@ fn fire_due(ctx: &mut WriteCtx, limit: usize) -> Result<Fired> {
     for (key, due_at) in &due {
         out.fired += 1;
         let late = now - due_at;
-        out.lateness_total_ms += late;
         out.lateness_max_ms = out.lateness_max_ms.max(late);
+        METRICS.timer_lateness.observe(late as f64 / 1000.0);
         // One pass per profile fires all of its due timers, in due order.
         if !seen.insert(key.clone()) {
             continue;
@@ -487,6 +491,7 @@ fn fire_due(ctx: &mut WriteCtx, limit: usize) -> Result<Fired> {
         .wake
         .target
         .store(out.next_due.unwrap_or(i64::MAX), Ordering::Release);
+    METRICS.timers_fired.inc_by(out.fired as u64);
     Ok(out)
 }
 

@@ -10,6 +10,7 @@
 mod backup;
 mod deliveries;
 mod destinations;
+mod housekeeping;
 mod ingest;
 mod journeys;
 mod keys;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 pub use backup::backup_to;
 pub use deliveries::{DeliveryView, DestinationRow, DueDelivery};
 pub use destinations::{DeleteRefused, DestinationView};
+pub use housekeeping::{Purged, backup_name, rotate_backups};
 pub use ingest::IngestOutcome;
 pub use journeys::{Fired, Published};
 pub use keys::{Generated, KeySet};

@@ -42,6 +42,27 @@ pub struct Page<T> {
 }
 
 impl Store {
+    /// Timers waiting to fire and deliveries waiting to be sent, both counted through their
+    /// partial indexes.
+    pub async fn pending_counts(&self) -> Result<(i64, i64)> {
+        self.read(|conn| {
+            let timers = conn.query_row("SELECT count(*) FROM instances WHERE due_at IS NOT NULL", [], |r| r.get(0))?;
+            let deliveries = conn.query_row("SELECT count(*) FROM deliveries WHERE status = 'pending'", [], |r| r.get(0))?;
+            Ok((timers, deliveries))
+        })
+        .await
+    }
+
+    /// Journeys not archived, and timers pending: for the start-up line.
+    pub async fn startup_counts(&self) -> Result<(i64, i64)> {
+        self.read(|conn| {
+            let journeys = conn.query_row("SELECT count(*) FROM journeys WHERE status != 'archived'", [], |r| r.get(0))?;
+            let timers = conn.query_row("SELECT count(*) FROM instances WHERE due_at IS NOT NULL", [], |r| r.get(0))?;
+            Ok((journeys, timers))
+        })
+        .await
+    }
+
     /// The profile `id` belongs to (an id linked to a profile resolves to it).
     pub async fn profile(&self, id: String) -> Result<ProfileView> {
         self.read(move |conn| profile(conn, &id)).await

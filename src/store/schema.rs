@@ -17,6 +17,7 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_foundation.sql"),
     include_str!("../../migrations/0002_journeys.sql"),
+    include_str!("../../migrations/0003_housekeeping.sql"),
 ];
 
 /// The version `schema.sql` describes.

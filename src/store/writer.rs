@@ -18,6 +18,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use super::journeys::Live;
 use super::{Result, StoreError, StoreOptions};
 use crate::clock::Clock;
+use crate::metrics::METRICS;
 
 /// Why a submitted job did not run.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +115,8 @@ where
 
 enum Msg {
     Job(Box<dyn Job>),
+    /// Work that must run outside any transaction (a WAL checkpoint), between two batches.
+    Raw(Box<dyn FnOnce(&mut Connection) + Send>),
     Stop,
 }
 
@@ -194,6 +197,20 @@ impl Writer {
         answer.await.map_err(|_| SubmitError::Closed)?
     }
 
+    /// Runs `f` on the write connection between two transactions, and returns its result.
+    pub async fn with_connection<T, F>(&self, f: F) -> std::result::Result<T, SubmitError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> T + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let raw = Box::new(move |conn: &mut Connection| {
+            let _ = reply.send(f(conn));
+        });
+        self.queue.send(Msg::Raw(raw)).await.map_err(|_| SubmitError::Closed)?;
+        answer.await.map_err(|_| SubmitError::Closed)
+    }
+
     /// Jobs waiting in the queue right now.
     pub fn depth(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
@@ -223,14 +240,18 @@ fn run(
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     let mut stopping = false;
+    // Raw work taken from the queue while a batch was being gathered runs after that batch.
+    let mut raw: Option<Box<dyn FnOnce(&mut Connection) + Send>> = None;
     while !stopping {
         match rx.blocking_recv() {
             Some(Msg::Job(job)) => batch.push(job),
+            Some(Msg::Raw(f)) => raw = Some(f),
             Some(Msg::Stop) | None => break,
         }
-        while batch.len() < max_batch {
+        while batch.len() < max_batch && raw.is_none() {
             match rx.try_recv() {
                 Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Raw(f)) => raw = Some(f),
                 Ok(Msg::Stop) => {
                     stopping = true;
                     break;
@@ -238,14 +259,25 @@ fn run(
                 Err(_) => break,
             }
         }
+        if batch.is_empty() {
+            if let Some(f) = raw.take() {
+                f(&mut conn);
+            }
+            continue;
+        }
         let outcome = commit_batch(&mut conn, &mut state, clock.now_ms(), &mut batch);
         if let Err(e) = &outcome {
             tracing::error!(error = %e, jobs = batch.len(), "write transaction failed");
         }
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        METRICS.commits.inc();
+        METRICS.commit_batch.observe(batch.len() as f64);
         for job in batch.drain(..) {
             job.finish(outcome.as_ref().map(|_| ()));
+        }
+        if let Some(f) = raw.take() {
+            f(&mut conn);
         }
     }
     // Refuse what is still queued rather than leave callers waiting forever.

@@ -1,0 +1,115 @@
+//! Housekeeping jobs on tokio-cron-scheduler, each on its own schedule and each logged: retention
+//! purges (which also bound the messageId dedup window's storage, since deduplication looks at the
+//! stored events), WAL checkpoints, and scheduled backups into a directory keeping the newest N.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+
+use crate::store::Store;
+
+/// What housekeeping does and when (cron expressions with seconds: `sec min hour day month weekday`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub purge_schedule: String,
+    pub events_retention_ms: i64,
+    pub instances_retention_ms: i64,
+    pub checkpoint_schedule: String,
+    pub backup_dir: Option<PathBuf>,
+    pub backup_schedule: String,
+    pub backup_keep: usize,
+}
+
+/// The running jobs; [`Housekeeping::stop`] ends them.
+pub struct Housekeeping {
+    scheduler: JobScheduler,
+}
+
+/// Checks a cron expression the way the scheduler will read it.
+pub fn validate_schedule(expr: &str) -> Result<(), String> {
+    Job::new_async(expr, |_, _| Box::pin(async {})).map(|_| ()).map_err(|e| format!("bad schedule \"{expr}\": {e}"))
+}
+
+impl Housekeeping {
+    pub async fn start(store: Store, settings: Settings) -> Result<Housekeeping, JobSchedulerError> {
+        let scheduler = JobScheduler::new().await?;
+        let settings = Arc::new(settings);
+
+        let (s, st) = (store.clone(), settings.clone());
+        scheduler
+            .add(Job::new_async(settings.purge_schedule.as_str(), move |_, _| {
+                let (store, settings) = (s.clone(), st.clone());
+                Box::pin(async move { purge(&store, &settings).await })
+            })?)
+            .await?;
+
+        let s = store.clone();
+        scheduler
+            .add(Job::new_async(settings.checkpoint_schedule.as_str(), move |_, _| {
+                let store = s.clone();
+                Box::pin(async move {
+                    match store.checkpoint().await {
+                        Ok(pages) => tracing::debug!(wal_pages = pages, "wal checkpoint"),
+                        Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
+                    }
+                })
+            })?)
+            .await?;
+
+        if settings.backup_dir.is_some() {
+            let (s, st) = (store.clone(), settings.clone());
+            scheduler
+                .add(Job::new_async(settings.backup_schedule.as_str(), move |_, _| {
+                    let (store, settings) = (s.clone(), st.clone());
+                    Box::pin(async move { backup(&store, &settings).await })
+                })?)
+                .await?;
+        }
+        scheduler.start().await?;
+        Ok(Housekeeping { scheduler })
+    }
+
+    pub async fn stop(mut self) {
+        if let Err(e) = self.scheduler.shutdown().await {
+            tracing::warn!(error = %e, "stopping housekeeping failed");
+        }
+    }
+}
+
+async fn purge(store: &Store, settings: &Settings) {
+    let now = store.clock().now_ms();
+    let started = std::time::Instant::now();
+    match store.purge(now - settings.events_retention_ms, now - settings.instances_retention_ms).await {
+        Ok(p) => tracing::info!(
+            events = p.events,
+            instances = p.instances,
+            transitions = p.transitions,
+            deliveries = p.deliveries,
+            took_ms = started.elapsed().as_millis() as u64,
+            "retention purge"
+        ),
+        Err(e) => tracing::warn!(error = %e, "retention purge failed"),
+    }
+}
+
+async fn backup(store: &Store, settings: &Settings) {
+    let Some(dir) = settings.backup_dir.clone() else { return };
+    let src = store.path().to_path_buf();
+    let dest = dir.join(crate::store::backup_name(store.clock().now_ms()));
+    let keep = settings.backup_keep;
+    let result = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)?;
+        crate::store::backup_to(&src, &dest, &mut |_, _| {})?;
+        let removed = crate::store::rotate_backups(&dir, keep)?;
+        Ok::<_, crate::store::StoreError>((dest, removed))
+    })
+    .await;
+    match result {
+        Ok(Ok((dest, removed))) => {
+            tracing::info!(path = %dest.display(), removed = removed.len(), "scheduled backup written")
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "scheduled backup failed"),
+        Err(e) => tracing::warn!(error = %e, "scheduled backup task failed"),
+    }
+}

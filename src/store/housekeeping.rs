@@ -1,0 +1,237 @@
+//! Housekeeping on the database: retention purges, WAL checkpoints, and scheduled backups' file
+//! rotation. Each purge deletes in bounded batches, one writer job each, so it never holds the
+//! writer for long; the caller loops until a batch comes back short.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::params;
+
+use super::{Result, Store, SubmitError};
+
+/// Rows deleted per writer job.
+pub const PURGE_BATCH: i64 = 5_000;
+
+/// What a purge removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub events: u64,
+    pub instances: u64,
+    pub transitions: u64,
+    pub deliveries: u64,
+}
+
+impl Store {
+    /// Deletes stored events received before `events_before`, and finished instances (with their
+    /// transitions and succeeded deliveries) last changed before `instances_before`. Active
+    /// instances, their history, pending and failed deliveries are kept whatever their age.
+    pub async fn purge(&self, events_before: i64, instances_before: i64) -> std::result::Result<Purged, SubmitError> {
+        let mut total = Purged::default();
+        // Events and transitions are deleted by windows of their commit-order `seq`, oldest
+        // first: `seq` grows with time, so the first window with nothing old ends the walk.
+        for table in ["events", "transitions"] {
+            let mut from = 0i64;
+            loop {
+                let (deleted, next) = self
+                    .writer()
+                    .submit_wait(move |ctx| purge_window(ctx.conn(), table, from, events_before, instances_before))
+                    .await?;
+                if table == "events" { total.events += deleted } else { total.transitions += deleted };
+                match next {
+                    Some(n) => from = n,
+                    None => break,
+                }
+            }
+        }
+        loop {
+            let (instances, deliveries) = self
+                .writer()
+                .submit_wait(move |ctx| {
+                    let conn = ctx.conn();
+                    let instances = conn
+                        .prepare_cached(
+                            "DELETE FROM instances WHERE instance_id IN
+                               (SELECT instance_id FROM instances WHERE state != 'active' AND updated_at < ?1 LIMIT ?2)",
+                        )?
+                        .execute(params![instances_before, PURGE_BATCH])?;
+                    let deliveries = conn
+                        .prepare_cached(
+                            "DELETE FROM deliveries WHERE delivery_id IN
+                               (SELECT delivery_id FROM deliveries WHERE created_at < ?1 AND status = 'succeeded' LIMIT ?2)",
+                        )?
+                        .execute(params![instances_before, PURGE_BATCH])?;
+                    Ok((instances as u64, deliveries as u64))
+                })
+                .await?;
+            total.instances += instances;
+            total.deliveries += deliveries;
+            if instances < PURGE_BATCH as u64 && deliveries < PURGE_BATCH as u64 {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Checkpoints the WAL into the database file and truncates it, between two transactions.
+    /// Returns the WAL's size in pages before the checkpoint.
+    pub async fn checkpoint(&self) -> std::result::Result<i64, SubmitError> {
+        self.writer()
+            .with_connection(|conn| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(1))
+                    .map_err(super::StoreError::from)
+            })
+            .await?
+            .map_err(SubmitError::from)
+    }
+}
+
+/// Deletes old rows of `table` among the `PURGE_BATCH` seqs starting at `from`. Returns how many
+/// it deleted and where the next window starts, or `None` when this window reached rows that are
+/// not old (or the end of the table).
+fn purge_window(
+    conn: &rusqlite::Connection,
+    table: &str,
+    from: i64,
+    events_before: i64,
+    instances_before: i64,
+) -> Result<(u64, Option<i64>)> {
+    let (time, cutoff, keep) = match table {
+        "events" => ("received_at", events_before, ""),
+        // A transition goes with its instance: kept while the instance is active or recent.
+        _ => (
+            "at",
+            instances_before,
+            "AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.instance_id = t.instance_id
+                             AND (i.state = 'active' OR i.updated_at >= ?3))",
+        ),
+    };
+    let window: Option<(i64, i64)> = conn
+        .prepare_cached(&format!(
+            "SELECT max(seq), max({time} >= ?2) FROM (SELECT seq, {time} FROM {table} WHERE seq >= ?1 ORDER BY seq LIMIT ?3)"
+        ))?
+        .query_row(params![from, cutoff, PURGE_BATCH], |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)))?;
+    let Some((last, reached_new)) = window else { return Ok((0, None)) };
+    let deleted = conn
+        .prepare_cached(&format!(
+            "DELETE FROM {table} AS t WHERE seq >= ?1 AND seq <= ?4 AND {time} < ?2 {keep}"
+        ))?
+        .execute(params![from, cutoff, instances_before, last])?;
+    let next = (reached_new == 0).then_some(last + 1);
+    Ok((deleted as u64, next))
+}
+
+/// Keeps the newest `keep` backups named `journeyd-*.db` in `dir` and deletes the others.
+/// Returns the deleted paths.
+pub fn rotate_backups(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
+    let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("journeyd-") && n.ends_with(".db"))
+        })
+        .collect();
+    // The names carry a sortable UTC timestamp: newest last.
+    backups.sort();
+    let excess = backups.len().saturating_sub(keep);
+    let old: Vec<PathBuf> = backups.drain(..excess).collect();
+    for p in &old {
+        std::fs::remove_file(p)?;
+    }
+    Ok(old)
+}
+
+/// The file name of a scheduled backup taken at `now`: `journeyd-20261128T101741Z.db`.
+pub fn backup_name(now: i64) -> String {
+    let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now).unwrap_or_default();
+    format!("journeyd-{}.db", t.format("%Y%m%dT%H%M%S%.3fZ"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::ingest::{Endpoint, Parsed};
+    use crate::store::StoreOptions;
+
+    const DAY: i64 = 86_400_000;
+    const T0: i64 = 1_795_000_000_000;
+
+    fn temp_db(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("journeyd-hk-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("j.db")
+    }
+
+    async fn track(store: &Store, at: i64, user: &str, event: &str) {
+        let body = serde_json::to_vec(&json!({"batch": [{"type": "track", "userId": user, "event": event}]})).unwrap();
+        let mut ids = || uuid::Uuid::new_v4().to_string();
+        let (messages, _) = Parsed::new(Endpoint::Batch, &body).unwrap().messages(at, &mut ids).unwrap();
+        store.ingest(messages).await.unwrap();
+    }
+
+    async fn count(store: &Store, sql: &'static str) -> i64 {
+        store.read(move |c| Ok(c.query_row(sql, [], |r| r.get(0))?)).await.unwrap()
+    }
+
+    /// On a manual clock: what is past retention goes, what is not stays; active instances stay
+    /// whatever their age.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn purge_keeps_what_is_within_retention() {
+        let path = temp_db("purge");
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = Store::open(&path, clock.clone(), StoreOptions::default()).unwrap();
+        let journey = |id: &str, hold: &str| {
+            crate::journey::parse(&json!({"id": id, "entry": {"event": format!("{id}_start")},
+                "steps": [{"id": "h", "type": "hold_until", "max_hold": hold, "branches": [{"event": format!("{id}_done")}]}]}))
+            .unwrap()
+        };
+        store.publish_journey(journey("short", "1h"), "{}".into()).await.unwrap().unwrap();
+        store.publish_journey(journey("long", "365d"), "{}".into()).await.unwrap().unwrap();
+
+        // Day 0: an event, a journey that completes, and one that stays active for a year.
+        track(&store, T0, "old", "short_start").await;
+        track(&store, T0, "old", "short_done").await;
+        track(&store, T0, "old", "long_start").await;
+        // Day 80: a recent event and a recently finished instance.
+        track(&store, T0 + 80 * DAY, "new", "short_start").await;
+        track(&store, T0 + 80 * DAY, "new", "short_done").await;
+
+        clock.set(T0 + 100 * DAY);
+        let now = clock.now_ms();
+        let purged = store.purge(now - 30 * DAY, now - 90 * DAY).await.unwrap();
+        assert_eq!(purged.events, 3, "{purged:?}");
+        assert_eq!(purged.instances, 1, "{purged:?}");
+        assert_eq!(count(&store, "SELECT count(*) FROM events").await, 2);
+        assert_eq!(count(&store, "SELECT count(*) FROM instances WHERE state = 'active'").await, 1);
+        assert_eq!(count(&store, "SELECT count(*) FROM instances").await, 2);
+        // The active instance's history is kept whole; the recent instance's too.
+        let kept = count(&store, "SELECT count(*) FROM transitions WHERE journey_id = 'long'").await;
+        assert_eq!(kept, 2, "entered and step of the year-long hold");
+        assert_eq!(count(&store, "SELECT count(*) FROM transitions WHERE profile_key = 'new'").await, 4);
+        assert_eq!(count(&store, "SELECT count(*) FROM transitions WHERE profile_key = 'old' AND journey_id = 'short'").await, 0);
+
+        // A second run finds nothing more.
+        assert_eq!(store.purge(now - 30 * DAY, now - 90 * DAY).await.unwrap(), Purged::default());
+        store.writer().shutdown().await;
+    }
+
+    #[test]
+    fn rotation_keeps_the_newest() {
+        let dir = temp_db("rotate").parent().unwrap().to_path_buf();
+        for day in 1..=5 {
+            std::fs::write(dir.join(backup_name(T0 + day * DAY)), b"x").unwrap();
+        }
+        std::fs::write(dir.join("other.db"), b"x").unwrap();
+        let removed = rotate_backups(&dir, 2).unwrap();
+        assert_eq!(removed.len(), 3);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, [backup_name(T0 + 4 * DAY), backup_name(T0 + 5 * DAY), "other.db".to_string()]);
+    }
+}

@@ -156,8 +156,15 @@ pub fn try_request(
             }
             b.call()?
         }
-        "POST" => {
-            let mut b = agent.post(url);
+        "DELETE" => {
+            let mut b = agent.delete(url);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.call()?
+        }
+        "POST" | "PUT" => {
+            let mut b = if method == "POST" { agent.post(url) } else { agent.put(url) };
             for (k, v) in headers {
                 b = b.header(*k, *v);
             }
@@ -194,6 +201,8 @@ pub struct Options {
     pub write_keys: Vec<String>,
     /// `None`: `j.db` in the server's own temp dir.
     pub db: Option<PathBuf>,
+    /// More arguments for `journeyd serve` (`--max-active-per-profile 2`, say).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -202,6 +211,7 @@ impl Default for Options {
             admin_token: Some(ADMIN_TOKEN.to_string()),
             write_keys: vec![WRITE_KEY.to_string()],
             db: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -264,6 +274,7 @@ impl Server {
         for k in &self.opts.write_keys {
             args.extend(["--write-key".to_string(), k.clone()]);
         }
+        args.extend(self.opts.extra_args.iter().cloned());
         args
     }
 
@@ -420,6 +431,13 @@ impl Server {
             "{} with {body}:\n{resp}",
             resp.request
         );
+    }
+
+    /// An admin call with a JSON body (or none), as the admin token.
+    pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        let auth = bearer(&self.admin_token);
+        let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+        request(&self.agent, method, &self.url(path), &[("Authorization", auth.as_str())], bytes.as_deref())
     }
 
     pub fn admin_get(&self, path: &str) -> Resp {

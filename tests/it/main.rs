@@ -21,6 +21,7 @@ mod examples;
 mod identity;
 mod ingest_paths;
 mod journeys_api;
+mod operations;
 mod process;
 mod restart;
 mod sdk_fixtures;

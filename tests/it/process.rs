@@ -77,6 +77,7 @@ fn generated_credentials_are_printed_once_and_persist() {
         admin_token: None,
         write_keys: vec![],
         db: None,
+        extra_args: Vec::new(),
     });
     let lines = srv.startup_lines().to_vec();
     let has = |prefix: &str, lines: &[String]| lines.iter().any(|l| l.trim().starts_with(prefix));
@@ -133,11 +134,13 @@ fn credentials_given_at_restart_are_added() {
         admin_token: Some("token-one".into()),
         write_keys: vec!["key-one".into()],
         db: None,
+        extra_args: Vec::new(),
     });
     srv.set_options(Options {
         admin_token: Some("token-two".into()),
         write_keys: vec!["key-two".into()],
         db: None,
+        extra_args: Vec::new(),
     });
     srv.restart();
     for key in ["key-one", "key-two"] {

@@ -113,10 +113,12 @@ where
     }
 }
 
+/// Work that must run outside any transaction (a WAL checkpoint), between two batches.
+type RawWork = Box<dyn FnOnce(&mut Connection) + Send>;
+
 enum Msg {
     Job(Box<dyn Job>),
-    /// Work that must run outside any transaction (a WAL checkpoint), between two batches.
-    Raw(Box<dyn FnOnce(&mut Connection) + Send>),
+    Raw(RawWork),
     Stop,
 }
 
@@ -241,7 +243,7 @@ fn run(
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     let mut stopping = false;
     // Raw work taken from the queue while a batch was being gathered runs after that batch.
-    let mut raw: Option<Box<dyn FnOnce(&mut Connection) + Send>> = None;
+    let mut raw: Option<RawWork> = None;
     while !stopping {
         match rx.blocking_recv() {
             Some(Msg::Job(job)) => batch.push(job),

@@ -40,7 +40,12 @@ pub struct Live {
     /// transaction has committed (the dispatcher reads on its own connection, so waking it any
     /// earlier would let it look before the rows are visible).
     pub(super) deliveries_written: bool,
+    /// Stats counter changes of the running job, written by [`flush_stats`] when it ends.
+    pending_stats: HashMap<StatKey, i64>,
 }
+
+/// A stats counter: journey, version, kind, step, label.
+type StatKey = (String, i64, &'static str, String, String);
 
 impl Live {
     pub fn new(max_active: usize, wake: Arc<Wake>) -> Live {
@@ -85,6 +90,11 @@ impl Live {
         )?;
         self.reindex();
         Ok(self)
+    }
+
+    /// Forgets what a failed job accumulated.
+    pub(super) fn discard_job_state(&mut self) {
+        self.pending_stats.clear();
     }
 
     /// After a commit: wakes the delivery dispatcher if the transaction wrote due deliveries.
@@ -316,7 +326,7 @@ fn persist(
         )?
         .execute(params![profile.key, journey, memory.entries, sticky])?;
     }
-    let mut stats: HashMap<(String, i64, &'static str, String, String), i64> = HashMap::new();
+    let mut stats: HashMap<StatKey, i64> = HashMap::new();
     for t in &effects.transitions {
         let seq = ctx.state.last_seq + 1;
         ctx.state.last_seq = seq;
@@ -375,12 +385,8 @@ fn persist(
             }
         }
     }
-    for ((journey, version, kind, step, label), by) in stats {
-        conn.prepare_cached(
-            "INSERT INTO journey_stats (journey_id, version, kind, step_id, label, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (journey_id, version, kind, step_id, label) DO UPDATE SET count = count + excluded.count",
-        )?
-        .execute(params![journey, version, kind, step, label, by])?;
+    for (key, by) in stats {
+        *ctx.state.live.pending_stats.entry(key).or_default() += by;
     }
     for d in &effects.deliveries {
         conn.prepare_cached(
@@ -412,6 +418,23 @@ fn persist(
         // writer, so it sees the timer once this transaction has committed.
         wake.target.store(earliest_due, Ordering::Release);
         wake.notify.notify_one();
+    }
+    Ok(())
+}
+
+/// Writes the stats counters a job's transitions accumulated. The writer calls it once per job
+/// (inside the job's savepoint), so a batch of events updates each counter row once, not once
+/// per event.
+pub(super) fn flush_stats(conn: &Connection, live: &mut Live) -> Result<()> {
+    for ((journey, version, kind, step, label), by) in live.pending_stats.drain() {
+        if by == 0 {
+            continue;
+        }
+        conn.prepare_cached(
+            "INSERT INTO journey_stats (journey_id, version, kind, step_id, label, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (journey_id, version, kind, step_id, label) DO UPDATE SET count = count + excluded.count",
+        )?
+        .execute(params![journey, version, kind, step, label, by])?;
     }
     Ok(())
 }

@@ -305,10 +305,12 @@ fn commit_batch(
             state,
             now,
         };
-        if job.run(&mut ctx) {
+        // The stats counters a job's transitions accumulated are written once, at its end.
+        if job.run(&mut ctx) && super::journeys::flush_stats(&sp, &mut state.live).is_ok() {
             sp.commit()?;
         } else {
             // Dropping an uncommitted savepoint rolls it back: the failed job leaves no trace.
+            state.live.discard_job_state();
             drop(sp);
         }
     }

@@ -524,24 +524,31 @@ fn check(c: &Case) {
         assert_eq!(got["outcome"], outcome, "{}: instance {id}: {got}", c.dir);
         assert_eq!(got["journey_id"], journey_id.as_str());
         assert_eq!(got["version"], 1);
-        assert_eq!(got["due_at"], Value::Null, "{}: ended instance {got}", c.dir);
+        assert_eq!(
+            got["due_at"],
+            Value::Null,
+            "{}: ended instance {got}",
+            c.dir
+        );
         let detail = instance(&srv, id);
         let history = history_lines(&detail);
         assert_eq!(
-            history,
-            want.history,
+            history, want.history,
             "{}: live history of instance {id} ({})",
-            c.dir,
-            want.user
+            c.dir, want.user
         );
         let sim_steps: Vec<String> = sim_trace[n].iter().map(|(_, line)| line.clone()).collect();
         assert_eq!(
-            history,
-            sim_steps,
+            history, sim_steps,
             "{}: live history of instance {id} differs from the simulation",
             c.dir
         );
-        for (t, (sim_at, line)) in detail["history"].as_array().unwrap().iter().zip(&sim_trace[n]) {
+        for (t, (sim_at, line)) in detail["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(&sim_trace[n])
+        {
             let at = harness::parse_ts(t["at"].as_str().unwrap()).unwrap() / 1000 - t0_ms;
             assert!(
                 at >= *sim_at as i64 - 20 && at <= *sim_at as i64 + LATE_MS,
@@ -635,7 +642,12 @@ fn check(c: &Case) {
             want.step
         );
     }
-    assert_eq!(ids.len(), c.deliveries.len(), "{}: delivery ids repeat", c.dir);
+    assert_eq!(
+        ids.len(),
+        c.deliveries.len(),
+        "{}: delivery ids repeat",
+        c.dir
+    );
 
     // The outbox: every delivery succeeded at the first attempt, under the ids the receiver saw.
     let outbox = deliveries(&srv, "crm");
@@ -659,7 +671,11 @@ fn check(c: &Case) {
         assert_eq!(stats[key], want[key], "{}: stats.{key} in {stats:#}", c.dir);
     }
     assert_eq!(stats["steps"], want["steps"], "{}: stats.steps", c.dir);
-    assert_eq!(stats["branches"], want["branches"], "{}: stats.branches", c.dir);
+    assert_eq!(
+        stats["branches"], want["branches"],
+        "{}: stats.branches",
+        c.dir
+    );
 
     // Nothing more arrives once every instance has ended.
     assert_eq!(receiver.received().len(), c.deliveries.len(), "{}", c.dir);
@@ -832,7 +848,12 @@ impl Scale {
             },
             None => Scale {
                 num: 1000,
-                den: events.iter().map(|(at, _)| *at).max().unwrap_or(0).max(1000),
+                den: events
+                    .iter()
+                    .map(|(at, _)| *at)
+                    .max()
+                    .unwrap_or(0)
+                    .max(1000),
             },
         }
     }
@@ -890,9 +911,7 @@ fn collect_durations(v: &Value, out: &mut Vec<u64>) {
 /// `"90m"` to milliseconds (SPEC §3: a whole number and one of s, m, h, d, w).
 pub fn duration_ms(s: &str) -> u64 {
     let (n, unit) = s.split_at(s.len() - 1);
-    let n: u64 = n
-        .parse()
-        .unwrap_or_else(|_| panic!("bad duration {s:?}"));
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("bad duration {s:?}"));
     n * match unit {
         "s" => 1000,
         "m" => 60_000,
@@ -934,8 +953,8 @@ fn read_events(dir: &str) -> Vec<(u64, Value)> {
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
-            let v: Value = serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{}: {l}: {e}", path.display()));
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {l}: {e}", path.display()));
             (offset_ms(v["at"].as_str().unwrap()), v["message"].clone())
         })
         .collect()
@@ -958,23 +977,9 @@ fn identify_traits(events: &[(u64, Value)]) -> Value {
 
 // Admin helpers, shared with `restart`.
 
-/// A JSON `PUT` to an admin path (the harness only sends GET and POST).
+/// A JSON `PUT` to an admin path, as the admin token.
 pub fn put_json(srv: &Server, path: &str, body: &Value) -> Resp {
-    let url = srv.url(path);
-    let auth = bearer(srv.admin_token());
-    let mut res = harness::agent()
-        .put(&url)
-        .header("Authorization", &auth)
-        .header("Content-Type", "application/json")
-        .send(body.to_string().as_bytes())
-        .unwrap_or_else(|e| panic!("PUT {url}: transport error: {e}"));
-    let status = res.status().as_u16();
-    let body = res.body_mut().read_to_vec().unwrap();
-    Resp {
-        request: format!("PUT {url}"),
-        status,
-        body,
-    }
+    srv.admin("PUT", path, Some(body))
 }
 
 /// A webhook destination pointing at `url`, signed with [`SECRET`].
@@ -987,14 +992,9 @@ pub fn put_destination(srv: &Server, id: &str, url: &str) {
     resp.expect(201);
 }
 
+/// `POST /v1/simulate`.
 pub fn simulate(srv: &Server, body: &Value) -> Value {
-    let auth = bearer(srv.admin_token());
-    srv.post(
-        "/v1/simulate",
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
-        body.to_string().as_bytes(),
-    )
-    .expect(200)
+    srv.admin("POST", "/v1/simulate", Some(body)).expect(200)
 }
 
 /// The instances of these users' profiles, oldest first (instance ids follow entry order).
@@ -1050,7 +1050,10 @@ pub fn check_webhook(r: &Received, secret: &str) -> Value {
     let ts = r.header("webhook-timestamp").expect("webhook-timestamp");
     let ts_secs: i64 = ts.parse().expect("webhook-timestamp is unix seconds");
     let now = harness::now_micros() / 1_000_000;
-    assert!((now - ts_secs).abs() < 120, "webhook-timestamp {ts} is not now");
+    assert!(
+        (now - ts_secs).abs() < 120,
+        "webhook-timestamp {ts} is not now"
+    );
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap())
         .unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Resp, Server, agent, bearer, enc, request, uid};
+use crate::harness::{Options, Resp, Server, agent, bearer, enc, request, uid};
 use crate::receiver::{Received, Receiver};
 
 // ---------------------------------------------------------------------------------------------
@@ -19,45 +19,7 @@ use crate::receiver::{Received, Receiver};
 
 /// Sends one admin call (any method) with the server's admin token, and a JSON body when given.
 pub fn admin(srv: &Server, method: &str, path: &str, body: Option<&Value>) -> Resp {
-    let url = srv.url(path);
-    let auth = bearer(srv.admin_token());
-    let agent = agent();
-    let text = body.map(|b| b.to_string());
-    let res = match method {
-        "GET" | "POST" => {
-            let headers = [
-                ("Authorization", auth.as_str()),
-                ("Content-Type", "application/json"),
-            ];
-            return request(
-                &agent,
-                method,
-                &url,
-                &headers,
-                Some(text.as_deref().unwrap_or("").as_bytes()).filter(|_| method == "POST"),
-            );
-        }
-        "PUT" => agent
-            .put(&url)
-            .header("Authorization", &auth)
-            .header("Content-Type", "application/json")
-            .send(text.unwrap_or_default().as_bytes()),
-        "DELETE" => agent.delete(&url).header("Authorization", &auth).call(),
-        other => panic!("admin() does not send {other}"),
-    };
-    let mut res = res.unwrap_or_else(|e| panic!("{method} {url}: transport error: {e}"));
-    let status = res.status().as_u16();
-    let bytes = res
-        .body_mut()
-        .with_config()
-        .limit(u64::MAX)
-        .read_to_vec()
-        .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"));
-    Resp {
-        request: format!("{method} {url}"),
-        status,
-        body: bytes,
-    }
+    srv.admin(method, path, body)
 }
 
 pub fn admin_put(srv: &Server, path: &str, body: &Value) -> Resp {
@@ -510,18 +472,16 @@ fn journeys_invalid_documents_list_every_problem_and_change_nothing() {
     assert_eq!(kept["definition"], good, "{kept}");
     assert_eq!(kept["versions"].as_array().map(Vec::len), Some(1), "{kept}");
 
-    // Not JSON at all: a 4xx with the admin error shape, and nothing stored.
+    // Not JSON at all: a 400, and nothing stored.
     let auth = bearer(srv.admin_token());
-    let resp = agent()
-        .put(srv.url("/v1/journeys/garbage"))
-        .header("Authorization", &auth)
-        .send("{not json".as_bytes())
-        .unwrap();
-    assert!(
-        (400..500).contains(&resp.status().as_u16()),
-        "non-JSON journey: {}",
-        resp.status()
+    let resp = request(
+        &agent(),
+        "PUT",
+        &srv.url("/v1/journeys/garbage"),
+        &[("Authorization", &auth)],
+        Some(b"{not json"),
     );
+    assert_eq!(resp.status, 400, "non-JSON journey:\n{resp}");
     assert_eq!(admin(&srv, "GET", "/v1/journeys/garbage", None).status, 404);
 }
 
@@ -674,6 +634,31 @@ fn journeys_pause_resume_and_archive() {
     assert_eq!(st["active"], 0, "{st}");
     assert_eq!(st["completed"], 1, "{st}");
     assert_eq!(rx.received().len(), 1);
+
+    // An archived instance's timer never fires: `pt` is archived while its instance waits on a 1 s
+    // hold; `ctl`, the same journey entered after that, times out and sends. By then `pt`'s earlier
+    // timer would have fired too.
+    let timed = |id: &str, prefix: &str| {
+        json!({"id": id, "entry": {"event": format!("{prefix}_Start")}, "steps": [
+            {"id": "wait", "type": "hold_until", "max_hold": "1s",
+             "branches": [{"event": format!("{prefix}_Never"), "next": null}], "on_timeout": "notify"},
+            {"id": "notify", "type": "send", "destination": "hook",
+             "event_name": format!("{prefix} Notice")}]})
+    };
+    put_journey(&srv, &timed("pt", "PT"));
+    put_journey(&srv, &timed("ctl", "CTL"));
+    let u6 = uid("p6");
+    track_event(&srv, &u6, "PT_Start", json!({}));
+    admin_delete(&srv, "/v1/journeys/pt").expect(200);
+    track_event(&srv, &u6, "CTL_Start", json!({}));
+    let got = wait_received(&rx, 2, Duration::from_secs(10));
+    assert_eq!(got[1].json()["event"], "CTL Notice");
+    let sent: Vec<Value> = deliveries(&srv, "destination=hook")
+        .into_iter()
+        .filter(|d| d["journey_id"] == "pt")
+        .collect();
+    assert!(sent.is_empty(), "an archived instance sent: {sent:#?}");
+    assert_eq!(states(&srv, &u6, "pt"), ["archived"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -975,8 +960,7 @@ fn journeys_reentry_unique_by_exit_rules_and_cap() {
         "exit.send runs once and does not follow next: {ex_deliveries:#?}"
     );
 
-    // The per-profile cap (default 25, across journeys): the harness cannot pass
-    // --max-active-per-profile, so this fills the default cap. A fresh profile enters re-every 26
+    // The default per-profile cap (SPEC §4: 25, across journeys): a fresh profile enters re-every 26
     // times in one batch: 25 instances, the 26th entry skipped and counted.
     let capped = uid("cap");
     let batch: Vec<Value> = (0..26)
@@ -1001,6 +985,50 @@ fn journeys_reentry_unique_by_exit_rules_and_cap() {
         2,
         "skipped entries in the timeline: {skipped:#?}"
     );
+}
+
+/// `--max-active-per-profile 2`: a third active instance of a profile, in any journey, is skipped,
+/// counted in stats and recorded in the timeline; once one ends, entries are possible again.
+#[test]
+fn journeys_per_profile_cap_from_the_command_line() {
+    let srv = Server::start_with(Options {
+        extra_args: vec!["--max-active-per-profile".into(), "2".into()],
+        ..Options::default()
+    });
+    put_journey(&srv, &waiting_journey("cap-a", "CA", json!({})));
+    put_journey(&srv, &waiting_journey("cap-b", "CB", json!({})));
+    let user = uid("cap");
+    track_event(&srv, &user, "CA_Start", json!({}));
+    track_event(&srv, &user, "CA_Start", json!({}));
+    track_event(&srv, &user, "CA_Start", json!({}));
+    assert_eq!(states(&srv, &user, "cap-a"), ["active", "active"]);
+    let st = stats(&srv, "cap-a", "");
+    assert_eq!(st["entered"], 2, "{st}");
+    assert_eq!(st["skipped"], 1, "{st}");
+    assert_eq!(st["active"], 2, "{st}");
+    // The cap spans journeys.
+    track_event(&srv, &user, "CB_Start", json!({}));
+    assert!(states(&srv, &user, "cap-b").is_empty());
+    assert_eq!(stats(&srv, "cap-b", "")["skipped"], 1);
+    // Another profile has its own cap.
+    let other = uid("cap-other");
+    track_event(&srv, &other, "CB_Start", json!({}));
+    assert_eq!(states(&srv, &other, "cap-b"), ["active"]);
+    // Once the user's instances end, entries are possible again.
+    track_event(&srv, &user, "CA_Done", json!({}));
+    track_event(&srv, &user, "CB_Start", json!({}));
+    assert_eq!(states(&srv, &user, "cap-b"), ["active"]);
+    let skipped: Vec<Value> = srv
+        .timeline(&user)
+        .into_iter()
+        .filter(|i| i["kind"] == "transition" && i["what"] == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 2, "{skipped:#?}");
+    let journeys: Vec<&str> = skipped
+        .iter()
+        .filter_map(|t| t["journey_id"].as_str())
+        .collect();
+    assert_eq!(journeys, ["cap-a", "cap-b"], "{skipped:#?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1107,6 +1135,37 @@ fn destinations_api() {
     }
 }
 
+/// `write_key` is write-only like `secret` (docs/decisions.md): a PUT that leaves it out keeps the
+/// stored one, also for a `segment` destination, which needs one.
+#[test]
+fn destinations_segment_write_key_is_kept_when_left_out() {
+    let srv = Server::start();
+    let first = put_destination(
+        &srv,
+        "seg",
+        &json!({"type": "segment", "url": "http://127.0.0.1:9", "write_key": "wk-1"}),
+    );
+    assert_eq!(first["write_key_set"], true, "{first}");
+    assert!(first.get("write_key").is_none(), "{first}");
+    let resp = admin_put(
+        &srv,
+        "/v1/destinations/seg",
+        &json!({"type": "segment", "url": "http://127.0.0.1:9", "max_attempts": 2}),
+    );
+    assert_eq!(resp.status, 200, "re-PUT without write_key:\n{resp}");
+    let shown = admin_json(&srv, "/v1/destinations/seg");
+    assert_eq!(shown["write_key_set"], true, "{shown}");
+    assert_eq!(shown["max_attempts"], 2, "{shown}");
+    // A new segment destination without any write_key is invalid.
+    let resp = admin_put(
+        &srv,
+        "/v1/destinations/seg2",
+        &json!({"type": "segment", "url": "http://127.0.0.1:9"}),
+    );
+    let got = problems(&resp);
+    assert!(got.iter().any(|(p, _)| p == "/write_key"), "{got:#?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Simulation
 // ---------------------------------------------------------------------------------------------
@@ -1149,7 +1208,8 @@ pub fn cart_events(user: &str) -> Vec<Value> {
                                          "properties": {"cart_ID": "c-2"}}}),
         json!({"at": "+0s", "message": {"type": "track", "userId": third, "event": "Product_Added",
                                         "properties": {"cart_ID": "c-3"}}}),
-        json!({"at": "+45m", "message": {"type": "track", "userId": third, "event": "Account_Deleted"}}),
+        json!({"at": "+45m", "message": {"type": "track", "userId": third, "event": "Account_Deleted",
+                                         "properties": {"cart_ID": "c-3"}}}),
     ]
 }
 

@@ -25,6 +25,7 @@ mod identity;
 mod ingest_paths;
 mod journeys_api;
 mod operations;
+mod packaging;
 mod process;
 mod restart;
 mod sdk_fixtures;

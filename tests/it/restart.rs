@@ -38,7 +38,7 @@ const TIMED_OUT: &[&str] = &[
     "completed nudge",
 ];
 
-fn signup_journey(hold: &str) -> Value {
+fn signup_journey(hold: &str, reminder: &str) -> Value {
     json!({
         "id": "signup-nudge",
         "name": "Signup nudge",
@@ -47,7 +47,7 @@ fn signup_journey(hold: &str) -> Value {
             {"id": "wait", "type": "hold_until", "max_hold": hold,
              "branches": [{"name": "completed", "event": "Signup_Completed", "next": null}],
              "on_timeout": "nudge"},
-            {"id": "nudge", "type": "send", "destination": "crm", "event_name": "Signup Reminder",
+            {"id": "nudge", "type": "send", "destination": "crm", "event_name": reminder,
              "traits": ["email", "first_name"]}
         ]
     })
@@ -131,7 +131,12 @@ fn due_at(inst: &Value) -> i64 {
 }
 
 /// Waits until `n` requests have arrived; fails naming what did arrive.
-fn wait_deliveries(srv: &Server, receiver: &Receiver, n: usize, timeout: Duration) -> Vec<Received> {
+fn wait_deliveries(
+    srv: &Server,
+    receiver: &Receiver,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Received> {
     let got = receiver.wait_for(n, timeout);
     assert!(
         got.len() >= n,
@@ -158,18 +163,22 @@ fn by_instance(received: &[Received]) -> BTreeMap<String, Vec<Value>> {
 }
 
 /// Timers pending at a kill -9 survive it: the instances are still there, at the same step with
-/// the same due time and context; an event reaches a holding instance after the restart; and the
-/// timers of the others fire at their due time.
+/// the same due time and context; an event reaches a holding instance after the restart; the
+/// timers of the others fire at their due time; and instances keep the journey version they
+/// entered (a version published before the kill applies only to entries after it, SPEC §4).
 #[test]
 fn restart_resumes_holds_and_timers_fire_on_time() {
-    let users = ["a1", "a2", "a3"];
+    let users = ["a1", "a2", "a3", "a4"];
     let (mut srv, receiver) = setup(
-        &[signup_journey("4s"), welcome_journey("3s")],
+        &[
+            signup_journey("4s", "Signup Reminder"),
+            welcome_journey("3s"),
+        ],
         Vec::new(),
         &users,
     );
     let clock = Clock::now();
-    for u in users {
+    for u in &users[..3] {
         track(&srv, u, "Signup_Started");
     }
     track(&srv, "a1", "Trial_Started");
@@ -179,6 +188,13 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
         assert_eq!(i["state"], "active", "{i}");
         let _ = due_at(i);
     }
+    // Version 2 is published while version 1 instances hold.
+    let v2 = put_json(
+        &srv,
+        "/v1/journeys/signup-nudge",
+        &signup_journey("2s", "Signup Reminder v2"),
+    );
+    assert_eq!(v2.expect(200)["version"], 2, "{v2}");
 
     srv.kill9();
     srv.restart();
@@ -186,8 +202,21 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
     let after = live_instances(&srv, &users);
     assert_eq!(after.len(), before.len(), "{after:#?}");
     for (b, a) in before.iter().zip(&after) {
-        for key in ["id", "journey_id", "version", "state", "step", "context", "due_at", "entered_at"] {
-            assert_eq!(a[key], b[key], "instance {} {key} changed across the restart", b["id"]);
+        for key in [
+            "id",
+            "journey_id",
+            "version",
+            "state",
+            "step",
+            "context",
+            "due_at",
+            "entered_at",
+        ] {
+            assert_eq!(
+                a[key], b[key],
+                "instance {} {key} changed across the restart",
+                b["id"]
+            );
         }
     }
     assert!(
@@ -205,15 +234,30 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
     let id = a1_signup["id"].as_i64().unwrap();
     assert_eq!(
         history_lines(&instance(&srv, id)),
-        ["entered", "step wait", "branch wait -> completed", "completed wait"],
+        [
+            "entered",
+            "step wait",
+            "branch wait -> completed",
+            "completed wait"
+        ],
         "instance {id} of a1"
     );
 
-    // The other timers fire at their due time: a2's and a3's holds, a1's delay.
-    let timed: Vec<&Value> = after.iter().filter(|i| i["id"] != a1_signup["id"]).collect();
+    // A new entry after the restart runs on version 2.
+    track(&srv, "a4", "Signup_Started");
+    let a4 = live_instances(&srv, &["a4"]);
+    assert_eq!(a4.len(), 1, "{a4:#?}");
+    assert_eq!(a4[0]["version"], 2, "{}", a4[0]);
+
+    // The other timers fire at their due time: a2's and a3's holds, a1's delay, a4's hold.
+    let mut timed: Vec<&Value> = after
+        .iter()
+        .filter(|i| i["id"] != a1_signup["id"])
+        .collect();
+    timed.push(&a4[0]);
     let last_due = timed.iter().map(|i| due_at(i)).max().unwrap();
     let wait = Duration::from_millis((last_due - now_ms() + LATE_MS).max(0) as u64);
-    let received = wait_deliveries(&srv, &receiver, 3, wait);
+    let received = wait_deliveries(&srv, &receiver, timed.len(), wait);
     let by = by_instance(&received);
     for inst in &timed {
         let id = inst["id"].as_i64().unwrap();
@@ -239,6 +283,12 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
         let history = history_lines(&detail);
         let fired = &detail["history"].as_array().unwrap()[2];
         assert_eq!(fired["at"], fmt_ts(due * 1000), "instance {id}: {detail:#}");
+        let version = inst["version"].as_i64().unwrap();
+        assert_eq!(
+            got[0]["properties"]["journey_metadata"]["journey_version"], version,
+            "instance {id}: {}",
+            got[0]
+        );
         if inst["journey_id"] == "trial-welcome" {
             assert_eq!(
                 history,
@@ -255,13 +305,18 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
             assert_eq!(got[0]["event"], "Trial Welcome");
         } else {
             assert_eq!(history, TIMED_OUT, "instance {id}");
-            assert_eq!(got[0]["event"], "Signup Reminder");
+            let want = if version == 1 {
+                "Signup Reminder"
+            } else {
+                "Signup Reminder v2"
+            };
+            assert_eq!(got[0]["event"], want, "instance {id} on version {version}");
         }
         let user = inst["profile"].as_str().unwrap();
         assert_eq!(got[0]["userId"], user);
         assert_eq!(got[0]["properties"]["email"], format!("{user}@example.com"));
     }
-    assert_eq!(receiver.received().len(), 3);
+    assert_eq!(receiver.received().len(), timed.len());
 }
 
 /// Holds that fell due while the process was down time out as soon as it starts again, at the
@@ -270,7 +325,11 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
 #[test]
 fn restart_fires_holds_that_fell_due_while_down_once() {
     let users = ["b1", "b2", "b3", "b4"];
-    let (mut srv, receiver) = setup(&[signup_journey("2s")], Vec::new(), &users);
+    let (mut srv, receiver) = setup(
+        &[signup_journey("2s", "Signup Reminder")],
+        Vec::new(),
+        &users,
+    );
     for u in users {
         track(&srv, u, "Signup_Started");
     }
@@ -305,14 +364,22 @@ fn restart_fires_holds_that_fell_due_while_down_once() {
         let got = by
             .get(&id.to_string())
             .unwrap_or_else(|| panic!("no delivery for instance {id}: {by:#?}"));
-        assert_eq!(got.len(), 1, "instance {id} was delivered more than once: {got:#?}");
+        assert_eq!(
+            got.len(),
+            1,
+            "instance {id} was delivered more than once: {got:#?}"
+        );
         ids.insert(got[0]["messageId"].as_str().unwrap().to_string());
         assert_eq!(got[0]["userId"], inst["profile"]);
         assert_eq!(got[0]["event"], "Signup Reminder");
         // Logical time: the hold timed out when it fell due, while the process was down.
         assert_eq!(got[0]["timestamp"], fmt_ts(due * 1000), "{}", got[0]);
         let detail = instance(&srv, id);
-        assert_eq!(history_lines(&detail), TIMED_OUT, "instance {id}: {detail:#}");
+        assert_eq!(
+            history_lines(&detail),
+            TIMED_OUT,
+            "instance {id}: {detail:#}"
+        );
         assert_eq!(detail["history"][2]["at"], fmt_ts(due * 1000), "{detail:#}");
         assert_eq!(detail["state"], "completed");
     }
@@ -333,7 +400,12 @@ fn restart_fires_holds_that_fell_due_while_down_once() {
 
     // Later, still exactly one request per instance.
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(receiver.received().len(), 4, "{:#?}", by_instance(&receiver.received()));
+    assert_eq!(
+        receiver.received().len(),
+        4,
+        "{:#?}",
+        by_instance(&receiver.received())
+    );
 }
 
 /// Nothing fires twice across restarts: one timer fired before the kill, one fell due during the
@@ -343,11 +415,20 @@ fn restart_fires_holds_that_fell_due_while_down_once() {
 #[test]
 fn restart_never_fires_twice() {
     let users = ["c1", "c2", "c3"];
-    let (mut srv, receiver) = setup(&[signup_journey("2s")], Vec::new(), &users);
+    let (mut srv, receiver) = setup(
+        &[signup_journey("2s", "Signup Reminder")],
+        Vec::new(),
+        &users,
+    );
 
     // c1's timer fires while the server runs.
     track(&srv, "c1", "Signup_Started");
-    wait_deliveries(&srv, &receiver, 1, Duration::from_millis(2000 + LATE_MS as u64));
+    wait_deliveries(
+        &srv,
+        &receiver,
+        1,
+        Duration::from_millis(2000 + LATE_MS as u64),
+    );
 
     // c2's falls due while it is down.
     track(&srv, "c2", "Signup_Started");
@@ -358,7 +439,12 @@ fn restart_never_fires_twice() {
 
     // c3's is set after the restart.
     track(&srv, "c3", "Signup_Started");
-    wait_deliveries(&srv, &receiver, 3, Duration::from_millis(2000 + LATE_MS as u64));
+    wait_deliveries(
+        &srv,
+        &receiver,
+        3,
+        Duration::from_millis(2000 + LATE_MS as u64),
+    );
 
     // Once more, and wait past everything.
     srv.kill9();
@@ -371,7 +457,10 @@ fn restart_never_fires_twice() {
         let id = inst["id"].as_i64().unwrap();
         let history = history_lines(&instance(&srv, id));
         for what in ["entered", "timeout", "send", "completed"] {
-            let n = history.iter().filter(|l| l.split(' ').next() == Some(what)).count();
+            let n = history
+                .iter()
+                .filter(|l| l.split(' ').next() == Some(what))
+                .count();
             assert_eq!(n, 1, "instance {id} has {n} `{what}`: {history:#?}");
         }
         assert_eq!(history, TIMED_OUT, "instance {id}");
@@ -382,7 +471,12 @@ fn restart_never_fires_twice() {
     let by = by_instance(&received);
     assert_eq!(by.len(), 3, "{by:#?}");
     for (id, got) in &by {
-        assert_eq!(got.len(), 1, "instance {id} was delivered {} times: {got:#?}", got.len());
+        assert_eq!(
+            got.len(),
+            1,
+            "instance {id} was delivered {} times: {got:#?}",
+            got.len()
+        );
     }
     let outbox = deliveries(&srv, "crm");
     assert_eq!(outbox.len(), 3, "{outbox:#?}");
@@ -397,7 +491,15 @@ fn restart_never_fires_twice() {
         "steps": {"wait": {"reached": 3, "active": 0}, "nudge": {"reached": 3, "active": 0}},
         "branches": {"wait": {"completed": 0, "timeout": 3}},
     });
-    for key in ["entered", "active", "completed", "exited", "skipped", "steps", "branches"] {
+    for key in [
+        "entered",
+        "active",
+        "completed",
+        "exited",
+        "skipped",
+        "steps",
+        "branches",
+    ] {
         assert_eq!(stats[key], want[key], "stats.{key}: {stats:#}");
     }
 }
@@ -406,9 +508,18 @@ fn restart_never_fires_twice() {
 /// `webhook-id` and body (at least once, SPEC §0.3), and the instance did not run its step again.
 #[test]
 fn restart_resends_in_flight_delivery_with_same_id() {
-    let (mut srv, receiver) = setup(&[signup_journey("1s")], vec![Reply::Hang], &["d1"]);
+    let (mut srv, receiver) = setup(
+        &[signup_journey("1s", "Signup Reminder")],
+        vec![Reply::Hang],
+        &["d1"],
+    );
     track(&srv, "d1", "Signup_Started");
-    let first = wait_deliveries(&srv, &receiver, 1, Duration::from_millis(1000 + LATE_MS as u64));
+    let first = wait_deliveries(
+        &srv,
+        &receiver,
+        1,
+        Duration::from_millis(1000 + LATE_MS as u64),
+    );
     let first_body = check_webhook(&first[0], SECRET);
 
     srv.kill9();
@@ -441,7 +552,11 @@ fn restart_resends_in_flight_delivery_with_same_id() {
     }
     let inst = live_instances(&srv, &["d1"]);
     let id = inst[0]["id"].as_i64().unwrap();
-    assert_eq!(history_lines(&instance(&srv, id)), TIMED_OUT, "instance {id}");
+    assert_eq!(
+        history_lines(&instance(&srv, id)),
+        TIMED_OUT,
+        "instance {id}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(receiver.received().len(), 2);
 }

@@ -293,6 +293,7 @@ pub fn instance_json(i: &InstanceView) -> Value {
     let mut v = json!({
         "id": i.id,
         "profile": i.profile_key,
+        "journey": i.journey_id,
         "journey_id": i.journey_id,
         "version": i.version,
         "state": i.state,

@@ -137,7 +137,7 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 fn admin_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
     json_response(
         status,
-        &json!({"error": {"code": code, "message": message.into()}}),
+        &json!({"error": {"code": code, "message": message.into(), "details": []}}),
     )
 }
 

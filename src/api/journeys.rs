@@ -359,10 +359,20 @@ pub async fn put_destination(app: &App, id: String, req: Request<Incoming>) -> R
         Ok(d) => d,
         Err(resp) => return resp,
     };
-    let (_, config, secrets) = match crate::delivery::parse(&doc) {
+    let (dest, config, secrets) = match crate::delivery::parse(&doc) {
         Ok(p) => p,
         Err(problems) => return invalid("invalid_destination", &problems),
     };
+    if dest.kind == crate::delivery::Kind::Segment && !matches!(secrets.get("write_key"), Some(Value::String(_))) {
+        let stored = match app.store.destination(id.clone()).await {
+            Ok(d) => d.secrets_set.iter().any(|s| s == "write_key"),
+            Err(_) => false,
+        };
+        if !stored || secrets.contains_key("write_key") {
+            let problem = Problem { path: "/write_key".into(), message: "a segment destination needs a \"write_key\"".into() };
+            return invalid("invalid_destination", &[problem]);
+        }
+    }
     match app.store.put_destination(id.clone(), config, secrets).await {
         Ok(created) => {
             let status = if created {

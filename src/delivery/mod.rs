@@ -273,12 +273,8 @@ pub fn parse(doc: &Value) -> Result<Parsed, Vec<Problem>> {
             Some(_) => bad(&format!("/{key}"), "expected a string".into()),
         }
     }
-    if kind == Kind::Segment && !matches!(obj.get("write_key"), Some(Value::String(_))) {
-        bad(
-            "/write_key",
-            "a segment destination needs a \"write_key\"".into(),
-        );
-    }
+    // A segment destination needs a write key, given here or stored before: the API checks
+    // that, since it knows what is stored (this function also reads stored settings back).
     if !problems.is_empty() {
         return Err(problems);
     }

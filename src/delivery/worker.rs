@@ -59,7 +59,13 @@ struct Target {
 
 impl Target {
     fn from_row(row: &DestinationRow) -> Option<Target> {
-        let (dest, _, _) = super::parse(&row.config).ok()?;
+        let (dest, _, _) = match super::parse(&row.config) {
+            Ok(p) => p,
+            Err(problems) => {
+                tracing::error!(destination = %row.id, ?problems, "stored destination settings do not validate: not sending to it");
+                return None;
+            }
+        };
         let secret = |k: &str| {
             row.secrets
                 .get(k)

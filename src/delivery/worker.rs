@@ -108,6 +108,10 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
                 continue; // a finishing send wakes us
             }
             let busy = target.dest.concurrency as usize - free;
+            // What was in flight before the read: a send that finishes while the read runs is
+            // gone from `in_flight` by the time its row is looked at, but the row read may
+            // predate its outcome. Skipping it until the next pass keeps it from going out twice.
+            let in_flight_before: HashSet<String> = in_flight.lock().unwrap().clone();
             let pending = match store.pending_for(target.id.clone(), busy + free + 1).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -116,7 +120,7 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
                 }
             };
             for row in pending {
-                if in_flight.lock().unwrap().contains(&row.id) {
+                if in_flight_before.contains(&row.id) || in_flight.lock().unwrap().contains(&row.id) {
                     continue;
                 }
                 if row.next_attempt_at > now {

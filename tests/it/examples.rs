@@ -23,9 +23,7 @@ use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
-use crate::harness::{
-    self, Resp, Server, bearer, check_all, describe, enc, is_stored_timestamp, run_cli,
-};
+use crate::harness::{self, Resp, Server, check_all, describe, enc, is_stored_timestamp, run_cli};
 use crate::receiver::{Received, Receiver};
 
 /// What the shortest duration of a journey becomes in the live run. Offsets scale by the same
@@ -572,11 +570,13 @@ fn check(c: &Case) {
     for want in c.deliveries {
         let instance_id = live_ids[want.instance - 1];
         let user = c.instances[want.instance - 1].user;
+        // Payloads carry the instance id as a string (SPEC §5).
+        let instance_key = instance_id.to_string();
         let matching: Vec<&Received> = received
             .iter()
             .filter(|r| {
                 let b = r.json();
-                b["properties"]["journey_metadata"]["instance_id"] == instance_id.to_string()
+                b["properties"]["journey_metadata"]["instance_id"] == instance_key.as_str()
                     && b["properties"]["journey_metadata"]["step_id"] == want.step
             })
             .collect();
@@ -650,7 +650,7 @@ fn check(c: &Case) {
     );
 
     // The outbox: every delivery succeeded at the first attempt, under the ids the receiver saw.
-    let outbox = deliveries(&srv, "crm");
+    let outbox = settled_deliveries(&srv, "crm", c.deliveries.len());
     let outbox_ids: BTreeSet<String> = outbox
         .iter()
         .map(|d| d["id"].as_str().unwrap().to_string())
@@ -1036,6 +1036,23 @@ pub fn deliveries(srv: &Server, destination: &str) -> Vec<Value> {
             Some(c) => cursor = Some(c.to_string()),
             None => return items,
         }
+    }
+}
+
+/// The outbox of a destination once it holds `n` deliveries and none is pending any more: the
+/// receiver sees a request before journeyd has recorded its outcome, so this polls (bounded).
+pub fn settled_deliveries(srv: &Server, destination: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let items = deliveries(srv, destination);
+        if items.len() >= n && items.iter().all(|d| d["status"] != "pending") {
+            return items;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outbox of {destination} did not settle with {n} deliveries: {items:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

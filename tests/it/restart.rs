@@ -7,6 +7,7 @@
 //!   delivery, at the logical time they fell due.
 //! - Nothing fires twice, whatever the number of restarts; a delivery in flight at the kill is sent
 //!   again with the same `webhook-id`.
+//! - And, as the baseline for all of this, a running server sends each delivery once.
 //!
 //! Sleeps here only let real time pass for timers (and for the downtime); outcomes are polled for
 //! with a deadline.
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::examples::{
     SECRET, check_webhook, deliveries, history_lines, instance, live_instances, put_destination,
-    put_json,
+    put_json, settled_deliveries,
 };
 use crate::harness::{self, Server, fmt_ts};
 use crate::receiver::{Received, Receiver, Reply};
@@ -386,7 +387,7 @@ fn restart_fires_holds_that_fell_due_while_down_once() {
     assert_eq!(ids.len(), 4, "webhook ids repeat");
 
     // The outbox holds one succeeded delivery per instance, under the ids the receiver saw.
-    let outbox = deliveries(&srv, "crm");
+    let outbox = settled_deliveries(&srv, "crm", 4);
     assert_eq!(outbox.len(), 4, "{outbox:#?}");
     let outbox_ids: BTreeSet<String> = outbox
         .iter()
@@ -421,7 +422,10 @@ fn restart_never_fires_twice() {
         &users,
     );
 
-    // c1's timer fires while the server runs.
+    // c1's timer fires while the server runs. Each kill below comes only once the outbox has
+    // recorded every delivery's outcome: a delivery whose request reached the receiver but whose
+    // outcome was not yet recorded is rightly sent again after a restart (at least once, SPEC §0.3),
+    // which is `restart_resends_in_flight_delivery_with_same_id`, not this test.
     track(&srv, "c1", "Signup_Started");
     wait_deliveries(
         &srv,
@@ -429,6 +433,7 @@ fn restart_never_fires_twice() {
         1,
         Duration::from_millis(2000 + LATE_MS as u64),
     );
+    settled_deliveries(&srv, "crm", 1);
 
     // c2's falls due while it is down.
     track(&srv, "c2", "Signup_Started");
@@ -445,6 +450,7 @@ fn restart_never_fires_twice() {
         3,
         Duration::from_millis(2000 + LATE_MS as u64),
     );
+    settled_deliveries(&srv, "crm", 3);
 
     // Once more, and wait past everything.
     srv.kill9();
@@ -478,7 +484,7 @@ fn restart_never_fires_twice() {
             got.len()
         );
     }
-    let outbox = deliveries(&srv, "crm");
+    let outbox = settled_deliveries(&srv, "crm", 3);
     assert_eq!(outbox.len(), 3, "{outbox:#?}");
     for d in &outbox {
         assert_eq!(d["status"], "succeeded", "{d}");
@@ -538,18 +544,10 @@ fn restart_resends_in_flight_delivery_with_same_id() {
     );
     assert_eq!(again, first_body, "the resend has another body");
 
-    let outbox = deliveries(&srv, "crm");
+    let outbox = settled_deliveries(&srv, "crm", 1);
     assert_eq!(outbox.len(), 1, "{outbox:#?}");
     assert_eq!(outbox[0]["id"], first_body["messageId"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let d = &deliveries(&srv, "crm")[0];
-        if d["status"] == "succeeded" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "delivery not succeeded: {d}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_eq!(outbox[0]["status"], "succeeded", "{}", outbox[0]);
     let inst = live_instances(&srv, &["d1"]);
     let id = inst[0]["id"].as_i64().unwrap();
     assert_eq!(
@@ -559,4 +557,63 @@ fn restart_resends_in_flight_delivery_with_same_id() {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(receiver.received().len(), 2);
+}
+
+/// Without any restart, a stream of timeouts falling due one after another sends each delivery
+/// exactly once: SPEC §0.3's "at least once" covers resends after a crash or a failed attempt, not a
+/// running dispatcher sending a delivery again after recording its success (its own doc says it
+/// "does not send one twice at the same time").
+///
+/// Fails today, typically a few of the 600 deliveries twice, with the outbox saying "succeeded
+/// after 1 attempt": in `src/delivery/worker.rs` `run`, the dispatcher reads the pending rows
+/// (`pending_for`), then skips those in its in-flight set. A send that finishes in between (records
+/// its outcome, then leaves the in-flight set) is not skipped, and its stale row is sent again.
+#[test]
+fn running_server_sends_each_delivery_once() {
+    let srv = Server::start();
+    let receiver = Receiver::start(Vec::new());
+    put_destination(&srv, "crm", &receiver.url("/hook"));
+    put_json(
+        &srv,
+        "/v1/journeys/signup-nudge",
+        &signup_journey("1s", "Signup Reminder"),
+    )
+    .expect(201);
+    // Entries spread over a second or so: their timers fall due one after another, so deliveries are
+    // written (and wake the dispatcher) while earlier ones are in flight.
+    const N: usize = 600;
+    for n in 0..N {
+        srv.ingest_ok(
+            "/v1/track",
+            &json!({"userId": format!("burst-{n}"), "event": "Signup_Started"}),
+        );
+    }
+    wait_deliveries(&srv, &receiver, N, Duration::from_secs(30));
+    let outbox = settled_deliveries(&srv, "crm", N);
+    assert!(outbox.iter().all(|d| d["status"] == "succeeded"));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut per_id: BTreeMap<String, usize> = BTreeMap::new();
+    for r in receiver.received() {
+        *per_id
+            .entry(r.header("webhook-id").unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(per_id.len(), N);
+    let repeated: Vec<String> = per_id
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, n)| {
+            let d = outbox.iter().find(|d| d["id"] == id.as_str()).unwrap();
+            format!(
+                "{id}: sent {n} times, outbox says {} after {} attempt(s)",
+                d["status"], d["attempts"]
+            )
+        })
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "{} of {N} deliveries were sent more than once by a running server:\n{}",
+        repeated.len(),
+        repeated.join("\n")
+    );
 }

@@ -82,7 +82,10 @@ fn metrics_follow_traffic() {
     assert_eq!(srv.post("/v1/track", &[], b"{}").status, 401);
 
     let m = wait_metric(&srv, "two deliveries and one timer", |m| {
-        get(m, "journeyd_delivery_attempts_total{outcome=\"delivered\"}") >= 2.0 && get(m, "journeyd_timers_fired_total") >= 1.0
+        get(m, "journeyd_delivery_attempts_total{outcome=\"delivered\"}") >= 2.0
+            && get(m, "journeyd_timers_fired_total") >= 1.0
+            // Counters move inside the transaction, the pending gauge is read after it commits.
+            && get(m, "journeyd_timers_pending") == 0.0
     });
     let delta = |key: &str| get(&m, key) - get(&before, key);
     assert_eq!(delta("journeyd_events_received_total{type=\"track\"}"), 3.0, "{m:#?}");

@@ -77,6 +77,11 @@ pub struct ServeArgs {
     #[arg(long = "write-key", env = "JOURNEYD_WRITE_KEY", value_delimiter = ',')]
     pub write_keys: Vec<String>,
 
+    /// When a commit is durable: `normal` survives the process being killed at any moment;
+    /// `full` also survives power loss, with one fsync per group commit (slower ingest).
+    #[arg(long, env = "JOURNEYD_SYNC", value_enum, default_value_t = SyncArg::Normal)]
+    pub sync: SyncArg,
+
     /// Most active journey instances per profile, across all journeys; further entries are
     /// skipped and counted.
     #[arg(long, env = "JOURNEYD_MAX_ACTIVE_PER_PROFILE", default_value_t = crate::engine::DEFAULT_MAX_ACTIVE)]
@@ -110,6 +115,13 @@ pub struct ServeArgs {
     /// How many scheduled backups to keep (the newest).
     #[arg(long, env = "JOURNEYD_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
     pub backup_keep: u32,
+}
+
+/// The `--sync` values (SQLite's `synchronous` in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncArg {
+    Normal,
+    Full,
 }
 
 /// A setting that clap could not check itself is wrong: `journeyd` exits with 2.

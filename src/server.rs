@@ -35,6 +35,10 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyho
     let max_active = args.max_active_per_profile;
     let options = StoreOptions {
         max_active,
+        sync: match args.sync {
+            crate::config::SyncArg::Normal => crate::store::Sync::Normal,
+            crate::config::SyncArg::Full => crate::store::Sync::Full,
+        },
         ..StoreOptions::default()
     };
     let store = Store::open(&args.db.db, clock, options)

@@ -56,17 +56,40 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// When a commit counts as durable (SQLite's `synchronous` in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sync {
+    /// A commit is durable once written to the OS: it survives the process being killed at any
+    /// moment (SPEC invariant 1), but an OS crash or power loss can lose the last moments of
+    /// commits (the database itself stays consistent). The WAL is fsynced at each checkpoint.
+    #[default]
+    Normal,
+    /// Every commit fsyncs the WAL before callers are answered: also survives power loss, at the
+    /// cost of one fsync per group commit.
+    Full,
+}
+
+impl Sync {
+    fn pragma(self) -> &'static str {
+        match self {
+            Sync::Normal => "NORMAL",
+            Sync::Full => "FULL",
+        }
+    }
+}
+
 /// Sets the pragmas every connection needs, write or read.
-fn configure(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+fn configure(conn: &rusqlite::Connection, sync: Sync) -> rusqlite::Result<()> {
     // busy_timeout first: `journeyd backup` and other processes may hold locks briefly, and a
     // connection that gives up at once would turn that into spurious errors.
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     // WAL lets readers (admin API, backups) run while the writer commits, and makes a commit one
     // sequential append instead of a rewrite of the pages in place.
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL fsyncs the WAL at every commit, so an acknowledged event survives power loss, not only
-    // a process crash. Group commit amortises the fsync over every request in the batch.
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // NORMAL (the default) makes a commit durable against the process dying, which is the
+    // contract; FULL adds an fsync per commit for power loss. Group commit amortises that fsync
+    // over every request in the batch. See [`Sync`].
+    conn.pragma_update(None, "synchronous", sync.pragma())?;
     // Foreign keys are off by default in SQLite; the schema relies on none, but say so explicitly.
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     // Keep temporary b-trees (sorts for list queries) in memory rather than in temp files.
@@ -77,9 +100,9 @@ fn configure(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
 }
 
 /// Opens a connection with the shared pragmas.
-fn open_connection(path: &Path) -> Result<rusqlite::Connection> {
+fn open_connection(path: &Path, sync: Sync) -> Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;
-    configure(&conn)?;
+    configure(&conn, sync)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -129,6 +152,7 @@ pub struct StoreOptions {
     pub readers: usize,
     /// Most active journey instances per profile, across journeys (SPEC §4).
     pub max_active: usize,
+    pub sync: Sync,
 }
 
 impl Default for StoreOptions {
@@ -138,6 +162,7 @@ impl Default for StoreOptions {
             max_batch: 512,
             readers: 4,
             max_active: crate::engine::DEFAULT_MAX_ACTIVE,
+            sync: Sync::Normal,
         }
     }
 }
@@ -146,7 +171,7 @@ impl Store {
     /// Opens (creating if needed) the database at `path`, applies the schema or its migrations,
     /// and starts the writer thread.
     pub fn open(path: &Path, clock: Arc<dyn Clock>, options: StoreOptions) -> Result<Store> {
-        let mut conn = open_connection(path)?;
+        let mut conn = open_connection(path, options.sync)?;
         schema::apply(&mut conn)?;
         let wake = Arc::new(Wake::default());
         let live = journeys::Live::new(options.max_active, wake.clone());

@@ -3,7 +3,7 @@
 //! Phases, each run for `JOURNEYD_BENCH_SECS` seconds (default 5):
 //!
 //! 1. Machine ceiling: a plain loop of batched INSERTs into an `events`-shaped SQLite table with the
-//!    product's pragmas (WAL, synchronous=FULL), 100 rows per transaction. Followed, unless
+//!    product's pragmas (WAL, `synchronous` as below), 100 rows per transaction. Followed, unless
 //!    `JOURNEYD_BENCH_EXTRA=0`, by two shorter analysis runs: the same rows with the statements the
 //!    product runs per message (dedup lookup, identity lookup, profile upsert, savepoint), and plain
 //!    inserts at 800 rows per transaction (what group commit of 8 batch clients can reach).
@@ -16,6 +16,16 @@
 //! removed at the end unless `JOURNEYD_BENCH_KEEP=1`. During the HTTP phases the report also shows
 //! where the CPU went (per thread of the server, and the load generator itself): on a small machine
 //! the clients compete with the server for the same cores, which the figures must be read with.
+//! It also reads the writer's group-commit counters from `GET /metrics` when the server has them.
+//!
+//! Durability follows the product's default, `--sync normal` (SQLite `synchronous=NORMAL`: durable
+//! against the process dying); `JOURNEYD_BENCH_SYNC=full` runs the server with `--sync full` and the
+//! ceiling with `synchronous=FULL` (an fsync per commit: durable against power loss).
+//!
+//! Message ids are random UUIDs, as Segment's SDKs send them, in both the ceiling and the HTTP
+//! phases; `JOURNEYD_BENCH_IDS=sequential` uses ordered ids instead (cheaper for the messageId
+//! index, which then appends instead of touching a random page per row). Other settings:
+//! `JOURNEYD_BENCH_USERS` (5000 distinct userIds), `JOURNEYD_BENCH_LOG` (the server's RUST_LOG, `warn`).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -54,6 +64,10 @@ struct Settings {
     track_clients: usize,
     users: u64,
     extra: bool,
+    /// Ordered message ids instead of random UUIDs (what Segment's SDKs send).
+    sequential_ids: bool,
+    /// The server's `--sync` (`normal` or `full`), and the ceiling's `synchronous` to match.
+    sync: String,
     dir: PathBuf,
     keep: bool,
 }
@@ -86,6 +100,16 @@ impl Settings {
             track_clients: env_parse("JOURNEYD_BENCH_TRACK_CLIENTS", 64),
             users: env_parse("JOURNEYD_BENCH_USERS", 5000),
             extra: env_parse::<u8>("JOURNEYD_BENCH_EXTRA", 1) != 0,
+            sync: match std::env::var("JOURNEYD_BENCH_SYNC").as_deref() {
+                Ok("full") => "full".into(),
+                Ok("normal") | Err(_) => "normal".into(),
+                Ok(other) => panic!("JOURNEYD_BENCH_SYNC={other:?}: use normal or full"),
+            },
+            sequential_ids: match std::env::var("JOURNEYD_BENCH_IDS").as_deref() {
+                Ok("sequential") => true,
+                Ok("uuid") | Err(_) => false,
+                Ok(other) => panic!("JOURNEYD_BENCH_IDS={other:?}: use uuid or sequential"),
+            },
             dir,
             keep: env_parse::<u8>("JOURNEYD_BENCH_KEEP", 0) != 0,
         }
@@ -199,12 +223,12 @@ CREATE TABLE identities (
 CREATE INDEX identities_by_profile ON identities (profile_key);
 ";
 
-/// The same pragmas as the product's `store::configure`.
-fn open_like_product(path: &Path) -> rusqlite::Connection {
+/// The same pragmas as the product's `store::configure`; `sync` is SQLite's `synchronous`.
+fn open_like_product(path: &Path, sync: &str) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(path).expect("opening the ceiling database");
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", "FULL").unwrap();
+    conn.pragma_update(None, "synchronous", sync).unwrap();
     conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
     conn.pragma_update(None, "temp_store", "MEMORY").unwrap();
     conn.pragma_update(None, "cache_size", -16_384).unwrap();
@@ -217,6 +241,8 @@ struct CeilingResult {
     elapsed: Duration,
     commit_times: Vec<u32>,
     body_bytes: u64,
+    /// What the loop wrote, as [`describe_io`] puts it.
+    io: String,
 }
 
 impl CeilingResult {
@@ -237,7 +263,7 @@ fn ceiling(
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(path.with_extension("db-wal"));
     let _ = std::fs::remove_file(path.with_extension("db-shm"));
-    let mut conn = open_like_product(path);
+    let mut conn = open_like_product(path, &settings.sync.to_ascii_uppercase());
     conn.execute_batch(EVENTS_DDL).unwrap();
     conn.set_prepared_statement_cache_capacity(64);
 
@@ -248,6 +274,7 @@ fn ceiling(
     let mut message_id = String::with_capacity(64);
     let (mut rows, mut commits, mut seq, mut body_bytes) = (0u64, 0u64, 0i64, 0u64);
     let mut commit_times = Vec::new();
+    let io_before = proc_io("self");
     let started = Instant::now();
     let deadline = started + duration;
     while Instant::now() < deadline {
@@ -272,7 +299,11 @@ fn ceiling(
                 body.clear();
                 message_id.clear();
                 use std::fmt::Write as _;
-                let _ = write!(message_id, "ceiling-{seq:012}-{:016x}", rng.next());
+                if settings.sequential_ids {
+                    let _ = write!(message_id, "ceiling-{seq:012}");
+                } else {
+                    let _ = write!(message_id, "{}", uuid::Uuid::new_v4());
+                }
                 let user = write_track(
                     &mut body,
                     &mut rng,
@@ -326,12 +357,15 @@ fn ceiling(
         rows += per_tx as u64;
         commits += 1;
     }
+    let elapsed = started.elapsed();
+    let io = describe_io(io_before, proc_io("self"), elapsed.as_secs_f64(), rows);
     CeilingResult {
         rows,
         commits,
-        elapsed: started.elapsed(),
+        elapsed,
         commit_times,
         body_bytes,
+        io,
     }
 }
 
@@ -340,7 +374,7 @@ fn fsync_probe(path: &Path, duration: Duration) -> Vec<u32> {
     let _ = std::fs::remove_file(path);
     let _ = std::fs::remove_file(path.with_extension("db-wal"));
     let _ = std::fs::remove_file(path.with_extension("db-shm"));
-    let conn = open_like_product(path);
+    let conn = open_like_product(path, "FULL");
     conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
     let mut times = Vec::new();
     let deadline = Instant::now() + duration;
@@ -362,7 +396,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(db: &Path) -> Server {
+    fn start(db: &Path, sync: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_journeyd"))
             .args([
                 "serve",
@@ -372,6 +406,8 @@ impl Server {
                 ADMIN_TOKEN,
                 "--write-key",
                 WRITE_KEY,
+                "--sync",
+                sync,
             ])
             .arg("--db")
             .arg(db)
@@ -401,10 +437,10 @@ impl Server {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.trim().to_string());
-                    }
+                if let Some(addr) = line.strip_prefix("listening on ")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_string());
                 }
             }
         });
@@ -518,6 +554,33 @@ fn self_cpu() -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes process `pid` ("self" for this one) passed to write calls (`wchar`) and caused to be
+/// sent to storage (`write_bytes`), from /proc/<pid>/io.
+fn proc_io(pid: &str) -> (u64, u64) {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("wchar:"), field("write_bytes:"))
+}
+
+/// Describes the bytes written between two [`proc_io`] readings, per `rows` rows.
+fn describe_io(before: (u64, u64), after: (u64, u64), secs: f64, rows: u64) -> String {
+    let wchar = after.0.saturating_sub(before.0) as f64;
+    let storage = after.1.saturating_sub(before.1) as f64;
+    let rows = rows.max(1) as f64;
+    format!(
+        "{:.0} MB/s through write calls ({:.1} KB per event), {:.0} MB/s to storage ({:.1} KB per event)",
+        wchar / secs / 1048576.0,
+        wchar / rows / 1024.0,
+        storage / secs / 1048576.0,
+        storage / rows / 1024.0
+    )
+}
+
 /// Busy and steal ticks of the whole machine, from the `cpu` line of /proc/stat.
 fn machine_cpu() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -598,6 +661,9 @@ impl CpuWindow {
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// Writes the body of request `n` of client task `task` into the buffer.
+type MakeBody = Arc<dyn Fn(usize, u64, &mut Rng, &mut String) + Send + Sync>;
+
 fn http_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -634,7 +700,7 @@ async fn http_load(
     clients: usize,
     duration: Duration,
     messages_per_request: u64,
-    make_body: Arc<dyn Fn(usize, u64, &mut Rng, &mut String) + Send + Sync>,
+    make_body: MakeBody,
 ) -> LoadResult {
     let uri: hyper::Uri = format!("http://{addr}{path}").parse().unwrap();
     let auth = format!(
@@ -769,6 +835,60 @@ async fn http_load(
     }
 }
 
+/// The writer's counters from `GET /metrics`: commits, and the sum and count of jobs per commit.
+/// `None` when the server has no metrics endpoint or it does not answer.
+async fn writer_metrics(addr: &str) -> Option<(f64, f64, f64)> {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(format!("http://{addr}/metrics"))
+        .header(AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .ok()?
+        .ok()?;
+    if resp.status() != StatusCode::OK {
+        return None;
+    }
+    let text = resp.into_body().collect().await.ok()?.to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    Some((
+        value("journeyd_writer_commits_total")?,
+        value("journeyd_writer_batch_jobs_sum")?,
+        value("journeyd_writer_batch_jobs_count")?,
+    ))
+}
+
+/// Describes the group commits between two scrapes of [`writer_metrics`].
+fn describe_commits(
+    before: Option<(f64, f64, f64)>,
+    after: Option<(f64, f64, f64)>,
+    secs: f64,
+    events_per_job: f64,
+) -> String {
+    match (before, after) {
+        (Some(b), Some(a)) if a.2 > b.2 => {
+            let commits = a.0 - b.0;
+            let jobs_per_commit = (a.1 - b.1) / (a.2 - b.2);
+            format!(
+                "{commits:.0} commits ({:.0}/s), {jobs_per_commit:.1} requests per commit on average (about {:.0} events per transaction)",
+                commits / secs,
+                jobs_per_commit * events_per_job
+            )
+        }
+        _ => "not available (no GET /metrics with writer_commits and writer_batch_jobs)".into(),
+    }
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -858,13 +978,32 @@ fn main() {
         "  phase length {:.1} s, {} batch clients x {} messages, {} track clients, {} distinct users",
         settings.secs, settings.clients, settings.batch, settings.track_clients, settings.users
     );
+    println!(
+        "  message ids: {}",
+        if settings.sequential_ids {
+            "ordered (JOURNEYD_BENCH_IDS=sequential)"
+        } else {
+            "random UUIDs, as Segment SDKs send"
+        }
+    );
+    println!(
+        "  durability: journeyd serve --sync {} (SQLite synchronous={}{})",
+        settings.sync,
+        settings.sync.to_ascii_uppercase(),
+        if settings.sync == "full" {
+            ": an fsync per commit, survives power loss"
+        } else {
+            ", the product default: survives kill -9, fsync only at checkpoints"
+        }
+    );
     println!("  binary {}", env!("CARGO_BIN_EXE_journeyd"));
     println!("  data dir {}", settings.dir.display());
     println!();
 
     // Phase 1 ------------------------------------------------------------------------------
     println!(
-        "== 1. Machine ceiling: plain batched INSERTs, WAL + synchronous=FULL, 100 rows/transaction"
+        "== 1. Machine ceiling: plain batched INSERTs, WAL + synchronous={}, 100 rows/transaction",
+        settings.sync.to_ascii_uppercase()
     );
     let probe = {
         let mut t = fsync_probe(
@@ -894,6 +1033,7 @@ fn main() {
         percentile(&c100.commit_times, 0.99),
         c100.body_bytes as f64 / c100.rows.max(1) as f64
     );
+    println!("  written: {}", c100.io);
     rows.push(Row {
         name: "SQLite ceiling, 100 rows/tx".into(),
         value: format!("{ceiling_rate:.0} rows/s"),
@@ -917,6 +1057,7 @@ fn main() {
             big.rows_per_sec(),
             percentile(&big.commit_times, 0.5)
         );
+        println!("  (analysis) written at 800 rows/transaction: {}", big.io);
         rows.push(Row {
             name: "SQLite, 100 rows/tx, product statements".into(),
             value: format!("{:.0} rows/s", shaped.rows_per_sec()),
@@ -944,7 +1085,7 @@ fn main() {
 
     // Server start and idle RSS ------------------------------------------------------------
     let db = settings.dir.join("bench.db");
-    let server = Server::start(&db);
+    let server = Server::start(&db, &settings.sync);
     std::thread::sleep(Duration::from_secs(1));
     let (idle_rss, _) = server.rss();
     println!(
@@ -969,22 +1110,28 @@ fn main() {
     let batch_size = settings.batch;
     let users = settings.users;
     let batch_nonce = nonce.clone();
-    let make_batch: Arc<dyn Fn(usize, u64, &mut Rng, &mut String) + Send + Sync> =
-        Arc::new(move |task, n, rng, out| {
-            let ts = iso_now();
-            out.push_str(r#"{"batch":["#);
-            let mut id = String::with_capacity(64);
-            for i in 0..batch_size {
-                if i > 0 {
-                    out.push(',');
-                }
-                id.clear();
-                use std::fmt::Write as _;
-                let _ = write!(id, "b-{batch_nonce}-{task}-{n}-{i}");
-                write_track(out, rng, users, &id, &ts, "");
+    let sequential_ids = settings.sequential_ids;
+    let make_batch: MakeBody = Arc::new(move |task, n, rng, out| {
+        let ts = iso_now();
+        out.push_str(r#"{"batch":["#);
+        let mut id = String::with_capacity(64);
+        for i in 0..batch_size {
+            if i > 0 {
+                out.push(',');
             }
-            let _ = std::fmt::Write::write_fmt(out, format_args!(r#"],"sentAt":"{ts}"}}"#));
-        });
+            id.clear();
+            use std::fmt::Write as _;
+            if sequential_ids {
+                let _ = write!(id, "b-{batch_nonce}-{task:02}-{n:09}-{i:04}");
+            } else {
+                let _ = write!(id, "{}", uuid::Uuid::new_v4());
+            }
+            write_track(out, rng, users, &id, &ts, "");
+        }
+        let _ = std::fmt::Write::write_fmt(out, format_args!(r#"],"sentAt":"{ts}"}}"#));
+    });
+    let metrics_before = runtime.block_on(writer_metrics(&server.addr));
+    let io_before = proc_io(&server.pid().to_string());
     let cpu = CpuWindow::start(server.pid());
     let batch = runtime.block_on(http_load(
         &server.addr,
@@ -995,6 +1142,8 @@ fn main() {
         make_batch.clone(),
     ));
     let cpu_lines = cpu.report();
+    let io_after = proc_io(&server.pid().to_string());
+    let metrics_after = runtime.block_on(writer_metrics(&server.addr));
     print_load(&batch, "events");
     let batch_rate =
         batch.counters.ok_messages.load(Ordering::Relaxed) as f64 / batch.elapsed.as_secs_f64();
@@ -1002,6 +1151,24 @@ fn main() {
         "  => {batch_rate:.0} events/s = {:.1}% of the SQLite ceiling ({ceiling_rate:.0} rows/s); target {BATCH_TARGET:.0}, floor {BATCH_FLOOR:.0}: {}",
         batch_rate / ceiling_rate * 100.0,
         verdict(batch_rate, BATCH_TARGET, BATCH_FLOOR)
+    );
+    println!(
+        "  group commit: {}",
+        describe_commits(
+            metrics_before,
+            metrics_after,
+            batch.elapsed.as_secs_f64(),
+            settings.batch as f64
+        )
+    );
+    println!(
+        "  server wrote: {}",
+        describe_io(
+            io_before,
+            io_after,
+            batch.elapsed.as_secs_f64(),
+            batch.counters.ok_messages.load(Ordering::Relaxed)
+        )
     );
     println!("  CPU during the phase:");
     for l in cpu_lines {
@@ -1035,12 +1202,17 @@ fn main() {
         settings.track_clients
     );
     let track_nonce = nonce.clone();
-    let make_track: Arc<dyn Fn(usize, u64, &mut Rng, &mut String) + Send + Sync> =
-        Arc::new(move |task, n, rng, out| {
-            let ts = iso_now();
-            let id = format!("t-{track_nonce}-{task}-{n}");
-            write_track(out, rng, users, &id, &ts, "");
-        });
+    let make_track: MakeBody = Arc::new(move |task, n, rng, out| {
+        let ts = iso_now();
+        let id = if sequential_ids {
+            format!("t-{track_nonce}-{task:02}-{n:09}")
+        } else {
+            uuid::Uuid::new_v4().to_string()
+        };
+        write_track(out, rng, users, &id, &ts, "");
+    });
+    let metrics_before = runtime.block_on(writer_metrics(&server.addr));
+    let io_before = proc_io(&server.pid().to_string());
     let cpu = CpuWindow::start(server.pid());
     let track = runtime.block_on(http_load(
         &server.addr,
@@ -1051,12 +1223,32 @@ fn main() {
         make_track,
     ));
     let cpu_lines = cpu.report();
+    let io_after = proc_io(&server.pid().to_string());
+    let metrics_after = runtime.block_on(writer_metrics(&server.addr));
     print_load(&track, "events");
     let track_rate =
         track.counters.ok_requests.load(Ordering::Relaxed) as f64 / track.elapsed.as_secs_f64();
     println!(
         "  => {track_rate:.0} req/s; target {TRACK_TARGET:.0}, floor {TRACK_FLOOR:.0}: {}",
         verdict(track_rate, TRACK_TARGET, TRACK_FLOOR)
+    );
+    println!(
+        "  group commit: {}",
+        describe_commits(
+            metrics_before,
+            metrics_after,
+            track.elapsed.as_secs_f64(),
+            1.0
+        )
+    );
+    println!(
+        "  server wrote: {}",
+        describe_io(
+            io_before,
+            io_after,
+            track.elapsed.as_secs_f64(),
+            track.counters.ok_messages.load(Ordering::Relaxed)
+        )
     );
     println!("  CPU during the phase:");
     for l in cpu_lines {
@@ -1083,6 +1275,17 @@ fn main() {
     // Phase 4 ------------------------------------------------------------------------------
     std::thread::sleep(Duration::from_secs(1));
     let (loaded_rss, peak_rss) = server.rss();
+    let file_mb = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len() as f64 / 1048576.0)
+            .unwrap_or(0.0)
+    };
+    println!(
+        "== Files after the load: database {:.1} MB, WAL {:.1} MB",
+        file_mb(&db),
+        file_mb(&settings.dir.join("bench.db-wal"))
+    );
+    println!();
     println!("== 4. Memory");
     println!("  idle RSS after start: {idle_rss:.1} MB (target under {IDLE_RSS_TARGET_MB:.0} MB)");
     println!(

@@ -100,8 +100,9 @@ pub struct ServeArgs {
     #[arg(long, env = "JOURNEYD_PURGE_SCHEDULE", default_value = "0 */10 * * * *")]
     pub purge_schedule: String,
 
-    /// When the WAL is checkpointed and truncated, keeping it bounded under constant load.
-    #[arg(long, env = "JOURNEYD_CHECKPOINT_SCHEDULE", default_value = "*/30 * * * * *")]
+    /// When the WAL is checkpointed (and truncated once past 64 MiB), keeping it bounded under
+    /// constant load.
+    #[arg(long, env = "JOURNEYD_CHECKPOINT_SCHEDULE", default_value = "* * * * * *")]
     pub checkpoint_schedule: String,
 
     /// A directory for scheduled backups; none are taken without it.

@@ -48,12 +48,7 @@ impl Housekeeping {
         scheduler
             .add(Job::new_async(settings.checkpoint_schedule.as_str(), move |_, _| {
                 let store = s.clone();
-                Box::pin(async move {
-                    match store.checkpoint().await {
-                        Ok(pages) => tracing::debug!(wal_pages = pages, "wal checkpoint"),
-                        Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
-                    }
-                })
+                Box::pin(async move { checkpoint(&store).await })
             })?)
             .await?;
 
@@ -74,6 +69,23 @@ impl Housekeeping {
         if let Err(e) = self.scheduler.shutdown().await {
             tracing::warn!(error = %e, "stopping housekeeping failed");
         }
+    }
+}
+
+/// Above this size the WAL is truncated (through the writer, between two transactions).
+const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Backfills the WAL into the database file alongside the writer; when the WAL file has grown
+/// past [`WAL_TRUNCATE_BYTES`] (under constant load it never restarts on its own), truncates it,
+/// which is quick because almost everything in it is already backfilled.
+async fn checkpoint(store: &Store) {
+    match store.checkpoint_passive().await {
+        Ok(wal) if wal > WAL_TRUNCATE_BYTES => match store.checkpoint().await {
+            Ok(pages) => tracing::info!(wal_bytes = wal, wal_pages = pages, "wal truncated"),
+            Err(e) => tracing::warn!(error = %e, "wal truncate failed"),
+        },
+        Ok(wal) => tracing::debug!(wal_bytes = wal, "wal checkpoint"),
+        Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
     }
 }
 

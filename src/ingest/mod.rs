@@ -80,6 +80,8 @@ pub struct Message {
     pub timestamp: i64,
     /// The message as it is stored and shown.
     pub body: Map<String, Value>,
+    /// `body` serialised, done on the request's task so the writer only copies it.
+    pub json: String,
 }
 
 impl Message {
@@ -391,6 +393,7 @@ fn normalise(
         }
     };
 
+    let json = serde_json::to_string(&body).expect("a JSON map serialises");
     Ok(Message {
         call,
         message_id,
@@ -401,6 +404,7 @@ fn normalise(
         received_at,
         timestamp,
         body,
+        json,
     })
 }
 

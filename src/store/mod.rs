@@ -119,6 +119,8 @@ struct Inner {
     readers: read::ReadPool,
     clock: Arc<dyn Clock>,
     wake: Arc<Wake>,
+    /// The connection housekeeping checkpoints with, opened on first use.
+    checkpointer: std::sync::Mutex<Option<rusqlite::Connection>>,
 }
 
 /// How the writer wakes the scheduler: `target` is the due time the scheduler sleeps until; a
@@ -172,6 +174,12 @@ impl Store {
     /// and starts the writer thread.
     pub fn open(path: &Path, clock: Arc<dyn Clock>, options: StoreOptions) -> Result<Store> {
         let mut conn = open_connection(path, options.sync)?;
+        // The writer never checkpoints inside its commits (that cost it about 15% of its time and
+        // made commit latency jumpy): housekeeping checkpoints from a connection of its own, off
+        // the writer thread, and truncates the WAL through the writer when it grows large.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // A larger page cache for the writer: the hot parts of the indexes stay in memory.
+        conn.pragma_update(None, "cache_size", -65_536)?;
         schema::apply(&mut conn)?;
         let wake = Arc::new(Wake::default());
         let live = journeys::Live::new(options.max_active, wake.clone());
@@ -184,8 +192,30 @@ impl Store {
                 readers,
                 clock,
                 wake,
+                checkpointer: std::sync::Mutex::new(None),
             }),
         })
+    }
+
+    /// Copies committed WAL frames into the database file from a connection of its own, alongside
+    /// the writer (SQLite's PASSIVE checkpoint never blocks it). Returns the WAL's size in bytes.
+    pub async fn checkpoint_passive(&self) -> Result<u64> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = inner.checkpointer.lock().unwrap();
+            if guard.is_none() {
+                let conn = rusqlite::Connection::open(&inner.path)?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                *guard = Some(conn);
+            }
+            let conn = guard.as_ref().expect("opened above");
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            let mut wal = inner.path.as_os_str().to_owned();
+            wal.push("-wal");
+            Ok(std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0))
+        })
+        .await
+        .expect("checkpoint task panicked")
     }
 
     pub fn path(&self) -> &Path {

@@ -97,12 +97,20 @@ pub struct ServeArgs {
     pub instances_retention: u64,
 
     /// When the retention purge runs (cron with seconds: sec min hour day month weekday).
-    #[arg(long, env = "JOURNEYD_PURGE_SCHEDULE", default_value = "0 */10 * * * *")]
+    #[arg(
+        long,
+        env = "JOURNEYD_PURGE_SCHEDULE",
+        default_value = "0 */10 * * * *"
+    )]
     pub purge_schedule: String,
 
     /// When the WAL is checkpointed (and truncated once past 64 MiB), keeping it bounded under
     /// constant load.
-    #[arg(long, env = "JOURNEYD_CHECKPOINT_SCHEDULE", default_value = "* * * * * *")]
+    #[arg(
+        long,
+        env = "JOURNEYD_CHECKPOINT_SCHEDULE",
+        default_value = "* * * * * *"
+    )]
     pub checkpoint_schedule: String,
 
     /// A directory for scheduled backups; none are taken without it.
@@ -138,7 +146,8 @@ impl ServeArgs {
             ("--checkpoint-schedule", &self.checkpoint_schedule),
             ("--backup-schedule", &self.backup_schedule),
         ] {
-            crate::housekeeping::validate_schedule(expr).map_err(|e| ConfigError(format!("{flag}: {e}")))?;
+            crate::housekeeping::validate_schedule(expr)
+                .map_err(|e| ConfigError(format!("{flag}: {e}")))?;
         }
         Ok(())
     }

@@ -28,37 +28,51 @@ pub struct Housekeeping {
 
 /// Checks a cron expression the way the scheduler will read it.
 pub fn validate_schedule(expr: &str) -> Result<(), String> {
-    Job::new_async(expr, |_, _| Box::pin(async {})).map(|_| ()).map_err(|e| format!("bad schedule \"{expr}\": {e}"))
+    Job::new_async(expr, |_, _| Box::pin(async {}))
+        .map(|_| ())
+        .map_err(|e| format!("bad schedule \"{expr}\": {e}"))
 }
 
 impl Housekeeping {
-    pub async fn start(store: Store, settings: Settings) -> Result<Housekeeping, JobSchedulerError> {
+    pub async fn start(
+        store: Store,
+        settings: Settings,
+    ) -> Result<Housekeeping, JobSchedulerError> {
         let scheduler = JobScheduler::new().await?;
         let settings = Arc::new(settings);
 
         let (s, st) = (store.clone(), settings.clone());
         scheduler
-            .add(Job::new_async(settings.purge_schedule.as_str(), move |_, _| {
-                let (store, settings) = (s.clone(), st.clone());
-                Box::pin(async move { purge(&store, &settings).await })
-            })?)
+            .add(Job::new_async(
+                settings.purge_schedule.as_str(),
+                move |_, _| {
+                    let (store, settings) = (s.clone(), st.clone());
+                    Box::pin(async move { purge(&store, &settings).await })
+                },
+            )?)
             .await?;
 
         let s = store.clone();
         scheduler
-            .add(Job::new_async(settings.checkpoint_schedule.as_str(), move |_, _| {
-                let store = s.clone();
-                Box::pin(async move { checkpoint(&store).await })
-            })?)
+            .add(Job::new_async(
+                settings.checkpoint_schedule.as_str(),
+                move |_, _| {
+                    let store = s.clone();
+                    Box::pin(async move { checkpoint(&store).await })
+                },
+            )?)
             .await?;
 
         if settings.backup_dir.is_some() {
             let (s, st) = (store.clone(), settings.clone());
             scheduler
-                .add(Job::new_async(settings.backup_schedule.as_str(), move |_, _| {
-                    let (store, settings) = (s.clone(), st.clone());
-                    Box::pin(async move { backup(&store, &settings).await })
-                })?)
+                .add(Job::new_async(
+                    settings.backup_schedule.as_str(),
+                    move |_, _| {
+                        let (store, settings) = (s.clone(), st.clone());
+                        Box::pin(async move { backup(&store, &settings).await })
+                    },
+                )?)
                 .await?;
         }
         scheduler.start().await?;
@@ -92,7 +106,13 @@ async fn checkpoint(store: &Store) {
 async fn purge(store: &Store, settings: &Settings) {
     let now = store.clock().now_ms();
     let started = std::time::Instant::now();
-    match store.purge(now - settings.events_retention_ms, now - settings.instances_retention_ms).await {
+    match store
+        .purge(
+            now - settings.events_retention_ms,
+            now - settings.instances_retention_ms,
+        )
+        .await
+    {
         Ok(p) => tracing::info!(
             events = p.events,
             instances = p.instances,
@@ -106,7 +126,9 @@ async fn purge(store: &Store, settings: &Settings) {
 }
 
 async fn backup(store: &Store, settings: &Settings) {
-    let Some(dir) = settings.backup_dir.clone() else { return };
+    let Some(dir) = settings.backup_dir.clone() else {
+        return;
+    };
     let src = store.path().to_path_buf();
     let dest = dir.join(crate::store::backup_name(store.clock().now_ms()));
     let keep = settings.backup_keep;

@@ -54,26 +54,82 @@ impl Metrics {
             skipped: Family::default(),
             timers_fired: Counter::default(),
             timers_pending: Gauge::default(),
-            timer_lateness: Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0]),
+            timer_lateness: Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+            ]),
             delivery_attempts: Family::default(),
             deliveries_pending: Gauge::default(),
             queue_depth: Gauge::default(),
             commits: Counter::default(),
-            commit_batch: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+            commit_batch: Histogram::new([
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+            ]),
         };
-        registry.register("events_received", "Messages stored, by type", m.events_received.clone());
-        registry.register("events_duplicate", "Messages acknowledged as duplicates (messageId seen within 24 hours)", m.events_duplicate.clone());
-        registry.register("events_rejected", "Messages or requests refused, by error code", m.events_rejected.clone());
-        registry.register("journey_entries", "Journey entries, by journey", m.entries.clone());
-        registry.register("journey_skipped", "Entries skipped by the per-profile cap, by journey", m.skipped.clone());
-        registry.register("timers_fired", "Timers fired by the scheduler", m.timers_fired.clone());
-        registry.register("timers_pending", "Timers waiting to fire", m.timers_pending.clone());
-        registry.register("timer_lateness_seconds", "Time from a timer's due time to its firing", m.timer_lateness.clone());
-        registry.register("delivery_attempts", "Delivery attempts, by outcome", m.delivery_attempts.clone());
-        registry.register("deliveries_pending", "Deliveries waiting to be sent or retried", m.deliveries_pending.clone());
-        registry.register("writer_queue_depth", "Write jobs waiting for the writer", m.queue_depth.clone());
-        registry.register("writer_commits", "Write transactions committed", m.commits.clone());
-        registry.register("writer_batch_jobs", "Jobs per write transaction", m.commit_batch.clone());
+        registry.register(
+            "events_received",
+            "Messages stored, by type",
+            m.events_received.clone(),
+        );
+        registry.register(
+            "events_duplicate",
+            "Messages acknowledged as duplicates (messageId seen within 24 hours)",
+            m.events_duplicate.clone(),
+        );
+        registry.register(
+            "events_rejected",
+            "Messages or requests refused, by error code",
+            m.events_rejected.clone(),
+        );
+        registry.register(
+            "journey_entries",
+            "Journey entries, by journey",
+            m.entries.clone(),
+        );
+        registry.register(
+            "journey_skipped",
+            "Entries skipped by the per-profile cap, by journey",
+            m.skipped.clone(),
+        );
+        registry.register(
+            "timers_fired",
+            "Timers fired by the scheduler",
+            m.timers_fired.clone(),
+        );
+        registry.register(
+            "timers_pending",
+            "Timers waiting to fire",
+            m.timers_pending.clone(),
+        );
+        registry.register(
+            "timer_lateness_seconds",
+            "Time from a timer's due time to its firing",
+            m.timer_lateness.clone(),
+        );
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts, by outcome",
+            m.delivery_attempts.clone(),
+        );
+        registry.register(
+            "deliveries_pending",
+            "Deliveries waiting to be sent or retried",
+            m.deliveries_pending.clone(),
+        );
+        registry.register(
+            "writer_queue_depth",
+            "Write jobs waiting for the writer",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "writer_commits",
+            "Write transactions committed",
+            m.commits.clone(),
+        );
+        registry.register(
+            "writer_batch_jobs",
+            "Jobs per write transaction",
+            m.commit_batch.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -66,7 +66,10 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyho
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let (journeys, timers) = store.startup_counts().await.context("reading the database")?;
+    let (journeys, timers) = store
+        .startup_counts()
+        .await
+        .context("reading the database")?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         db = %args.db.db.display(),
@@ -77,9 +80,10 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyho
     );
     println!("listening on {addr}");
 
-    let housekeeping = crate::housekeeping::Housekeeping::start(store.clone(), housekeeping_settings)
-        .await
-        .context("starting housekeeping jobs")?;
+    let housekeeping =
+        crate::housekeeping::Housekeeping::start(store.clone(), housekeeping_settings)
+            .await
+            .context("starting housekeeping jobs")?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let scheduler = tokio::spawn(crate::scheduler::run(store.clone(), stopped.clone()));
     let delivery = tokio::spawn(crate::delivery::worker::run(store.clone(), stopped));

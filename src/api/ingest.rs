@@ -30,7 +30,10 @@ pub fn endpoint(name: &str) -> Option<Endpoint> {
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response<Body> {
     if status != StatusCode::SERVICE_UNAVAILABLE {
-        METRICS.events_rejected.get_or_create(&label("code", code.to_string())).inc();
+        METRICS
+            .events_rejected
+            .get_or_create(&label("code", code.to_string()))
+            .inc();
     }
     json_response(
         status,
@@ -129,7 +132,10 @@ pub async fn handle(app: &App, endpoint: Endpoint, req: Request<Incoming>) -> Re
     }
     let mut answer = json!({"success": true});
     for r in &rejected {
-        METRICS.events_rejected.get_or_create(&label("code", r.code)).inc();
+        METRICS
+            .events_rejected
+            .get_or_create(&label("code", r.code))
+            .inc();
     }
     if !rejected.is_empty() {
         answer["rejected"] = Value::Array(

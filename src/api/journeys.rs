@@ -207,17 +207,10 @@ pub async fn stats(app: &App, id: String, query: Option<&str>) -> Response<Body>
         },
         None => detail.definition,
     };
-    let mut totals: BTreeMap<String, i64> = [
-        "entered",
-        "active",
-        "completed",
-        "exited",
-        "skipped",
-        "archived",
-    ]
-    .iter()
-    .map(|k| (k.to_string(), 0))
-    .collect();
+    let mut totals: BTreeMap<String, i64> = crate::store::TOTALS
+        .iter()
+        .map(|k| (k.to_string(), 0))
+        .collect();
     let mut steps: BTreeMap<String, BTreeMap<&str, i64>> = BTreeMap::new();
     let mut branches: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     if let Ok(j) = journey::parse(&definition) {
@@ -363,13 +356,18 @@ pub async fn put_destination(app: &App, id: String, req: Request<Incoming>) -> R
         Ok(p) => p,
         Err(problems) => return invalid("invalid_destination", &problems),
     };
-    if dest.kind == crate::delivery::Kind::Segment && !matches!(secrets.get("write_key"), Some(Value::String(_))) {
+    if dest.kind == crate::delivery::Kind::Segment
+        && !matches!(secrets.get("write_key"), Some(Value::String(_)))
+    {
         let stored = match app.store.destination(id.clone()).await {
             Ok(d) => d.secrets_set.iter().any(|s| s == "write_key"),
             Err(_) => false,
         };
         if !stored || secrets.contains_key("write_key") {
-            let problem = Problem { path: "/write_key".into(), message: "a segment destination needs a \"write_key\"".into() };
+            let problem = Problem {
+                path: "/write_key".into(),
+                message: "a segment destination needs a \"write_key\"".into(),
+            };
             return invalid("invalid_destination", &[problem]);
         }
     }

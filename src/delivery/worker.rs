@@ -120,7 +120,8 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
                 }
             };
             for row in pending {
-                if in_flight_before.contains(&row.id) || in_flight.lock().unwrap().contains(&row.id) {
+                if in_flight_before.contains(&row.id) || in_flight.lock().unwrap().contains(&row.id)
+                {
                     continue;
                 }
                 if row.next_attempt_at > now {
@@ -224,7 +225,10 @@ impl Send {
             Outcome::Retry { .. } => "retry",
             Outcome::Fail { .. } => "failed",
         };
-        crate::metrics::METRICS.delivery_attempts.get_or_create(&crate::metrics::label("outcome", kind)).inc();
+        crate::metrics::METRICS
+            .delivery_attempts
+            .get_or_create(&crate::metrics::label("outcome", kind))
+            .inc();
         if let Err(e) = self
             .store
             .record_attempt(row.id.clone(), outcome, retry_at, self.dest.max_attempts)

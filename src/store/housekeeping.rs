@@ -24,7 +24,11 @@ impl Store {
     /// Deletes stored events received before `events_before`, and finished instances (with their
     /// transitions and succeeded deliveries) last changed before `instances_before`. Active
     /// instances, their history, pending and failed deliveries are kept whatever their age.
-    pub async fn purge(&self, events_before: i64, instances_before: i64) -> std::result::Result<Purged, SubmitError> {
+    pub async fn purge(
+        &self,
+        events_before: i64,
+        instances_before: i64,
+    ) -> std::result::Result<Purged, SubmitError> {
         let mut total = Purged::default();
         // Events and transitions are deleted by windows of their commit-order `seq`, oldest
         // first: `seq` grows with time, so the first window with nothing old ends the walk.
@@ -33,9 +37,15 @@ impl Store {
             loop {
                 let (deleted, next) = self
                     .writer()
-                    .submit_wait(move |ctx| purge_window(ctx.conn(), table, from, events_before, instances_before))
+                    .submit_wait(move |ctx| {
+                        purge_window(ctx.conn(), table, from, events_before, instances_before)
+                    })
                     .await?;
-                if table == "events" { total.events += deleted } else { total.transitions += deleted };
+                if table == "events" {
+                    total.events += deleted
+                } else {
+                    total.transitions += deleted
+                };
                 match next {
                     Some(n) => from = n,
                     None => break,
@@ -76,8 +86,10 @@ impl Store {
     pub async fn checkpoint(&self) -> std::result::Result<i64, SubmitError> {
         self.writer()
             .with_connection(|conn| {
-                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(1))
-                    .map_err(super::StoreError::from)
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(1)
+                })
+                .map_err(super::StoreError::from)
             })
             .await?
             .map_err(SubmitError::from)
@@ -109,7 +121,9 @@ fn purge_window(
             "SELECT max(seq), max({time} >= ?2) FROM (SELECT seq, {time} FROM {table} WHERE seq >= ?1 ORDER BY seq LIMIT ?3)"
         ))?
         .query_row(params![from, cutoff, PURGE_BATCH], |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)))?;
-    let Some((last, reached_new)) = window else { return Ok((0, None)) };
+    let Some((last, reached_new)) = window else {
+        return Ok((0, None));
+    };
     let deleted = conn
         .prepare_cached(&format!(
             "DELETE FROM {table} AS t WHERE seq >= ?1 AND seq <= ?4 AND {time} < ?2 {keep}"
@@ -168,14 +182,23 @@ mod tests {
     }
 
     async fn track(store: &Store, at: i64, user: &str, event: &str) {
-        let body = serde_json::to_vec(&json!({"batch": [{"type": "track", "userId": user, "event": event}]})).unwrap();
+        let body = serde_json::to_vec(
+            &json!({"batch": [{"type": "track", "userId": user, "event": event}]}),
+        )
+        .unwrap();
         let mut ids = || uuid::Uuid::new_v4().to_string();
-        let (messages, _) = Parsed::new(Endpoint::Batch, &body).unwrap().messages(at, &mut ids).unwrap();
+        let (messages, _) = Parsed::new(Endpoint::Batch, &body)
+            .unwrap()
+            .messages(at, &mut ids)
+            .unwrap();
         store.ingest(messages).await.unwrap();
     }
 
     async fn count(store: &Store, sql: &'static str) -> i64 {
-        store.read(move |c| Ok(c.query_row(sql, [], |r| r.get(0))?)).await.unwrap()
+        store
+            .read(move |c| Ok(c.query_row(sql, [], |r| r.get(0))?))
+            .await
+            .unwrap()
     }
 
     /// On a manual clock: what is past retention goes, what is not stays; active instances stay
@@ -190,8 +213,16 @@ mod tests {
                 "steps": [{"id": "h", "type": "hold_until", "max_hold": hold, "branches": [{"event": format!("{id}_done")}]}]}))
             .unwrap()
         };
-        store.publish_journey(journey("short", "1h"), "{}".into()).await.unwrap().unwrap();
-        store.publish_journey(journey("long", "365d"), "{}".into()).await.unwrap().unwrap();
+        store
+            .publish_journey(journey("short", "1h"), "{}".into())
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .publish_journey(journey("long", "365d"), "{}".into())
+            .await
+            .unwrap()
+            .unwrap();
 
         // Day 0: an event, a journey that completes, and one that stays active for a year.
         track(&store, T0, "old", "short_start").await;
@@ -207,16 +238,37 @@ mod tests {
         assert_eq!(purged.events, 3, "{purged:?}");
         assert_eq!(purged.instances, 1, "{purged:?}");
         assert_eq!(count(&store, "SELECT count(*) FROM events").await, 2);
-        assert_eq!(count(&store, "SELECT count(*) FROM instances WHERE state = 'active'").await, 1);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM instances WHERE state = 'active'"
+            )
+            .await,
+            1
+        );
         assert_eq!(count(&store, "SELECT count(*) FROM instances").await, 2);
         // The active instance's history is kept whole; the recent instance's too.
-        let kept = count(&store, "SELECT count(*) FROM transitions WHERE journey_id = 'long'").await;
+        let kept = count(
+            &store,
+            "SELECT count(*) FROM transitions WHERE journey_id = 'long'",
+        )
+        .await;
         assert_eq!(kept, 2, "entered and step of the year-long hold");
-        assert_eq!(count(&store, "SELECT count(*) FROM transitions WHERE profile_key = 'new'").await, 4);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM transitions WHERE profile_key = 'new'"
+            )
+            .await,
+            4
+        );
         assert_eq!(count(&store, "SELECT count(*) FROM transitions WHERE profile_key = 'old' AND journey_id = 'short'").await, 0);
 
         // A second run finds nothing more.
-        assert_eq!(store.purge(now - 30 * DAY, now - 90 * DAY).await.unwrap(), Purged::default());
+        assert_eq!(
+            store.purge(now - 30 * DAY, now - 90 * DAY).await.unwrap(),
+            Purged::default()
+        );
         store.writer().shutdown().await;
     }
 
@@ -229,9 +281,18 @@ mod tests {
         std::fs::write(dir.join("other.db"), b"x").unwrap();
         let removed = rotate_backups(&dir, 2).unwrap();
         assert_eq!(removed.len(), 3);
-        let mut left: Vec<String> =
-            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         left.sort();
-        assert_eq!(left, [backup_name(T0 + 4 * DAY), backup_name(T0 + 5 * DAY), "other.db".to_string()]);
+        assert_eq!(
+            left,
+            [
+                backup_name(T0 + 4 * DAY),
+                backup_name(T0 + 5 * DAY),
+                "other.db".to_string()
+            ]
+        );
     }
 }

@@ -184,25 +184,33 @@ pub(super) fn on_event(
     }
     let message = Value::Object(body.clone());
     let mut profile = load_profile(ctx.conn, profile_key)?;
-    let live = &mut ctx.state.live;
+    let event = EventView {
+        name,
+        message: &message,
+    };
+    let effects = run_engine(&mut ctx.state.live, &mut profile, |engine, profile| {
+        engine.on_event(profile, &event, now)
+    });
+    persist(ctx, &mut profile, effects, now)
+}
+
+/// Runs the engine on one profile with the writer's catalog and instance ids.
+fn run_engine(
+    live: &mut Live,
+    profile: &mut ProfileState,
+    f: impl FnOnce(&mut Engine, &mut ProfileState),
+) -> Effects {
     let mut last_id = live.last_instance_id;
     let effects = {
         let mut ids = LiveIds {
             last_instance_id: &mut last_id,
         };
         let mut engine = Engine::new(&*live, &mut ids, live.max_active);
-        engine.on_event(
-            &mut profile,
-            &EventView {
-                name,
-                message: &message,
-            },
-            now,
-        );
+        f(&mut engine, profile);
         engine.effects
     };
     live.last_instance_id = last_id;
-    persist(ctx, &mut profile, effects, now)
+    effects
 }
 
 /// Loads what the engine needs of one profile: traits, active instances, journey memory.
@@ -350,12 +358,18 @@ fn persist(
         let waiting = |s: &str| ctx.state.live.is_waiting_step(&t.journey_id, t.version, s);
         match t.what {
             What::Entered => {
-                METRICS.entries.get_or_create(&label("journey", t.journey_id.clone())).inc();
+                METRICS
+                    .entries
+                    .get_or_create(&label("journey", t.journey_id.clone()))
+                    .inc();
                 bump("total", "", "entered", 1);
                 bump("total", "", "active", 1);
             }
             What::Skipped => {
-                METRICS.skipped.get_or_create(&label("journey", t.journey_id.clone())).inc();
+                METRICS
+                    .skipped
+                    .get_or_create(&label("journey", t.journey_id.clone()))
+                    .inc();
                 bump("total", "", "skipped", 1);
             }
             What::Step => {
@@ -483,17 +497,9 @@ fn fire_due(ctx: &mut WriteCtx, limit: usize) -> Result<Fired> {
             continue;
         }
         let mut profile = load_profile(ctx.conn, key)?;
-        let live = &mut ctx.state.live;
-        let mut last_id = live.last_instance_id;
-        let effects = {
-            let mut ids = LiveIds {
-                last_instance_id: &mut last_id,
-            };
-            let mut engine = Engine::new(&*live, &mut ids, live.max_active);
-            engine.fire_due(&mut profile, now);
-            engine.effects
-        };
-        live.last_instance_id = last_id;
+        let effects = run_engine(&mut ctx.state.live, &mut profile, |engine, profile| {
+            engine.fire_due(profile, now)
+        });
         // A timer whose journey version is gone (cannot happen unless the database was edited)
         // would fire forever: clear it.
         if effects.transitions.is_empty() {

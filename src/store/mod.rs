@@ -30,7 +30,7 @@ pub use ingest::IngestOutcome;
 pub use journeys::{Fired, Published};
 pub use keys::{Generated, KeySet};
 pub use query::{
-    InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, StatRows, TimelineItem,
+    InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, StatRows, TOTALS, TimelineItem,
     TransitionRow,
 };
 pub use writer::{SubmitError, Writer, WriterStats};

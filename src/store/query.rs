@@ -46,8 +46,16 @@ impl Store {
     /// partial indexes.
     pub async fn pending_counts(&self) -> Result<(i64, i64)> {
         self.read(|conn| {
-            let timers = conn.query_row("SELECT count(*) FROM instances WHERE due_at IS NOT NULL", [], |r| r.get(0))?;
-            let deliveries = conn.query_row("SELECT count(*) FROM deliveries WHERE status = 'pending'", [], |r| r.get(0))?;
+            let timers = conn.query_row(
+                "SELECT count(*) FROM instances WHERE due_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )?;
+            let deliveries = conn.query_row(
+                "SELECT count(*) FROM deliveries WHERE status = 'pending'",
+                [],
+                |r| r.get(0),
+            )?;
             Ok((timers, deliveries))
         })
         .await
@@ -56,8 +64,16 @@ impl Store {
     /// Journeys not archived, and timers pending: for the start-up line.
     pub async fn startup_counts(&self) -> Result<(i64, i64)> {
         self.read(|conn| {
-            let journeys = conn.query_row("SELECT count(*) FROM journeys WHERE status != 'archived'", [], |r| r.get(0))?;
-            let timers = conn.query_row("SELECT count(*) FROM instances WHERE due_at IS NOT NULL", [], |r| r.get(0))?;
+            let journeys = conn.query_row(
+                "SELECT count(*) FROM journeys WHERE status != 'archived'",
+                [],
+                |r| r.get(0),
+            )?;
+            let timers = conn.query_row(
+                "SELECT count(*) FROM instances WHERE due_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )?;
             Ok((journeys, timers))
         })
         .await
@@ -155,6 +171,16 @@ fn timeline(
     };
     Ok(Page { items, next_cursor })
 }
+
+/// The per-journey totals counted in stats, each shown even at zero.
+pub const TOTALS: [&str; 6] = [
+    "entered",
+    "active",
+    "completed",
+    "exited",
+    "skipped",
+    "archived",
+];
 
 /// A journey as listed.
 #[derive(Debug, Clone)]
@@ -370,17 +396,7 @@ fn journey_detail(conn: &Connection, id: &str) -> Result<JourneyDetail> {
             definition = serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null);
         }
     }
-    let mut counts: BTreeMap<String, i64> = [
-        "entered",
-        "active",
-        "completed",
-        "exited",
-        "skipped",
-        "archived",
-    ]
-    .iter()
-    .map(|k| (k.to_string(), 0))
-    .collect();
+    let mut counts: BTreeMap<String, i64> = TOTALS.iter().map(|k| (k.to_string(), 0)).collect();
     let mut stmt = conn.prepare_cached(
         "SELECT label, sum(count) FROM journey_stats WHERE journey_id = ?1 AND kind = 'total' GROUP BY label",
     )?;

@@ -209,7 +209,10 @@ impl Writer {
         let raw = Box::new(move |conn: &mut Connection| {
             let _ = reply.send(f(conn));
         });
-        self.queue.send(Msg::Raw(raw)).await.map_err(|_| SubmitError::Closed)?;
+        self.queue
+            .send(Msg::Raw(raw))
+            .await
+            .map_err(|_| SubmitError::Closed)?;
         answer.await.map_err(|_| SubmitError::Closed)
     }
 

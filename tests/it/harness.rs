@@ -164,7 +164,11 @@ pub fn try_request(
             b.call()?
         }
         "POST" | "PUT" => {
-            let mut b = if method == "POST" { agent.post(url) } else { agent.put(url) };
+            let mut b = if method == "POST" {
+                agent.post(url)
+            } else {
+                agent.put(url)
+            };
             for (k, v) in headers {
                 b = b.header(*k, *v);
             }
@@ -437,7 +441,13 @@ impl Server {
     pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
         let auth = bearer(&self.admin_token);
         let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
-        request(&self.agent, method, &self.url(path), &[("Authorization", auth.as_str())], bytes.as_deref())
+        request(
+            &self.agent,
+            method,
+            &self.url(path),
+            &[("Authorization", auth.as_str())],
+            bytes.as_deref(),
+        )
     }
 
     pub fn admin_get(&self, path: &str) -> Resp {

@@ -26,14 +26,21 @@ fn metrics(srv: &Server) -> HashMap<String, f64> {
 }
 
 /// Polls the metrics until `want` holds, or fails with the page.
-fn wait_metric(srv: &Server, what: &str, want: impl Fn(&HashMap<String, f64>) -> bool) -> HashMap<String, f64> {
+fn wait_metric(
+    srv: &Server,
+    what: &str,
+    want: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let m = metrics(srv);
         if want(&m) {
             return m;
         }
-        assert!(Instant::now() < deadline, "{what} never held; metrics: {m:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what} never held; metrics: {m:#?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -46,13 +53,23 @@ fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
 fn metrics_follow_traffic() {
     let srv = Server::start();
     let receiver = Receiver::start(vec![]);
-    assert_eq!(srv.get("/metrics", &[]).status, 401, "metrics need the admin token");
+    assert_eq!(
+        srv.get("/metrics", &[]).status,
+        401,
+        "metrics need the admin token"
+    );
 
     let put = |path: &str, body: serde_json::Value| {
         let resp = srv.admin("PUT", path, Some(&body));
-        assert!(resp.status == 200 || resp.status == 201, "PUT {path}:\n{resp}");
+        assert!(
+            resp.status == 200 || resp.status == 201,
+            "PUT {path}:\n{resp}"
+        );
     };
-    put("/v1/destinations/hook", json!({"type": "webhook", "url": receiver.url("/in")}));
+    put(
+        "/v1/destinations/hook",
+        json!({"type": "webhook", "url": receiver.url("/in")}),
+    );
     put(
         "/v1/journeys/fwd",
         json!({"id": "fwd", "entry": {"event": "Order_Confirmation"},
@@ -67,8 +84,14 @@ fn metrics_follow_traffic() {
     let before = metrics(&srv);
     let user = uid("m");
     let mid = uid("mid");
-    srv.ingest_ok("/v1/track", &json!({"userId": user, "event": "Order_Confirmation", "messageId": mid}));
-    srv.ingest_ok("/v1/track", &json!({"userId": user, "event": "Order_Confirmation", "messageId": mid}));
+    srv.ingest_ok(
+        "/v1/track",
+        &json!({"userId": user, "event": "Order_Confirmation", "messageId": mid}),
+    );
+    srv.ingest_ok(
+        "/v1/track",
+        &json!({"userId": user, "event": "Order_Confirmation", "messageId": mid}),
+    );
     srv.ingest(
         "/v1/batch",
         &json!({"batch": [
@@ -88,13 +111,32 @@ fn metrics_follow_traffic() {
             && get(m, "journeyd_timers_pending") == 0.0
     });
     let delta = |key: &str| get(&m, key) - get(&before, key);
-    assert_eq!(delta("journeyd_events_received_total{type=\"track\"}"), 3.0, "{m:#?}");
-    assert_eq!(delta("journeyd_events_received_total{type=\"identify\"}"), 1.0);
+    assert_eq!(
+        delta("journeyd_events_received_total{type=\"track\"}"),
+        3.0,
+        "{m:#?}"
+    );
+    assert_eq!(
+        delta("journeyd_events_received_total{type=\"identify\"}"),
+        1.0
+    );
     assert_eq!(delta("journeyd_events_duplicate_total"), 1.0);
-    assert_eq!(delta("journeyd_events_rejected_total{code=\"invalid_message\"}"), 1.0);
-    assert_eq!(delta("journeyd_events_rejected_total{code=\"unauthorized\"}"), 1.0);
-    assert_eq!(delta("journeyd_journey_entries_total{journey=\"fwd\"}"), 2.0);
-    assert_eq!(delta("journeyd_journey_entries_total{journey=\"wait\"}"), 1.0);
+    assert_eq!(
+        delta("journeyd_events_rejected_total{code=\"invalid_message\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("journeyd_events_rejected_total{code=\"unauthorized\"}"),
+        1.0
+    );
+    assert_eq!(
+        delta("journeyd_journey_entries_total{journey=\"fwd\"}"),
+        2.0
+    );
+    assert_eq!(
+        delta("journeyd_journey_entries_total{journey=\"wait\"}"),
+        1.0
+    );
     assert_eq!(get(&m, "journeyd_timers_pending"), 0.0);
     assert_eq!(get(&m, "journeyd_timer_lateness_seconds_count"), 1.0);
     assert!(get(&m, "journeyd_writer_commits_total") > 0.0);
@@ -133,17 +175,27 @@ fn scheduled_backups_keep_the_newest_copies_and_they_open() {
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 4 {
         seen.extend(list());
-        assert!(Instant::now() < deadline, "scheduled backups did not appear: {seen:?}\n{}", srv.log_tail());
+        assert!(
+            Instant::now() < deadline,
+            "scheduled backups did not appear: {seen:?}\n{}",
+            srv.log_tail()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let left = list();
     assert!(left.len() <= 2, "keep 2, found {left:?}");
     for path in &left {
         let conn = rusqlite::Connection::open(path).unwrap();
-        let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(ok, "ok", "{}", path.display());
         let n: i64 = conn
-            .query_row("SELECT count(*) FROM events WHERE profile_key = ?1", [&user], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM events WHERE profile_key = ?1",
+                [&user],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(n, 1, "{} holds the event", path.display());
     }
@@ -153,7 +205,10 @@ fn scheduled_backups_keep_the_newest_copies_and_they_open() {
 /// The WAL stays bounded under constant load: set `JOURNEYD_SOAK_SECS` (e.g. 180) to run it.
 #[test]
 fn wal_stays_bounded_under_load() {
-    let Some(secs) = std::env::var("JOURNEYD_SOAK_SECS").ok().and_then(|s| s.parse::<u64>().ok()) else {
+    let Some(secs) = std::env::var("JOURNEYD_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
         eprintln!("wal_stays_bounded_under_load: skipped (set JOURNEYD_SOAK_SECS to run it)");
         return;
     };
@@ -170,7 +225,9 @@ fn wal_stays_bounded_under_load() {
         std::thread::sleep(Duration::from_millis(200));
     }
     load.stop();
-    let db = std::fs::metadata(srv.db_path()).map(|m| m.len()).unwrap_or(0);
+    let db = std::fs::metadata(srv.db_path())
+        .map(|m| m.len())
+        .unwrap_or(0);
     println!(
         "soak: {secs} s, {} events acknowledged, largest WAL {:.1} MiB, database {:.1} MiB",
         load.acked_count(),

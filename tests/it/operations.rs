@@ -212,10 +212,8 @@ fn wal_stays_bounded_under_load() {
         eprintln!("wal_stays_bounded_under_load: skipped (set JOURNEYD_SOAK_SECS to run it)");
         return;
     };
-    let srv = Server::start_with(Options {
-        extra_args: vec!["--checkpoint-schedule".into(), "*/10 * * * * *".into()],
-        ..Options::default()
-    });
+    // The default checkpoint schedule: what an operator gets.
+    let srv = Server::start();
     let wal = srv.db_path().with_extension("db-wal");
     let mut load = crate::load::Load::start(&srv, 4, 50, Duration::from_secs(secs));
     let started = Instant::now();

@@ -340,6 +340,11 @@ impl<'a> Engine<'a> {
         self.catalog.version(&inst.journey_id, inst.version)
     }
 
+    /// The journey version of an instance that an event may still move: an active one.
+    fn active_journey(&self, inst: &Instance) -> Option<Arc<Journey>> {
+        (inst.state == State::Active).then(|| self.journey_of(inst)).flatten()
+    }
+
     /// Whether an event reaches an instance under `unique_by` (SPEC §3: same value, same property).
     fn reaches(journey: &Journey, inst: &Instance, event: &EventView) -> bool {
         match &journey.entry.unique_by {
@@ -359,10 +364,7 @@ impl<'a> Engine<'a> {
         now: i64,
     ) {
         let inst = &profile.instances[index];
-        if inst.state != State::Active {
-            return;
-        }
-        let Some(journey) = self.journey_of(inst) else {
+        let Some(journey) = self.active_journey(inst) else {
             return;
         };
         let hit = journey
@@ -392,10 +394,7 @@ impl<'a> Engine<'a> {
         now: i64,
     ) {
         let inst = &profile.instances[index];
-        if inst.state != State::Active {
-            return;
-        }
-        let Some(journey) = self.journey_of(inst) else {
+        let Some(journey) = self.active_journey(inst) else {
             return;
         };
         let step_id = inst.step.clone().unwrap_or_default();

@@ -123,6 +123,9 @@ struct Settings {
     /// The destination's `concurrency` in the delivery-latency phase
     /// (`JOURNEYD_BENCH_DELIVERY_CONCURRENCY`; default: the product's default).
     delivery_concurrency: Option<u32>,
+    /// The paced rate of the delivery-latency phase (`JOURNEYD_BENCH_DELIVERY_RATE`; default: half
+    /// the measured saturating rate), to compare configurations at one rate.
+    delivery_rate: Option<f64>,
 }
 
 /// The groups of phases `JOURNEYD_BENCH_PHASES` selects (comma-separated; default all).
@@ -300,6 +303,10 @@ impl Settings {
                     v.parse()
                         .expect("JOURNEYD_BENCH_DELIVERY_CONCURRENCY: a number")
                 }),
+            delivery_rate: std::env::var("JOURNEYD_BENCH_DELIVERY_RATE").ok().map(|v| {
+                v.parse()
+                    .expect("JOURNEYD_BENCH_DELIVERY_RATE: requests per second")
+            }),
         }
     }
 
@@ -3038,15 +3045,11 @@ fn timers_backlog(
         if !arrived {
             problems.push(format!("timers (fast): not all {n} deliveries arrived"));
         }
+        // In steady use every timer was an entry first: the writer does both, so the rate it can
+        // sustain is the harmonic combination of the entry and firing rates.
+        let capacity = 1.0 / (1.0 / rate + 1.0 / entry_rate);
         timer_lateness(
-            settings,
-            runtime,
-            receiver,
-            &server,
-            &db,
-            rate.min(entry_rate),
-            rows,
-            problems,
+            settings, runtime, receiver, &server, &db, capacity, rows, problems,
         );
     }
     stop_checked(server, &format!("timers ({tag})"), problems);
@@ -3054,8 +3057,9 @@ fn timers_backlog(
     println!();
 }
 
-/// Timers due spread over time at half of `capacity` per second: entries paced at that rate into
-/// a journey with a 5 s hold, so that entries and firings overlap as in steady use.
+/// Timers due spread over time at half of `capacity` per second (the rate at which the writer can
+/// both enter and fire instances): entries paced at that rate into a journey with a 5 s hold, so
+/// that entries and firings overlap as in steady use.
 #[allow(clippy::too_many_arguments)]
 fn timer_lateness(
     settings: &Settings,
@@ -3071,7 +3075,7 @@ fn timer_lateness(
     let per = 10u64;
     let duration = Duration::from_secs_f64((settings.secs * 2.0).max(4.0));
     println!(
-        "  -- timer lateness below saturation: entries at {rate:.0}/s (half of min(firing rate, entry rate)) for {:.0} s, in batches of {per}, into a journey with a 5s hold and a send step",
+        "  -- timer lateness below saturation: entries at {rate:.0}/s for {:.0} s, in batches of {per}, into a journey with a 5s hold and a send step (half of {capacity:.0}/s, which entering and firing together would saturate: 1/(1/firing rate + 1/entry rate))",
         duration.as_secs_f64()
     );
     let api = Api::new(&server.addr);
@@ -3291,10 +3295,15 @@ fn run_delivery(
     );
 
     // 9a: latency at half of it -------------------------------------------------------------
-    let rate = sat_rate / 2.0;
+    let rate = settings.delivery_rate.unwrap_or(sat_rate / 2.0);
     let duration = settings.phase();
     println!(
-        "  -- 9a. event -> first delivery attempt: single POST /v1/track at {rate:.0}/s (half the saturating rate), open loop, for {:.0} s",
+        "  -- 9a. event -> first delivery attempt: single POST /v1/track at {rate:.0}/s ({}), open loop, for {:.0} s",
+        if settings.delivery_rate.is_some() {
+            "JOURNEYD_BENCH_DELIVERY_RATE"
+        } else {
+            "half the saturating rate"
+        },
         duration.as_secs_f64()
     );
     let make: MakeJob = Arc::new(move |n, out| {

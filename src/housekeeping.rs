@@ -86,20 +86,52 @@ impl Housekeeping {
     }
 }
 
-/// Above this size the WAL is truncated (through the writer, between two transactions).
-const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
+/// A WAL file still above this size after a checkpoint that could not finish (a reader held an
+/// old snapshot, so the WAL could not start over) is truncated through the writer.
+const WAL_TRUNCATE_BYTES: u64 = 2 * crate::store::WAL_SIZE_LIMIT;
 
-/// Backfills the WAL into the database file alongside the writer; when the WAL file has grown
-/// past [`WAL_TRUNCATE_BYTES`] (under constant load it never restarts on its own), truncates it,
-/// which is quick because almost everything in it is already backfilled.
+/// Backfills the WAL into the database file in two steps: the bulk alongside the writer, then
+/// the few frames written meanwhile on the writer itself, between two transactions. A complete
+/// checkpoint lets the next transaction write the WAL from its start again, so under constant
+/// load the WAL stays about one schedule interval of writes long and the writer never waits for
+/// a long checkpoint. Truncating (which waits for readers) is the fallback for a WAL that still
+/// grew past [`WAL_TRUNCATE_BYTES`].
 async fn checkpoint(store: &Store) {
-    match store.checkpoint_passive().await {
-        Ok(wal) if wal > WAL_TRUNCATE_BYTES => match store.checkpoint().await {
-            Ok(pages) => tracing::info!(wal_bytes = wal, wal_pages = pages, "wal truncated"),
+    let started = std::time::Instant::now();
+    let bulk = match store.checkpoint_passive().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "wal checkpoint failed");
+            return;
+        }
+    };
+    let finish_started = std::time::Instant::now();
+    let finish = match store.checkpoint_finish().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "wal checkpoint failed");
+            return;
+        }
+    };
+    tracing::debug!(
+        frames = bulk.frames,
+        backfilled = bulk.backfilled,
+        left_for_writer = finish.frames - bulk.backfilled.min(finish.frames),
+        complete = finish.complete(),
+        wal_bytes = finish.wal_bytes,
+        took_ms = started.elapsed().as_millis() as u64,
+        writer_ms = finish_started.elapsed().as_millis() as u64,
+        "wal checkpoint"
+    );
+    if !finish.complete() && finish.wal_bytes > WAL_TRUNCATE_BYTES {
+        match store.checkpoint_truncate().await {
+            Ok(frames) => tracing::info!(
+                wal_bytes = finish.wal_bytes,
+                frames,
+                "wal truncated"
+            ),
             Err(e) => tracing::warn!(error = %e, "wal truncate failed"),
-        },
-        Ok(wal) => tracing::debug!(wal_bytes = wal, "wal checkpoint"),
-        Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
+        }
     }
 }
 

@@ -1,12 +1,16 @@
 //! The delivery dispatcher: takes due rows from the outbox and sends them, each destination with
 //! its own concurrency limit (and optional rate limit), so a slow or dead destination never
-//! starves the others. Sends run outside the writer; only their outcomes go through it.
+//! starves the others. Sends run outside the writer; only their outcomes go through it, in
+//! batches written by one recorder task, so a send's permit is free again as soon as the receiver
+//! has answered.
 //!
 //! A delivery stays `pending` in SQLite while it is in flight, so one interrupted by a shutdown or
 //! a crash is sent again after restart, with the same `webhook-id`. In memory the dispatcher only
-//! keeps which ids are in flight, so it does not send one twice at the same time.
+//! keeps which ids are in flight (sent, or answered and not yet recorded), so it does not send one
+//! twice at the same time.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,11 +22,11 @@ use hyper::header::{self, HeaderValue};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::{Destination, Kind, Outcome, backoff_ms, parse_retry_after, sign};
-use crate::store::{DestinationRow, DueDelivery, Store};
+use crate::store::{Attempt, DestinationRow, DueDelivery, Store};
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -30,6 +34,8 @@ type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes
 const DRAIN: Duration = Duration::from_secs(5);
 /// Longest sleep between looks at the outbox when nothing is known to be due.
 const IDLE: i64 = 60_000;
+/// Most outcomes the recorder writes in one writer job.
+const RECORD_BATCH: usize = 1024;
 
 /// Builds the outbound HTTP client: http and https (rustls with the webpki roots, so no system
 /// certificate store is needed), with keep-alive connections per destination host.
@@ -83,45 +89,76 @@ impl Target {
     }
 }
 
+/// Deliveries whose outcome has been committed, as (destination, delivery id): the recorder
+/// adds them, the dispatcher takes them out of its in-flight set at the start of a pass. Only
+/// then: a pass's reads all start after that, so they see the outcome, and a row read before it
+/// was committed is never taken for one that is due again.
+type Settled = Arc<Mutex<Vec<(String, String)>>>;
+
 /// Runs until `shutdown` turns true.
 pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
     let client = client();
     let wake = store.wake().clone();
     let done = Arc::new(Notify::new());
-    let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let settled: Settled = Arc::default();
+    let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
+    let recorder = tokio::spawn(record(
+        store.clone(),
+        outcomes_rx,
+        settled.clone(),
+        done.clone(),
+    ));
+    // Ids in flight, per destination.
+    let mut in_flight: HashMap<String, HashSet<String>> = HashMap::new();
     let mut targets: HashMap<String, Target> = HashMap::new();
+    let mut destinations_seen = None;
     let mut tasks = JoinSet::new();
     loop {
         if *shutdown.borrow() {
             break;
         }
         while tasks.try_join_next().is_some() {}
+        for (target, id) in std::mem::take(&mut *settled.lock().unwrap()) {
+            if let Some(ids) = in_flight.get_mut(&target) {
+                ids.remove(&id);
+            }
+        }
         let now = store.clock().now_ms();
         let mut next_wake = now + IDLE;
-        match store.destination_rows().await {
-            Ok(rows) => refresh(&mut targets, &rows),
-            Err(e) => tracing::error!(error = %e, "reading destinations failed"),
+        // Destinations are read again only after one was written (and at start).
+        let generation = wake.destinations.load(Ordering::Acquire);
+        if destinations_seen != Some(generation) {
+            match store.destination_rows().await {
+                Ok(rows) => {
+                    refresh(&mut targets, &rows);
+                    destinations_seen = Some(generation);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "reading destinations failed");
+                    next_wake = now + 1_000;
+                }
+            }
         }
         for target in targets.values_mut() {
             let free = target.permits.available_permits();
             if free == 0 {
                 continue; // a finishing send wakes us
             }
-            let busy = target.dest.concurrency as usize - free;
-            // What was in flight before the read: a send that finishes while the read runs is
-            // gone from `in_flight` by the time its row is looked at, but the row read may
-            // predate its outcome. Skipping it until the next pass keeps it from going out twice.
-            let in_flight_before: HashSet<String> = in_flight.lock().unwrap().clone();
-            let pending = match store.pending_for(target.id.clone(), busy + free + 1).await {
+            let flying = in_flight.entry(target.id.clone()).or_default();
+            // In-flight rows are still pending, and come first: read past them.
+            let pending = match store
+                .pending_for(target.id.clone(), flying.len() + free + 1)
+                .await
+            {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(error = %e, destination = %target.id, "reading the outbox failed");
+                    next_wake = next_wake.min(now + 1_000);
                     continue;
                 }
             };
             for row in pending {
-                if in_flight_before.contains(&row.id) || in_flight.lock().unwrap().contains(&row.id)
-                {
+                if flying.contains(&row.id) {
                     continue;
                 }
                 if row.next_attempt_at > now {
@@ -139,22 +176,23 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
                 let Ok(permit) = target.permits.clone().try_acquire_owned() else {
                     break;
                 };
-                in_flight.lock().unwrap().insert(row.id.clone());
+                flying.insert(row.id.clone());
                 let job = Send {
                     client: client.clone(),
                     store: store.clone(),
+                    target: target.id.clone(),
                     dest: target.dest.clone(),
                     secret: target.secret.clone(),
                     write_key: target.write_key.clone(),
                 };
-                let in_flight = in_flight.clone();
+                let outcomes = outcomes.clone();
                 let done = done.clone();
                 tasks.spawn(async move {
-                    let id = row.id.clone();
-                    job.run(row).await;
-                    // Only now, with the outcome committed, may the row be picked up again.
-                    in_flight.lock().unwrap().remove(&id);
+                    let attempt = job.run(row).await;
+                    // The receiver has answered: the destination may take the next request while
+                    // the outcome waits for the recorder.
                     drop(permit);
+                    let _ = outcomes.send(attempt);
                     done.notify_one();
                 });
             }
@@ -178,6 +216,33 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
+    // The recorder writes what the finished sends reported, then ends with the channel.
+    drop(outcomes);
+    if let Err(e) = recorder.await {
+        tracing::error!(error = %e, "delivery recorder failed");
+    }
+}
+
+/// Writes attempt outcomes through the writer, as many per job as have arrived meanwhile.
+async fn record(
+    store: Store,
+    mut outcomes: mpsc::UnboundedReceiver<Attempt>,
+    settled: Settled,
+    done: Arc<Notify>,
+) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while outcomes.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let ids: Vec<(String, String)> = batch
+            .iter()
+            .map(|a: &Attempt| (a.destination.clone(), a.id.clone()))
+            .collect();
+        if let Err(e) = store.record_attempts(std::mem::take(&mut batch)).await {
+            // Shutting down, or the write failed: the rows stay pending and are sent again.
+            tracing::warn!(error = %e, deliveries = ids.len(), "could not record delivery attempts");
+        }
+        settled.lock().unwrap().extend(ids);
+        done.notify_one();
+    }
 }
 
 /// Keeps the dispatcher's destinations in step with the table; a changed one starts afresh.
@@ -200,17 +265,19 @@ fn refresh(targets: &mut HashMap<String, Target>, rows: &[DestinationRow]) {
     }
 }
 
-/// One delivery attempt and its bookkeeping.
+/// One delivery attempt.
 struct Send {
     client: HttpClient,
     store: Store,
+    target: String,
     dest: Destination,
     secret: Option<String>,
     write_key: Option<String>,
 }
 
 impl Send {
-    async fn run(self, row: DueDelivery) {
+    /// Sends `row` once and says what to record.
+    async fn run(self, row: DueDelivery) -> Attempt {
         let outcome = self.attempt(&row).await;
         let now = self.store.clock().now_ms();
         let retry_after = match &outcome {
@@ -229,13 +296,12 @@ impl Send {
             .delivery_attempts
             .get_or_create(&crate::metrics::label("outcome", kind))
             .inc();
-        if let Err(e) = self
-            .store
-            .record_attempt(row.id.clone(), outcome, retry_at, self.dest.max_attempts)
-            .await
-        {
-            // Shutting down: the row stays pending and is sent again after restart.
-            tracing::warn!(delivery = %row.id, error = %e, "could not record a delivery attempt");
+        Attempt {
+            id: row.id,
+            destination: self.target,
+            outcome,
+            retry_at,
+            max_attempts: self.dest.max_attempts,
         }
     }
 

@@ -15,6 +15,53 @@ pub struct DueDelivery {
     pub next_attempt_at: i64,
 }
 
+/// One attempt's outcome, to record.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: String,
+    pub destination: String,
+    pub outcome: Outcome,
+    /// When to try again, if the outcome is worth another try.
+    pub retry_at: i64,
+    pub max_attempts: u32,
+}
+
+fn record_attempt(conn: &rusqlite::Connection, attempt: Attempt, now: i64) -> Result<()> {
+    let row: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT attempts, expires_at FROM deliveries WHERE delivery_id = ?1 AND status = 'pending'",
+        )?
+        .query_row([&attempt.id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    // Retried by hand, or already settled: nothing to record.
+    let Some((attempts, expires_at)) = row else {
+        return Ok(());
+    };
+    let attempts = attempts + 1;
+    let (status, next, code, error) = match attempt.outcome {
+        Outcome::Delivered { status } => ("succeeded", None, Some(status), None),
+        Outcome::Fail { status, error } => ("failed", None, status, Some(error)),
+        Outcome::Retry { status, error, .. } => {
+            if attempts >= attempt.max_attempts as i64 || attempt.retry_at > expires_at {
+                (
+                    "failed",
+                    None,
+                    status,
+                    Some(format!("{error} (gave up after {attempts} attempts)")),
+                )
+            } else {
+                ("pending", Some(attempt.retry_at), status, Some(error))
+            }
+        }
+    };
+    conn.prepare_cached(
+        "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status = ?5,
+             last_error = ?6, updated_at = ?7 WHERE delivery_id = ?1",
+    )?
+    .execute(params![attempt.id, status, attempts, next, code, error, now])?;
+    Ok(())
+}
+
 /// A destination's settings and secrets, for sending.
 #[derive(Debug, Clone)]
 pub struct DestinationRow {
@@ -79,41 +126,18 @@ impl Store {
         .await
     }
 
-    /// Records one attempt. A retryable outcome schedules the next attempt at `retry_at`, unless
-    /// that was the last attempt or the retry window has closed: then the delivery fails.
-    pub async fn record_attempt(
+    /// Records attempts, in one writer job. A retryable outcome schedules the next attempt at its
+    /// `retry_at`, unless that was the last attempt or the retry window has closed: then the
+    /// delivery fails.
+    pub async fn record_attempts(
         &self,
-        id: String,
-        outcome: Outcome,
-        retry_at: i64,
-        max_attempts: u32,
+        attempts: Vec<Attempt>,
     ) -> std::result::Result<(), SubmitError> {
         self.writer()
             .submit_wait(move |ctx| {
-                let conn = ctx.conn();
-                let row: Option<(i64, i64)> = conn
-                    .prepare_cached("SELECT attempts, expires_at FROM deliveries WHERE delivery_id = ?1 AND status = 'pending'")?
-                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                // Retried by hand, or already settled: nothing to record.
-                let Some((attempts, expires_at)) = row else { return Ok(()) };
-                let attempts = attempts + 1;
-                let (status, next, code, error) = match outcome {
-                    Outcome::Delivered { status } => ("succeeded", None, Some(status), None),
-                    Outcome::Fail { status, error } => ("failed", None, status, Some(error)),
-                    Outcome::Retry { status, error, .. } => {
-                        if attempts >= max_attempts as i64 || retry_at > expires_at {
-                            ("failed", None, status, Some(format!("{error} (gave up after {attempts} attempts)")))
-                        } else {
-                            ("pending", Some(retry_at), status, Some(error))
-                        }
-                    }
-                };
-                conn.prepare_cached(
-                    "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status = ?5,
-                         last_error = ?6, updated_at = ?7 WHERE delivery_id = ?1",
-                )?
-                .execute(params![id, status, attempts, next, code, error, ctx.now])?;
+                for attempt in attempts {
+                    record_attempt(ctx.conn(), attempt, ctx.now)?;
+                }
                 Ok(())
             })
             .await

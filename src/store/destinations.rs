@@ -58,6 +58,15 @@ impl Store {
                 Ok(created)
             })
             .await
+            .inspect(|_| self.destinations_changed())
+    }
+
+    /// Tells the dispatcher that the destinations table changed (called after the commit).
+    fn destinations_changed(&self) {
+        self.wake()
+            .destinations
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.wake().deliveries.notify_one();
     }
 
     pub async fn destination(&self, id: String) -> Result<DestinationView> {
@@ -139,6 +148,7 @@ impl Store {
                 Ok(Ok(()))
             })
             .await
+            .inspect(|_| self.destinations_changed())
     }
 }
 

@@ -81,9 +81,10 @@ impl Store {
         Ok(total)
     }
 
-    /// Checkpoints the WAL into the database file and truncates it, between two transactions.
-    /// Returns the WAL's size in pages before the checkpoint.
-    pub async fn checkpoint(&self) -> std::result::Result<i64, SubmitError> {
+    /// Checkpoints the WAL into the database file and truncates it, between two transactions,
+    /// waiting (up to the busy timeout) for readers on older snapshots. Returns the WAL's size in
+    /// frames before the checkpoint.
+    pub async fn checkpoint_truncate(&self) -> std::result::Result<i64, SubmitError> {
         self.writer()
             .with_connection(|conn| {
                 conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {

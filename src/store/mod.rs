@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use backup::backup_to;
-pub use deliveries::{DeliveryView, DestinationRow, DueDelivery};
+pub use deliveries::{Attempt, DeliveryView, DestinationRow, DueDelivery};
 pub use destinations::{DeleteRefused, DestinationView};
 pub use housekeeping::{Purged, backup_name, rotate_backups};
 pub use ingest::IngestOutcome;
@@ -107,6 +107,9 @@ fn open_connection(path: &Path, sync: Sync) -> Result<rusqlite::Connection> {
     Ok(conn)
 }
 
+/// The size the WAL file is trimmed back to when it starts over (SQLite's `journal_size_limit`).
+pub const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
 /// The handle the rest of the process holds: cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -131,6 +134,8 @@ pub struct Wake {
     pub notify: tokio::sync::Notify,
     /// Notified when deliveries are written or made due again, for the delivery dispatcher.
     pub deliveries: tokio::sync::Notify,
+    /// Counts writes to the destinations table: the dispatcher reads them again when it moves.
+    pub destinations: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Wake {
@@ -139,6 +144,7 @@ impl Default for Wake {
             target: std::sync::atomic::AtomicI64::new(i64::MAX),
             notify: tokio::sync::Notify::new(),
             deliveries: tokio::sync::Notify::new(),
+            destinations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -180,6 +186,9 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // A larger page cache for the writer: the hot parts of the indexes stay in memory.
         conn.pragma_update(None, "cache_size", -65_536)?;
+        // When the WAL starts over after a complete checkpoint, a file that a burst grew past this
+        // is cut back to it.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT as i64)?;
         schema::apply(&mut conn)?;
         let wake = Arc::new(Wake::default());
         let live = journeys::Live::new(options.max_active, wake.clone());
@@ -198,8 +207,9 @@ impl Store {
     }
 
     /// Copies committed WAL frames into the database file from a connection of its own, alongside
-    /// the writer (SQLite's PASSIVE checkpoint never blocks it). Returns the WAL's size in bytes.
-    pub async fn checkpoint_passive(&self) -> Result<u64> {
+    /// the writer (SQLite's PASSIVE checkpoint never blocks it). This is the bulk of a checkpoint's
+    /// work; [`Store::checkpoint_finish`] then copies the little the writer added meanwhile.
+    pub async fn checkpoint_passive(&self) -> Result<Checkpointed> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = inner.checkpointer.lock().unwrap();
@@ -209,13 +219,24 @@ impl Store {
                 *guard = Some(conn);
             }
             let conn = guard.as_ref().expect("opened above");
-            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-            let mut wal = inner.path.as_os_str().to_owned();
-            wal.push("-wal");
-            Ok(std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0))
+            Ok(Checkpointed::run(conn, &inner.path, "PASSIVE")?)
         })
         .await
         .expect("checkpoint task panicked")
+    }
+
+    /// Finishes a checkpoint on the write connection, between two transactions, so that no frame
+    /// is appended while it runs. When it backfills the whole WAL (no reader holds an older
+    /// snapshot), the next transaction writes the WAL from its start again instead of growing it:
+    /// under constant load that is what keeps the WAL small, and `journal_size_limit` trims a file
+    /// a burst made larger. Quick after [`Store::checkpoint_passive`]: only the frames written
+    /// since are left to copy.
+    pub async fn checkpoint_finish(&self) -> std::result::Result<Checkpointed, SubmitError> {
+        let path = self.inner.path.clone();
+        self.writer()
+            .with_connection(move |conn| Checkpointed::run(conn, &path, "PASSIVE"))
+            .await?
+            .map_err(|e| SubmitError::Store(e.into()))
     }
 
     pub fn path(&self) -> &Path {
@@ -244,6 +265,40 @@ impl Store {
         tokio::task::spawn_blocking(move || inner.readers.with(f))
             .await
             .expect("read task panicked")
+    }
+}
+
+/// What a WAL checkpoint found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpointed {
+    /// Frames in the WAL when it ran.
+    pub frames: i64,
+    /// Frames of those now in the database file.
+    pub backfilled: i64,
+    /// The WAL file's size afterwards, in bytes.
+    pub wal_bytes: u64,
+}
+
+impl Checkpointed {
+    fn run(conn: &rusqlite::Connection, db: &Path, mode: &str) -> rusqlite::Result<Checkpointed> {
+        let (frames, backfilled) = conn.query_row(
+            &format!("PRAGMA wal_checkpoint({mode})"),
+            [],
+            |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+        )?;
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal_bytes = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
+        Ok(Checkpointed {
+            frames,
+            backfilled,
+            wal_bytes,
+        })
+    }
+
+    /// Every frame of the WAL is in the database file: the WAL can start over.
+    pub fn complete(&self) -> bool {
+        self.backfilled >= self.frames
     }
 }
 

@@ -564,10 +564,10 @@ fn restart_resends_in_flight_delivery_with_same_id() {
 /// running dispatcher sending a delivery again after recording its success (its own doc says it
 /// "does not send one twice at the same time").
 ///
-/// Fails today, typically a few of the 600 deliveries twice, with the outbox saying "succeeded
-/// after 1 attempt": in `src/delivery/worker.rs` `run`, the dispatcher reads the pending rows
-/// (`pending_for`), then skips those in its in-flight set. A send that finishes in between (records
-/// its outcome, then leaves the in-flight set) is not skipped, and its stale row is sent again.
+/// The race it guards: the dispatcher reads the pending rows (`pending_for`), then skips those in
+/// its in-flight set. A send whose outcome is committed while that read runs must not be taken for
+/// one that is due again (`src/delivery/worker.rs` takes settled ids out of the set only at the
+/// start of a pass, before its reads).
 #[test]
 fn running_server_sends_each_delivery_once() {
     let srv = Server::start();

@@ -90,6 +90,11 @@ impl Housekeeping {
 /// old snapshot, so the WAL could not start over) is truncated through the writer.
 const WAL_TRUNCATE_BYTES: u64 = 2 * crate::store::WAL_SIZE_LIMIT;
 
+/// A checkpoint pass alongside the writer this short leaves little for the writer to copy.
+const SHORT_PASS: std::time::Duration = std::time::Duration::from_millis(15);
+/// Most passes alongside the writer per checkpoint.
+const MAX_PASSES: u32 = 5;
+
 /// Backfills the WAL into the database file in two steps: the bulk alongside the writer, then
 /// the few frames written meanwhile on the writer itself, between two transactions. A complete
 /// checkpoint lets the next transaction write the WAL from its start again, so under constant
@@ -98,11 +103,21 @@ const WAL_TRUNCATE_BYTES: u64 = 2 * crate::store::WAL_SIZE_LIMIT;
 /// grew past [`WAL_TRUNCATE_BYTES`].
 async fn checkpoint(store: &Store) {
     let started = std::time::Instant::now();
-    let bulk = match store.checkpoint_passive().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "wal checkpoint failed");
-            return;
+    // Passes alongside the writer until one is short: what is left for the writer is then what
+    // was written during that short pass.
+    let mut passes = 0;
+    let bulk = loop {
+        let pass = std::time::Instant::now();
+        let c = match store.checkpoint_passive().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "wal checkpoint failed");
+                return;
+            }
+        };
+        passes += 1;
+        if pass.elapsed() < SHORT_PASS || passes == MAX_PASSES {
+            break c;
         }
     };
     let finish_started = std::time::Instant::now();
@@ -114,9 +129,9 @@ async fn checkpoint(store: &Store) {
         }
     };
     tracing::debug!(
+        passes,
         frames = bulk.frames,
         backfilled = bulk.backfilled,
-        left_for_writer = finish.frames - bulk.backfilled.min(finish.frames),
         complete = finish.complete(),
         wal_bytes = finish.wal_bytes,
         took_ms = started.elapsed().as_millis() as u64,
@@ -125,11 +140,7 @@ async fn checkpoint(store: &Store) {
     );
     if !finish.complete() && finish.wal_bytes > WAL_TRUNCATE_BYTES {
         match store.checkpoint_truncate().await {
-            Ok(frames) => tracing::info!(
-                wal_bytes = finish.wal_bytes,
-                frames,
-                "wal truncated"
-            ),
+            Ok(frames) => tracing::info!(wal_bytes = finish.wal_bytes, frames, "wal truncated"),
             Err(e) => tracing::warn!(error = %e, "wal truncate failed"),
         }
     }

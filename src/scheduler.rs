@@ -1,8 +1,8 @@
 //! The scheduler: sleeps until the next due timer, then fires what is due through the writer.
 //!
 //! Timers live in SQLite (`instances.due_at`, indexed); this task only holds the time of the next
-//! one. Each tick fires up to [`BATCH`] timers in one transaction, which also reports the next due
-//! time; the writer wakes the task early when it writes an earlier timer. After a restart the first
+//! one. Each tick fires up to [`BATCH`] timers in one transaction, for at most [`BUDGET`], and
+//! reports the next due time; the writer wakes the task early when it writes an earlier timer. After a restart the first
 //! tick fires everything that fell due while journeyd was stopped.
 
 use std::time::Duration;
@@ -11,8 +11,11 @@ use tokio::sync::watch;
 
 use crate::store::{Store, SubmitError};
 
-/// Most timers fired in one transaction: bounds how long one tick holds the writer.
+/// Most timers fired in one transaction.
 pub const BATCH: usize = 1000;
+/// How long one tick may hold the writer: events that arrive during a backlog of due timers wait
+/// at most about this long behind a tick. A backlog is worked off in ticks one after another.
+pub const BUDGET: Duration = Duration::from_millis(10);
 
 /// Runs until `shutdown` turns true.
 pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
@@ -21,7 +24,7 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
         if *shutdown.borrow() {
             return;
         }
-        let fired = match store.fire_due(BATCH).await {
+        let fired = match store.fire_due(BATCH, BUDGET).await {
             Ok(f) => f,
             Err(SubmitError::Closed) => return,
             Err(e) => {
@@ -39,7 +42,7 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
                 "timers fired"
             );
         }
-        if fired.fired >= BATCH {
+        if fired.more {
             continue;
         }
         let wait = match fired.next_due {

@@ -342,7 +342,9 @@ impl<'a> Engine<'a> {
 
     /// The journey version of an instance that an event may still move: an active one.
     fn active_journey(&self, inst: &Instance) -> Option<Arc<Journey>> {
-        (inst.state == State::Active).then(|| self.journey_of(inst)).flatten()
+        (inst.state == State::Active)
+            .then(|| self.journey_of(inst))
+            .flatten()
     }
 
     /// Whether an event reaches an instance under `unique_by` (SPEC §3: same value, same property).

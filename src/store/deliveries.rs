@@ -58,7 +58,9 @@ fn record_attempt(conn: &rusqlite::Connection, attempt: Attempt, now: i64) -> Re
         "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status = ?5,
              last_error = ?6, updated_at = ?7 WHERE delivery_id = ?1",
     )?
-    .execute(params![attempt.id, status, attempts, next, code, error, now])?;
+    .execute(params![
+        attempt.id, status, attempts, next, code, error, now
+    ])?;
     Ok(())
 }
 

@@ -459,6 +459,8 @@ pub(super) fn flush_stats(conn: &Connection, live: &mut Live) -> Result<()> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Fired {
     pub fired: usize,
+    /// The tick stopped at its limit or its time budget with timers still due: tick again now.
+    pub more: bool,
     /// The earliest timer still pending after the tick.
     pub next_due: Option<i64>,
     /// How late the latest fired timer was, in milliseconds.
@@ -467,15 +469,21 @@ pub struct Fired {
 
 impl Store {
     /// Fires up to `limit` timers due by now, each with its transitions and deliveries, in one
-    /// transaction.
-    pub async fn fire_due(&self, limit: usize) -> std::result::Result<Fired, SubmitError> {
+    /// transaction. The tick stops early, once `budget` has passed, so that it holds the writer
+    /// (and the events queued behind it) only that long; [`Fired::more`] says it should go on.
+    pub async fn fire_due(
+        &self,
+        limit: usize,
+        budget: std::time::Duration,
+    ) -> std::result::Result<Fired, SubmitError> {
         self.writer()
-            .submit_wait(move |ctx| fire_due(ctx, limit))
+            .submit_wait(move |ctx| fire_due(ctx, limit, budget))
             .await
     }
 }
 
-fn fire_due(ctx: &mut WriteCtx, limit: usize) -> Result<Fired> {
+fn fire_due(ctx: &mut WriteCtx, limit: usize, budget: std::time::Duration) -> Result<Fired> {
+    let started = std::time::Instant::now();
     let now = ctx.now;
     let mut due: Vec<(String, i64)> = Vec::new();
     {
@@ -487,9 +495,18 @@ fn fire_due(ctx: &mut WriteCtx, limit: usize) -> Result<Fired> {
             due.push(row?);
         }
     }
-    let mut out = Fired::default();
+    let mut out = Fired {
+        more: due.len() >= limit,
+        ..Fired::default()
+    };
     let mut seen = HashSet::new();
     for (key, due_at) in &due {
+        // Past the budget, profiles not yet reached wait for the next tick; the timers of those
+        // already fired (one pass fires all of a profile's due timers) are still counted.
+        if !seen.contains(key) && started.elapsed() >= budget {
+            out.more = true;
+            continue;
+        }
         out.fired += 1;
         let late = now - due_at;
         out.lateness_max_ms = out.lateness_max_ms.max(late);

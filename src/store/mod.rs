@@ -234,9 +234,21 @@ impl Store {
     pub async fn checkpoint_finish(&self) -> std::result::Result<Checkpointed, SubmitError> {
         let path = self.inner.path.clone();
         self.writer()
-            .with_connection(move |conn| Checkpointed::run(conn, &path, "PASSIVE"))
+            .with_connection(move |conn| {
+                // A reader still on a snapshot from before the last commit keeps the checkpoint
+                // from finishing; reads are short, so try again a few times, briefly.
+                let mut tries = 0;
+                loop {
+                    let c = Checkpointed::run(conn, &path, "PASSIVE")?;
+                    tries += 1;
+                    if c.complete() || tries == 4 {
+                        return Ok(c);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            })
             .await?
-            .map_err(|e| SubmitError::Store(e.into()))
+            .map_err(|e: rusqlite::Error| SubmitError::Store(e.into()))
     }
 
     pub fn path(&self) -> &Path {
@@ -281,11 +293,10 @@ pub struct Checkpointed {
 
 impl Checkpointed {
     fn run(conn: &rusqlite::Connection, db: &Path, mode: &str) -> rusqlite::Result<Checkpointed> {
-        let (frames, backfilled) = conn.query_row(
-            &format!("PRAGMA wal_checkpoint({mode})"),
-            [],
-            |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
-        )?;
+        let (frames, backfilled) =
+            conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            })?;
         let mut wal = db.as_os_str().to_owned();
         wal.push("-wal");
         let wal_bytes = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);

@@ -185,7 +185,7 @@ pub(super) fn on_event(
         return Ok(());
     }
     let message = Value::Object(body.clone());
-    let mut profile = load_profile(ctx.conn, profile_key)?;
+    let mut profile = load_profile(ctx.conn, profile_key, None)?;
     let event = EventView {
         name,
         message: &message,
@@ -215,8 +215,11 @@ fn run_engine(
     effects
 }
 
-/// Loads what the engine needs of one profile: traits, active instances, journey memory.
-fn load_profile(conn: &Connection, key: &str) -> Result<ProfileState> {
+/// Loads what the engine needs of one profile: traits, journey memory, and its active instances:
+/// all of them (`only` is `None`: an event can reach any), or only those listed (firing timers
+/// touches nothing but the instances that fire, so the cost of a firing does not grow with the
+/// profile's other instances).
+fn load_profile(conn: &Connection, key: &str, only: Option<&[i64]>) -> Result<ProfileState> {
     let (anonymous, traits): (bool, String) = conn
         .prepare_cached("SELECT anonymous, traits FROM profiles WHERE profile_key = ?1")?
         .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -226,34 +229,27 @@ fn load_profile(conn: &Connection, key: &str) -> Result<ProfileState> {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
+    const COLUMNS: &str = "instance_id, journey_id, version, step_id, unique_value, context, resets, due_at, ordinal, entered_at";
     let mut instances = Vec::new();
-    let mut stmt = conn.prepare_cached(
-        "SELECT instance_id, journey_id, version, step_id, unique_value, context, resets, due_at, ordinal, entered_at
-         FROM instances WHERE profile_key = ?1 AND state = 'active' ORDER BY instance_id",
-    )?;
-    let rows = stmt.query_map([key], |r| {
-        Ok(Instance {
-            id: r.get(0)?,
-            journey_id: r.get(1)?,
-            version: r.get(2)?,
-            state: State::Active,
-            step: r.get(3)?,
-            unique_value: r
-                .get::<_, Option<String>>(4)?
-                .and_then(|v| serde_json::from_str(&v).ok()),
-            context: match serde_json::from_str(&r.get::<_, String>(5)?) {
-                Ok(Value::Object(m)) => m,
-                _ => Map::new(),
-            },
-            resets: r.get(6)?,
-            due_at: r.get(7)?,
-            ordinal: r.get(8)?,
-            entered_at: r.get(9)?,
-            dirty: false,
-        })
-    })?;
-    for row in rows {
-        instances.push(row?);
+    match only {
+        None => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM instances WHERE profile_key = ?1 AND state = 'active' ORDER BY instance_id"
+            ))?;
+            for row in stmt.query_map([key], instance_row)? {
+                instances.push(row?);
+            }
+        }
+        Some(ids) => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM instances WHERE instance_id = ?1 AND profile_key = ?2 AND state = 'active'"
+            ))?;
+            for id in ids {
+                if let Some(inst) = stmt.query_row(params![id, key], instance_row).optional()? {
+                    instances.push(inst);
+                }
+            }
+        }
     }
     let mut memory = BTreeMap::new();
     let mut stmt = conn.prepare_cached(
@@ -286,6 +282,28 @@ fn load_profile(conn: &Connection, key: &str) -> Result<ProfileState> {
         traits,
         instances,
         memory,
+    })
+}
+
+fn instance_row(r: &rusqlite::Row) -> rusqlite::Result<Instance> {
+    Ok(Instance {
+        id: r.get(0)?,
+        journey_id: r.get(1)?,
+        version: r.get(2)?,
+        state: State::Active,
+        step: r.get(3)?,
+        unique_value: r
+            .get::<_, Option<String>>(4)?
+            .and_then(|v| serde_json::from_str(&v).ok()),
+        context: match serde_json::from_str(&r.get::<_, String>(5)?) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        },
+        resets: r.get(6)?,
+        due_at: r.get(7)?,
+        ordinal: r.get(8)?,
+        entered_at: r.get(9)?,
+        dirty: false,
     })
 }
 
@@ -485,37 +503,43 @@ impl Store {
 fn fire_due(ctx: &mut WriteCtx, limit: usize, budget: std::time::Duration) -> Result<Fired> {
     let started = std::time::Instant::now();
     let now = ctx.now;
-    let mut due: Vec<(String, i64)> = Vec::new();
+    // The due timers, grouped by profile in the order each profile's first one fell due.
+    let mut profiles: Vec<(String, Vec<(i64, i64)>)> = Vec::new();
+    let mut selected = 0;
     {
+        let mut index: HashMap<String, usize> = HashMap::new();
         let mut stmt = ctx.conn.prepare_cached(
-            "SELECT profile_key, due_at FROM instances WHERE due_at IS NOT NULL AND due_at <= ?1 ORDER BY due_at LIMIT ?2",
+            "SELECT instance_id, profile_key, due_at FROM instances WHERE due_at IS NOT NULL AND due_at <= ?1 ORDER BY due_at LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        for row in rows {
-            due.push(row?);
+        let mut rows = stmt.query(params![now, limit as i64])?;
+        while let Some(r) = rows.next()? {
+            let (id, key, due_at): (i64, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            selected += 1;
+            let n = *index.entry(key.clone()).or_insert_with(|| {
+                profiles.push((key, Vec::new()));
+                profiles.len() - 1
+            });
+            profiles[n].1.push((id, due_at));
         }
     }
     let mut out = Fired {
-        more: due.len() >= limit,
+        more: selected >= limit,
         ..Fired::default()
     };
-    let mut seen = HashSet::new();
-    for (key, due_at) in &due {
-        // Past the budget, profiles not yet reached wait for the next tick; the timers of those
-        // already fired (one pass fires all of a profile's due timers) are still counted.
-        if !seen.contains(key) && started.elapsed() >= budget {
+    for (key, timers) in &profiles {
+        // Past the budget, the rest waits for the next tick.
+        if started.elapsed() >= budget {
             out.more = true;
-            continue;
+            break;
         }
-        out.fired += 1;
-        let late = now - due_at;
-        out.lateness_max_ms = out.lateness_max_ms.max(late);
-        METRICS.timer_lateness.observe(late as f64 / 1000.0);
-        // One pass per profile fires all of its due timers, in due order.
-        if !seen.insert(key.clone()) {
-            continue;
+        let ids: Vec<i64> = timers.iter().map(|t| t.0).collect();
+        for (_, due_at) in timers {
+            out.fired += 1;
+            let late = now - due_at;
+            out.lateness_max_ms = out.lateness_max_ms.max(late);
+            METRICS.timer_lateness.observe(late as f64 / 1000.0);
         }
-        let mut profile = load_profile(ctx.conn, key)?;
+        let mut profile = load_profile(ctx.conn, key, Some(&ids))?;
         let effects = run_engine(&mut ctx.state.live, &mut profile, |engine, profile| {
             engine.fire_due(profile, now)
         });

@@ -15,7 +15,7 @@ use crate::store::{Store, SubmitError};
 pub const BATCH: usize = 1000;
 /// How long one tick may hold the writer: events that arrive during a backlog of due timers wait
 /// at most about this long behind a tick. A backlog is worked off in ticks one after another.
-pub const BUDGET: Duration = Duration::from_millis(10);
+pub const BUDGET: Duration = Duration::from_millis(20);
 
 /// Runs until `shutdown` turns true.
 pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {

@@ -34,6 +34,9 @@ pub struct Live {
     /// engine entirely.
     interesting: HashSet<String>,
     last_instance_id: i64,
+    /// The first instance id the running engine call may give out: instances from there on are
+    /// new rows, the others are updated in place.
+    first_new_instance: i64,
     max_active: usize,
     wake: Arc<Wake>,
     /// Set when a job wrote deliveries that are due now: the writer wakes the dispatcher once the
@@ -203,6 +206,7 @@ fn run_engine(
     f: impl FnOnce(&mut Engine, &mut ProfileState),
 ) -> Effects {
     let mut last_id = live.last_instance_id;
+    live.first_new_instance = last_id + 1;
     let effects = {
         let mut ids = LiveIds {
             last_instance_id: &mut last_id,
@@ -318,29 +322,43 @@ fn persist(
     let conn = ctx.conn;
     let mut earliest_due = i64::MAX;
     for inst in profile.instances.iter().filter(|i| i.dirty) {
-        conn.prepare_cached(
-            "INSERT INTO instances (instance_id, profile_key, journey_id, version, state, step_id, unique_value, context,
-                                    resets, due_at, ordinal, entered_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-             ON CONFLICT (instance_id) DO UPDATE SET state = excluded.state, step_id = excluded.step_id,
-                 context = excluded.context, resets = excluded.resets, due_at = excluded.due_at,
-                 updated_at = excluded.updated_at",
-        )?
-        .execute(params![
-            inst.id,
-            profile.key,
-            inst.journey_id,
-            inst.version,
-            inst.state.as_str(),
-            inst.step,
-            inst.unique_value.as_ref().map(Value::to_string),
-            Value::Object(inst.context.clone()).to_string(),
-            inst.resets,
-            inst.due_at,
-            inst.ordinal,
-            inst.entered_at,
-            now,
-        ])?;
+        let context = Value::Object(inst.context.clone()).to_string();
+        if inst.id >= ctx.state.live.first_new_instance {
+            conn.prepare_cached(
+                "INSERT INTO instances (instance_id, profile_key, journey_id, version, state, step_id, unique_value, context,
+                                        resets, due_at, ordinal, entered_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                inst.id,
+                profile.key,
+                inst.journey_id,
+                inst.version,
+                inst.state.as_str(),
+                inst.step,
+                inst.unique_value.as_ref().map(Value::to_string),
+                context,
+                inst.resets,
+                inst.due_at,
+                inst.ordinal,
+                inst.entered_at,
+                now,
+            ])?;
+        } else {
+            conn.prepare_cached(
+                "UPDATE instances SET state = ?2, step_id = ?3, context = ?4, resets = ?5, due_at = ?6, updated_at = ?7
+                 WHERE instance_id = ?1",
+            )?
+            .execute(params![
+                inst.id,
+                inst.state.as_str(),
+                inst.step,
+                context,
+                inst.resets,
+                inst.due_at,
+                now,
+            ])?;
+        }
         if let Some(due) = inst.due_at {
             earliest_due = earliest_due.min(due);
         }
@@ -354,15 +372,33 @@ fn persist(
         )?
         .execute(params![profile.key, journey, memory.entries, sticky])?;
     }
+    // Transitions go in with one statement per chunk of rows rather than one per row.
+    let first_seq = ctx.state.last_seq + 1;
+    ctx.state.last_seq += effects.transitions.len() as i64;
+    for (n, chunk) in effects.transitions.chunks(TRANSITION_ROWS).enumerate() {
+        let seqs: Vec<i64> = (0..chunk.len())
+            .map(|i| first_seq + (n * TRANSITION_ROWS + i) as i64)
+            .collect();
+        let whats: Vec<&str> = chunk.iter().map(|t| t.what.as_str()).collect();
+        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 9);
+        for ((t, seq), what) in chunk.iter().zip(&seqs).zip(&whats) {
+            args.extend([
+                seq as &dyn rusqlite::ToSql,
+                &profile.key,
+                &t.instance,
+                &t.journey_id,
+                &t.version,
+                &t.at,
+                what,
+                &t.step,
+                &t.detail,
+            ]);
+        }
+        conn.prepare_cached(transitions_insert(chunk.len()))?
+            .execute(rusqlite::params_from_iter(args))?;
+    }
     let mut stats: HashMap<StatKey, i64> = HashMap::new();
     for t in &effects.transitions {
-        let seq = ctx.state.last_seq + 1;
-        ctx.state.last_seq = seq;
-        conn.prepare_cached(
-            "INSERT INTO transitions (seq, profile_key, instance_id, journey_id, version, at, what, step_id, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(params![seq, profile.key, t.instance, t.journey_id, t.version, t.at, t.what.as_str(), t.step, t.detail])?;
         let step = t.step.clone().unwrap_or_default();
         let mut bump = |kind: &'static str, step: &str, label: &str, by: i64| {
             *stats
@@ -454,6 +490,33 @@ fn persist(
         wake.notify.notify_one();
     }
     Ok(())
+}
+
+/// Most transition rows per INSERT statement.
+const TRANSITION_ROWS: usize = 8;
+
+/// The INSERT statement for `rows` transitions (1 to [`TRANSITION_ROWS`]).
+fn transitions_insert(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    &SQL.get_or_init(|| {
+        (1..=TRANSITION_ROWS)
+            .map(|n| {
+                let values: Vec<String> = (0..n)
+                    .map(|i| {
+                        let b = i * 9;
+                        format!(
+                            "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
+                            b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9
+                        )
+                    })
+                    .collect();
+                format!(
+                    "INSERT INTO transitions (seq, profile_key, instance_id, journey_id, version, at, what, step_id, detail) VALUES {}",
+                    values.join(", ")
+                )
+            })
+            .collect()
+    })[rows - 1]
 }
 
 /// Writes the stats counters a job's transitions accumulated. The writer calls it once per job

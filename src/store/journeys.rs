@@ -372,33 +372,17 @@ fn persist(
         )?
         .execute(params![profile.key, journey, memory.entries, sticky])?;
     }
-    // Transitions go in with one statement per chunk of rows rather than one per row.
-    let first_seq = ctx.state.last_seq + 1;
-    ctx.state.last_seq += effects.transitions.len() as i64;
-    for (n, chunk) in effects.transitions.chunks(TRANSITION_ROWS).enumerate() {
-        let seqs: Vec<i64> = (0..chunk.len())
-            .map(|i| first_seq + (n * TRANSITION_ROWS + i) as i64)
-            .collect();
-        let whats: Vec<&str> = chunk.iter().map(|t| t.what.as_str()).collect();
-        let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 9);
-        for ((t, seq), what) in chunk.iter().zip(&seqs).zip(&whats) {
-            args.extend([
-                seq as &dyn rusqlite::ToSql,
-                &profile.key,
-                &t.instance,
-                &t.journey_id,
-                &t.version,
-                &t.at,
-                what,
-                &t.step,
-                &t.detail,
-            ]);
-        }
-        conn.prepare_cached(transitions_insert(chunk.len()))?
-            .execute(rusqlite::params_from_iter(args))?;
-    }
     let mut stats: HashMap<StatKey, i64> = HashMap::new();
     for t in &effects.transitions {
+        // One row per statement: a multi-row INSERT needs a statement journal, which costs more
+        // than the statements it saves.
+        let seq = ctx.state.last_seq + 1;
+        ctx.state.last_seq = seq;
+        conn.prepare_cached(
+            "INSERT INTO transitions (seq, profile_key, instance_id, journey_id, version, at, what, step_id, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![seq, profile.key, t.instance, t.journey_id, t.version, t.at, t.what.as_str(), t.step, t.detail])?;
         let step = t.step.clone().unwrap_or_default();
         let mut bump = |kind: &'static str, step: &str, label: &str, by: i64| {
             *stats
@@ -490,33 +474,6 @@ fn persist(
         wake.notify.notify_one();
     }
     Ok(())
-}
-
-/// Most transition rows per INSERT statement.
-const TRANSITION_ROWS: usize = 8;
-
-/// The INSERT statement for `rows` transitions (1 to [`TRANSITION_ROWS`]).
-fn transitions_insert(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    &SQL.get_or_init(|| {
-        (1..=TRANSITION_ROWS)
-            .map(|n| {
-                let values: Vec<String> = (0..n)
-                    .map(|i| {
-                        let b = i * 9;
-                        format!(
-                            "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
-                            b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9
-                        )
-                    })
-                    .collect();
-                format!(
-                    "INSERT INTO transitions (seq, profile_key, instance_id, journey_id, version, at, what, step_id, detail) VALUES {}",
-                    values.join(", ")
-                )
-            })
-            .collect()
-    })[rows - 1]
 }
 
 /// Writes the stats counters a job's transitions accumulated. The writer calls it once per job

@@ -92,10 +92,25 @@ fn configure(conn: &rusqlite::Connection, sync: Sync) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", sync.pragma())?;
     // Foreign keys are off by default in SQLite; the schema relies on none, but say so explicitly.
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    plan_stability(conn)?;
     // Keep temporary b-trees (sorts for list queries) in memory rather than in temp files.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // 16 MiB of page cache per connection (negative means KiB): the hot part of the indexes stays resident.
     conn.pragma_update(None, "cache_size", -16_384)?;
+    Ok(())
+}
+
+/// Turns on SQLite's query planner stability guarantee. Without it, a statement whose bound
+/// parameter is compared with a partial index's literal (`profile_key = ?1` against
+/// `WHERE state = 'active'`) or used as a `LIMIT` is marked to be planned again for every new
+/// binding, so a cached statement was parsed and planned anew on each use: every profile load,
+/// every look at the outbox. The schema's partial indexes are all usable from literals in the
+/// queries themselves, so nothing is lost.
+fn plan_stability(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(())
 }
 
@@ -318,4 +333,50 @@ pub fn hash_secret(secret: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(secret.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    /// Cached statements of the hot paths are planned once, not again for every binding.
+    #[test]
+    fn cached_statements_are_not_planned_again_per_binding() {
+        let dir = std::env::temp_dir().join(format!("journeyd-qpsg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut conn = open_connection(&dir.join("j.db"), Sync::Normal).unwrap();
+        schema::apply(&mut conn).unwrap();
+        let hot = [
+            // A bound value against a partial index's literal (`state = 'active'`).
+            "SELECT instance_id FROM instances WHERE profile_key = ?1 AND state = 'active' ORDER BY instance_id",
+            // A bound LIMIT.
+            "SELECT instance_id FROM instances WHERE due_at IS NOT NULL AND due_at <= ?1 ORDER BY due_at LIMIT ?2",
+            "SELECT delivery_id FROM deliveries WHERE status = 'pending' AND destination_id = ?1 ORDER BY next_attempt_at LIMIT ?2",
+        ];
+        for sql in hot {
+            let mut reprepared = 0;
+            for n in 0..10i64 {
+                let mut stmt = conn.prepare_cached(sql).unwrap();
+                let key = format!("k{n}");
+                let params: Vec<&dyn rusqlite::ToSql> = if sql.contains("?2") {
+                    if sql.contains("due_at") {
+                        vec![&n, &n]
+                    } else {
+                        vec![&key, &n]
+                    }
+                } else {
+                    vec![&key]
+                };
+                let mut rows = stmt.query(params.as_slice()).unwrap();
+                while rows.next().unwrap().is_some() {}
+                drop(rows);
+                reprepared = stmt.get_status(StatementStatus::RePrepare);
+            }
+            assert_eq!(reprepared, 0, "planned again per binding: {sql}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -38,6 +38,7 @@ impl ReadPool {
                 )?;
                 c.busy_timeout(std::time::Duration::from_secs(5))?;
                 c.pragma_update(None, "temp_store", "MEMORY")?;
+                super::plan_stability(&c)?;
                 c.set_prepared_statement_cache_capacity(32);
                 c
             }

@@ -3,8 +3,8 @@
 //!
 //! Callers queue a closure with [`Writer::submit`]. The thread takes the first queued job, then
 //! everything else already waiting (up to `max_batch`), and runs them all in one
-//! `BEGIN IMMEDIATE` transaction, each inside its own savepoint so that one failing job rolls back
-//! alone. Only after `COMMIT` returns are the callers answered: a reply means durable. One fsync
+//! `BEGIN IMMEDIATE` transaction, each (when there are several) inside its own savepoint so that
+//! one failing job rolls back alone. Only after `COMMIT` returns are the callers answered: a reply means durable. One fsync
 //! thus covers every request that arrived while the previous commit was in progress, which is what
 //! lets durable ingest keep up with many concurrent clients.
 
@@ -301,20 +301,35 @@ fn commit_batch(
     batch: &mut [Box<dyn Job>],
 ) -> Result<()> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for job in batch.iter_mut() {
-        let sp = tx.savepoint()?;
+    if let [job] = batch {
+        // A lone job needs no savepoint: the transaction is its unit of rollback. (A savepoint
+        // is not free: SQLite copies each page the job first changes into a sub-journal.)
         let mut ctx = WriteCtx {
-            conn: &sp,
+            conn: &tx,
             state,
             now,
         };
-        // The stats counters a job's transitions accumulated are written once, at its end.
-        if job.run(&mut ctx) && super::journeys::flush_stats(&sp, &mut state.live).is_ok() {
-            sp.commit()?;
-        } else {
-            // Dropping an uncommitted savepoint rolls it back: the failed job leaves no trace.
+        if !(job.run(&mut ctx) && super::journeys::flush_stats(&tx, &mut state.live).is_ok()) {
             state.live.discard_job_state();
-            drop(sp);
+            // Dropping the transaction rolls it back: the failed job leaves no trace.
+            return Ok(());
+        }
+    } else {
+        for job in batch.iter_mut() {
+            let sp = tx.savepoint()?;
+            let mut ctx = WriteCtx {
+                conn: &sp,
+                state,
+                now,
+            };
+            // The stats counters a job's transitions accumulated are written once, at its end.
+            if job.run(&mut ctx) && super::journeys::flush_stats(&sp, &mut state.live).is_ok() {
+                sp.commit()?;
+            } else {
+                // Dropping an uncommitted savepoint rolls it back: the failed job leaves no trace.
+                state.live.discard_job_state();
+                drop(sp);
+            }
         }
     }
     let committed = tx.commit();

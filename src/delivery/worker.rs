@@ -145,9 +145,9 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
                 continue; // a finishing send wakes us
             }
             let flying = in_flight.entry(target.id.clone()).or_default();
-            // In-flight rows are still pending, and come first: read past them.
+            // In-flight rows are still pending, and come first: the read passes over them.
             let pending = match store
-                .pending_for(target.id.clone(), flying.len() + free + 1)
+                .pending_for(target.id.clone(), flying.clone(), free + 1)
                 .await
             {
                 Ok(p) => p,

@@ -1,5 +1,7 @@
 //! The outbox: due deliveries for the dispatcher, attempt outcomes, listing and manual retry.
 
+use std::collections::HashSet;
+
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Map, Value};
 
@@ -113,17 +115,45 @@ impl Store {
         .await
     }
 
-    /// The first `limit` pending deliveries of a destination, soonest first (due or not).
-    pub async fn pending_for(&self, destination: String, limit: usize) -> Result<Vec<DueDelivery>> {
+    /// The first `want` pending deliveries of a destination, soonest first (due or not), passing
+    /// over those in `skip` (in flight). The head of the queue is read from the index alone;
+    /// only the rows returned are read in full.
+    pub async fn pending_for(
+        &self,
+        destination: String,
+        skip: HashSet<String>,
+        want: usize,
+    ) -> Result<Vec<DueDelivery>> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT delivery_id, payload, attempts, next_attempt_at FROM deliveries
+            let mut head = conn.prepare_cached(
+                "SELECT delivery_id, next_attempt_at FROM deliveries
                  WHERE status = 'pending' AND destination_id = ?1 ORDER BY next_attempt_at LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![destination, limit as i64], |r| {
-                Ok(DueDelivery { id: r.get(0)?, payload: r.get(1)?, attempts: r.get(2)?, next_attempt_at: r.get(3)? })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            let mut rows = head.query(params![destination, (skip.len() + want) as i64])?;
+            let mut chosen: Vec<(String, i64)> = Vec::with_capacity(want);
+            while let Some(r) = rows.next()? {
+                let id: String = r.get(0)?;
+                if !skip.contains(&id) {
+                    chosen.push((id, r.get(1)?));
+                    if chosen.len() == want {
+                        break;
+                    }
+                }
+            }
+            drop(rows);
+            let mut full = conn.prepare_cached(
+                "SELECT payload, attempts FROM deliveries WHERE delivery_id = ?1 AND status = 'pending'",
+            )?;
+            let mut out = Vec::with_capacity(chosen.len());
+            for (id, next_attempt_at) in chosen {
+                if let Some((payload, attempts)) = full
+                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                {
+                    out.push(DueDelivery { id, payload, attempts, next_attempt_at });
+                }
+            }
+            Ok(out)
         })
         .await
     }

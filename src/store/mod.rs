@@ -123,7 +123,9 @@ fn open_connection(path: &Path, sync: Sync) -> Result<rusqlite::Connection> {
 }
 
 /// The size the WAL file is trimmed back to when it starts over (SQLite's `journal_size_limit`).
-pub const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+/// Above what a second of heavy load writes (about 100 MB here), so that trimming, which stalls
+/// the commit that starts the WAL over, stays rare.
+pub const WAL_SIZE_LIMIT: u64 = 128 * 1024 * 1024;
 
 /// The handle the rest of the process holds: cheap to clone.
 #[derive(Clone)]

@@ -77,6 +77,8 @@ impl WriterState {
 trait Job: Send {
     /// Runs the job inside the batch transaction; returns whether it succeeded.
     fn run(&mut self, ctx: &mut WriteCtx) -> bool;
+    /// Records that the job's work was rolled back after it ran (its stats could not be written).
+    fn fail(&mut self, error: StoreError);
     /// Answers the caller once the batch's fate is known.
     fn finish(self: Box<Self>, commit: std::result::Result<(), &StoreError>);
 }
@@ -98,6 +100,10 @@ where
         let ok = out.is_ok();
         self.out = Some(out);
         ok
+    }
+
+    fn fail(&mut self, error: StoreError) {
+        self.out = Some(Err(error));
     }
 
     fn finish(self: Box<Self>, commit: std::result::Result<(), &StoreError>) {
@@ -294,6 +300,22 @@ fn run(
     }
 }
 
+/// Runs one job, then writes the stats counters its transitions accumulated (once per job, at
+/// its end). Returns whether both succeeded; when not, the caller rolls the job back and the job
+/// answers with the error.
+fn run_job(job: &mut dyn Job, ctx: &mut WriteCtx, conn: &Connection) -> bool {
+    if !job.run(ctx) {
+        ctx.state.live.discard_job_state();
+        return false;
+    }
+    if let Err(e) = super::journeys::flush_stats(conn, &mut ctx.state.live) {
+        ctx.state.live.discard_job_state();
+        job.fail(e);
+        return false;
+    }
+    true
+}
+
 fn commit_batch(
     conn: &mut Connection,
     state: &mut WriterState,
@@ -309,8 +331,7 @@ fn commit_batch(
             state,
             now,
         };
-        if !(job.run(&mut ctx) && super::journeys::flush_stats(&tx, &mut state.live).is_ok()) {
-            state.live.discard_job_state();
+        if !run_job(job.as_mut(), &mut ctx, &tx) {
             // Dropping the transaction rolls it back: the failed job leaves no trace.
             return Ok(());
         }
@@ -322,12 +343,10 @@ fn commit_batch(
                 state,
                 now,
             };
-            // The stats counters a job's transitions accumulated are written once, at its end.
-            if job.run(&mut ctx) && super::journeys::flush_stats(&sp, &mut state.live).is_ok() {
+            if run_job(job.as_mut(), &mut ctx, &sp) {
                 sp.commit()?;
             } else {
                 // Dropping an uncommitted savepoint rolls it back: the failed job leaves no trace.
-                state.live.discard_job_state();
                 drop(sp);
             }
         }

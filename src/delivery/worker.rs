@@ -158,9 +158,6 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
                 }
             };
             for row in pending {
-                if flying.contains(&row.id) {
-                    continue;
-                }
                 if row.next_attempt_at > now {
                     next_wake = next_wake.min(row.next_attempt_at);
                     break;

@@ -34,9 +34,6 @@ pub struct Live {
     /// engine entirely.
     interesting: HashSet<String>,
     last_instance_id: i64,
-    /// The first instance id the running engine call may give out: instances from there on are
-    /// new rows, the others are updated in place.
-    first_new_instance: i64,
     max_active: usize,
     wake: Arc<Wake>,
     /// Set when a job wrote deliveries that are due now: the writer wakes the dispatcher once the
@@ -193,20 +190,21 @@ pub(super) fn on_event(
         name,
         message: &message,
     };
-    let effects = run_engine(&mut ctx.state.live, &mut profile, |engine, profile| {
+    let (effects, first_new) = run_engine(&mut ctx.state.live, &mut profile, |engine, profile| {
         engine.on_event(profile, &event, now)
     });
-    persist(ctx, &mut profile, effects, now)
+    persist(ctx, &mut profile, effects, first_new, now)
 }
 
-/// Runs the engine on one profile with the writer's catalog and instance ids.
+/// Runs the engine on one profile with the writer's catalog and instance ids. Returns its effects
+/// and the first instance id it could give out: instances from there on are new rows.
 fn run_engine(
     live: &mut Live,
     profile: &mut ProfileState,
     f: impl FnOnce(&mut Engine, &mut ProfileState),
-) -> Effects {
+) -> (Effects, i64) {
     let mut last_id = live.last_instance_id;
-    live.first_new_instance = last_id + 1;
+    let first_new = last_id + 1;
     let effects = {
         let mut ids = LiveIds {
             last_instance_id: &mut last_id,
@@ -216,7 +214,7 @@ fn run_engine(
         engine.effects
     };
     live.last_instance_id = last_id;
-    effects
+    (effects, first_new)
 }
 
 /// Loads what the engine needs of one profile: traits, journey memory, and its active instances:
@@ -311,19 +309,21 @@ fn instance_row(r: &rusqlite::Row) -> rusqlite::Result<Instance> {
     })
 }
 
-/// Writes back what the engine did: changed instances and memory, transitions (with their stats),
-/// and deliveries, all in the caller's transaction.
+/// Writes back what the engine did: changed instances (those from id `first_new` on are new rows,
+/// the others are updated in place) and memory, transitions (with their stats), and deliveries,
+/// all in the caller's transaction.
 fn persist(
     ctx: &mut WriteCtx,
     profile: &mut ProfileState,
     effects: Effects,
+    first_new: i64,
     now: i64,
 ) -> Result<()> {
     let conn = ctx.conn;
     let mut earliest_due = i64::MAX;
     for inst in profile.instances.iter().filter(|i| i.dirty) {
         let context = Value::Object(inst.context.clone()).to_string();
-        if inst.id >= ctx.state.live.first_new_instance {
+        if inst.id >= first_new {
             conn.prepare_cached(
                 "INSERT INTO instances (instance_id, profile_key, journey_id, version, state, step_id, unique_value, context,
                                         resets, due_at, ordinal, entered_at, updated_at)
@@ -560,9 +560,10 @@ fn fire_due(ctx: &mut WriteCtx, limit: usize, budget: std::time::Duration) -> Re
             METRICS.timer_lateness.observe(late as f64 / 1000.0);
         }
         let mut profile = load_profile(ctx.conn, key, Some(&ids))?;
-        let effects = run_engine(&mut ctx.state.live, &mut profile, |engine, profile| {
-            engine.fire_due(profile, now)
-        });
+        let (effects, first_new) =
+            run_engine(&mut ctx.state.live, &mut profile, |engine, profile| {
+                engine.fire_due(profile, now)
+            });
         // A timer whose journey version is gone (cannot happen unless the database was edited)
         // would fire forever: clear it.
         if effects.transitions.is_empty() {
@@ -572,7 +573,7 @@ fn fire_due(ctx: &mut WriteCtx, limit: usize, budget: std::time::Duration) -> Re
                 )?
                 .execute(params![key, now])?;
         }
-        persist(ctx, &mut profile, effects, now)?;
+        persist(ctx, &mut profile, effects, first_new, now)?;
     }
     out.next_due = ctx
         .conn

@@ -241,6 +241,9 @@ impl Writer {
     }
 }
 
+/// How long the writer waits for more jobs before committing, when it is busy.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
+
 fn run(
     mut conn: Connection,
     mut state: WriterState,
@@ -253,21 +256,34 @@ fn run(
     let mut stopping = false;
     // Raw work taken from the queue while a batch was being gathered runs after that batch.
     let mut raw: Option<RawWork> = None;
+    let mut last_commit = std::time::Instant::now();
     while !stopping {
         match rx.blocking_recv() {
             Some(Msg::Job(job)) => batch.push(job),
             Some(Msg::Raw(f)) => raw = Some(f),
             Some(Msg::Stop) | None => break,
         }
-        while batch.len() < max_batch && raw.is_none() {
-            match rx.try_recv() {
-                Ok(Msg::Job(job)) => batch.push(job),
-                Ok(Msg::Raw(f)) => raw = Some(f),
-                Ok(Msg::Stop) => {
-                    stopping = true;
+        // Busy (the previous commit ended moments ago): more jobs are on their way, and waiting a
+        // little for them lets one commit write the pages every commit rewrites (table tails,
+        // stats rows) once for all of them.
+        let linger = last_commit.elapsed() < LINGER;
+        for round in 0..2 {
+            if round == 1 {
+                if !linger || stopping || raw.is_some() || batch.len() >= max_batch {
                     break;
                 }
-                Err(_) => break,
+                std::thread::sleep(LINGER);
+            }
+            while batch.len() < max_batch && raw.is_none() {
+                match rx.try_recv() {
+                    Ok(Msg::Job(job)) => batch.push(job),
+                    Ok(Msg::Raw(f)) => raw = Some(f),
+                    Ok(Msg::Stop) => {
+                        stopping = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
             }
         }
         if batch.is_empty() {
@@ -277,6 +293,7 @@ fn run(
             continue;
         }
         let outcome = commit_batch(&mut conn, &mut state, clock.now_ms(), &mut batch);
+        last_commit = std::time::Instant::now();
         if let Err(e) = &outcome {
             tracing::error!(error = %e, jobs = batch.len(), "write transaction failed");
         }

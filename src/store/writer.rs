@@ -257,16 +257,18 @@ fn run(
     // Raw work taken from the queue while a batch was being gathered runs after that batch.
     let mut raw: Option<RawWork> = None;
     let mut last_commit = std::time::Instant::now();
+    let mut last_batch = 0;
     while !stopping {
         match rx.blocking_recv() {
             Some(Msg::Job(job)) => batch.push(job),
             Some(Msg::Raw(f)) => raw = Some(f),
             Some(Msg::Stop) | None => break,
         }
-        // Busy (the previous commit ended moments ago): more jobs are on their way, and waiting a
-        // little for them lets one commit write the pages every commit rewrites (table tails,
-        // stats rows) once for all of them.
-        let linger = last_commit.elapsed() < LINGER;
+        // Busy with several clients (the previous commit held more than one job and ended moments
+        // ago): more jobs are on their way, and waiting a little for them lets one commit write
+        // the pages every commit rewrites (table tails, stats rows) once for all of them. A lone
+        // client sending one request after another never waits.
+        let linger = last_batch > 1 && last_commit.elapsed() < LINGER;
         for round in 0..2 {
             if round == 1 {
                 if !linger || stopping || raw.is_some() || batch.len() >= max_batch {
@@ -294,6 +296,7 @@ fn run(
         }
         let outcome = commit_batch(&mut conn, &mut state, clock.now_ms(), &mut batch);
         last_commit = std::time::Instant::now();
+        last_batch = batch.len();
         if let Err(e) = &outcome {
             tracing::error!(error = %e, jobs = batch.len(), "write transaction failed");
         }

@@ -231,21 +231,22 @@ fn load_profile(conn: &Connection, key: &str, only: Option<&[i64]>) -> Result<Pr
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    const COLUMNS: &str = "instance_id, journey_id, version, step_id, unique_value, context, resets, due_at, ordinal, entered_at";
     let mut instances = Vec::new();
     match only {
         None => {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM instances WHERE profile_key = ?1 AND state = 'active' ORDER BY instance_id"
-            ))?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT instance_id, journey_id, version, step_id, unique_value, context, resets, due_at, ordinal, entered_at
+                 FROM instances WHERE profile_key = ?1 AND state = 'active' ORDER BY instance_id",
+            )?;
             for row in stmt.query_map([key], instance_row)? {
                 instances.push(row?);
             }
         }
         Some(ids) => {
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM instances WHERE instance_id = ?1 AND profile_key = ?2 AND state = 'active'"
-            ))?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT instance_id, journey_id, version, step_id, unique_value, context, resets, due_at, ordinal, entered_at
+                 FROM instances WHERE instance_id = ?1 AND profile_key = ?2 AND state = 'active'",
+            )?;
             for id in ids {
                 if let Some(inst) = stmt.query_row(params![id, key], instance_row).optional()? {
                     instances.push(inst);
@@ -322,7 +323,7 @@ fn persist(
     let conn = ctx.conn;
     let mut earliest_due = i64::MAX;
     for inst in profile.instances.iter().filter(|i| i.dirty) {
-        let context = Value::Object(inst.context.clone()).to_string();
+        let context = serde_json::to_string(&inst.context).expect("a JSON map serialises");
         if inst.id >= first_new {
             conn.prepare_cached(
                 "INSERT INTO instances (instance_id, profile_key, journey_id, version, state, step_id, unique_value, context,

@@ -269,24 +269,10 @@ fn run(
         // the pages every commit rewrites (table tails, stats rows) once for all of them. A lone
         // client sending one request after another never waits.
         let linger = last_batch > 1 && last_commit.elapsed() < LINGER;
-        for round in 0..2 {
-            if round == 1 {
-                if !linger || stopping || raw.is_some() || batch.len() >= max_batch {
-                    break;
-                }
-                std::thread::sleep(LINGER);
-            }
-            while batch.len() < max_batch && raw.is_none() {
-                match rx.try_recv() {
-                    Ok(Msg::Job(job)) => batch.push(job),
-                    Ok(Msg::Raw(f)) => raw = Some(f),
-                    Ok(Msg::Stop) => {
-                        stopping = true;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
+        stopping = take_queued(&mut rx, &mut batch, &mut raw, max_batch);
+        if linger && !stopping && raw.is_none() && batch.len() < max_batch {
+            std::thread::sleep(LINGER);
+            stopping = take_queued(&mut rx, &mut batch, &mut raw, max_batch);
         }
         if batch.is_empty() {
             if let Some(f) = raw.take() {
@@ -334,6 +320,25 @@ fn run_job(job: &mut dyn Job, ctx: &mut WriteCtx, conn: &Connection) -> bool {
         return false;
     }
     true
+}
+
+/// Moves what is already queued into `batch`, up to `max_batch` jobs, stopping at raw work (it
+/// runs after the batch). Returns whether a stop request was taken.
+fn take_queued(
+    rx: &mut mpsc::Receiver<Msg>,
+    batch: &mut Vec<Box<dyn Job>>,
+    raw: &mut Option<RawWork>,
+    max_batch: usize,
+) -> bool {
+    while batch.len() < max_batch && raw.is_none() {
+        match rx.try_recv() {
+            Ok(Msg::Job(job)) => batch.push(job),
+            Ok(Msg::Raw(f)) => *raw = Some(f),
+            Ok(Msg::Stop) => return true,
+            Err(_) => break,
+        }
+    }
+    false
 }
 
 fn commit_batch(

@@ -152,7 +152,7 @@ impl ServeArgs {
         Ok(())
     }
 
-    pub fn housekeeping(&self) -> crate::housekeeping::Settings {
+    pub(crate) fn housekeeping(&self) -> crate::housekeeping::Settings {
         crate::housekeeping::Settings {
             purge_schedule: self.purge_schedule.clone(),
             events_retention_ms: self.events_retention as i64,

@@ -11,30 +11,30 @@ use crate::store::Store;
 
 /// What housekeeping does and when (cron expressions with seconds: `sec min hour day month weekday`).
 #[derive(Debug, Clone)]
-pub struct Settings {
-    pub purge_schedule: String,
-    pub events_retention_ms: i64,
-    pub instances_retention_ms: i64,
-    pub checkpoint_schedule: String,
-    pub backup_dir: Option<PathBuf>,
-    pub backup_schedule: String,
-    pub backup_keep: usize,
+pub(crate) struct Settings {
+    pub(crate) purge_schedule: String,
+    pub(crate) events_retention_ms: i64,
+    pub(crate) instances_retention_ms: i64,
+    pub(crate) checkpoint_schedule: String,
+    pub(crate) backup_dir: Option<PathBuf>,
+    pub(crate) backup_schedule: String,
+    pub(crate) backup_keep: usize,
 }
 
 /// The running jobs; [`Housekeeping::stop`] ends them.
-pub struct Housekeeping {
+pub(crate) struct Housekeeping {
     scheduler: JobScheduler,
 }
 
 /// Checks a cron expression the way the scheduler will read it.
-pub fn validate_schedule(expr: &str) -> Result<(), String> {
+pub(crate) fn validate_schedule(expr: &str) -> Result<(), String> {
     Job::new_async(expr, |_, _| Box::pin(async {}))
         .map(|_| ())
         .map_err(|e| format!("bad schedule \"{expr}\": {e}"))
 }
 
 impl Housekeeping {
-    pub async fn start(
+    pub(crate) async fn start(
         store: Store,
         settings: Settings,
     ) -> Result<Housekeeping, JobSchedulerError> {
@@ -79,70 +79,16 @@ impl Housekeeping {
         Ok(Housekeeping { scheduler })
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Err(e) = self.scheduler.shutdown().await {
             tracing::warn!(error = %e, "stopping housekeeping failed");
         }
     }
 }
 
-/// A WAL file still above this size after a checkpoint that could not finish (a reader held an
-/// old snapshot, so the WAL could not start over) is truncated through the writer.
-const WAL_TRUNCATE_BYTES: u64 = 2 * crate::store::WAL_SIZE_LIMIT;
-
-/// A checkpoint pass alongside the writer this short leaves little for the writer to copy.
-const SHORT_PASS: std::time::Duration = std::time::Duration::from_millis(15);
-/// Most passes alongside the writer per checkpoint.
-const MAX_PASSES: u32 = 5;
-
-/// Backfills the WAL into the database file in two steps: the bulk alongside the writer, then
-/// the few frames written meanwhile on the writer itself, between two transactions. A complete
-/// checkpoint lets the next transaction write the WAL from its start again, so under constant
-/// load the WAL stays about one schedule interval of writes long and the writer never waits for
-/// a long checkpoint. Truncating (which waits for readers) is the fallback for a WAL that still
-/// grew past [`WAL_TRUNCATE_BYTES`].
 async fn checkpoint(store: &Store) {
-    let started = std::time::Instant::now();
-    // Passes alongside the writer until one is short: what is left for the writer is then what
-    // was written during that short pass.
-    let mut passes = 0;
-    let bulk = loop {
-        let pass = std::time::Instant::now();
-        let c = match store.checkpoint_passive().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "wal checkpoint failed");
-                return;
-            }
-        };
-        passes += 1;
-        if pass.elapsed() < SHORT_PASS || passes == MAX_PASSES {
-            break c;
-        }
-    };
-    let finish_started = std::time::Instant::now();
-    let finish = match store.checkpoint_finish().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "wal checkpoint failed");
-            return;
-        }
-    };
-    tracing::debug!(
-        passes,
-        frames = bulk.frames,
-        backfilled = bulk.backfilled,
-        complete = finish.complete(),
-        wal_bytes = finish.wal_bytes,
-        took_ms = started.elapsed().as_millis() as u64,
-        writer_ms = finish_started.elapsed().as_millis() as u64,
-        "wal checkpoint"
-    );
-    if !finish.complete() && finish.wal_bytes > WAL_TRUNCATE_BYTES {
-        match store.checkpoint_truncate().await {
-            Ok(frames) => tracing::info!(wal_bytes = finish.wal_bytes, frames, "wal truncated"),
-            Err(e) => tracing::warn!(error = %e, "wal truncate failed"),
-        }
+    if let Err(e) = store.checkpoint().await {
+        tracing::warn!(error = %e, "wal checkpoint failed");
     }
 }
 

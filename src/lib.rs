@@ -2,31 +2,46 @@
 //!
 //! A tour of the layout, in the order data flows through it:
 //!
-//! - [`api`] is the only module that knows HTTP: routes, auth, request and response shapes, error mapping.
+//! - [`api`] is the only module that knows HTTP: routes, auth, request and response shapes
+//!   (`api::views`), the one mapping from errors to status codes.
 //! - [`ingest`] turns Segment messages into normalised, validated messages (pure, no IO, no clock).
-//! - [`store`] is the only module that knows SQL: the schema, the single writer thread that group-commits
-//!   queued work, the read connections, backups.
+//! - [`store`] is the only module that knows SQL: the schema, the single writer thread that
+//!   group-commits queued work, the engine seam, read connections, checkpoints, backups.
 //! - [`journey`] holds journey definitions: types, parsing and validation with JSON paths (pure).
-//! - [`clock`] is the only source of time.
-//! - [`config`] holds the settings of `journeyd serve` and their defaults, in one place.
-//! - [`engine`] decides what an event or a due timer does to a profile's journey instances (pure).
+//! - [`engine`] decides what an event or a due timer does to a profile's journey instances, and
+//!   how that moves the stats counters (pure).
 //! - [`scheduler`] sleeps until the next due timer and fires due timers through the store.
+//! - [`delivery`] holds destinations, the retry policy, signatures and the outbox dispatcher.
 //! - [`sim`] runs a journey against timed events on a virtual clock, through the same engine.
-//! - [`delivery`] holds destinations and (with the delivery issue) the outbox workers.
 //! - [`housekeeping`] runs retention purges, WAL checkpoints and scheduled backups on cron schedules.
 //! - [`metrics`] holds the process's counters and histograms for `GET /metrics`.
-//! - [`server`] wires the pieces together: `run(app, listener, shutdown)`.
+//! - [`validate`] is the toolkit every validator uses: problems with JSON paths.
+//! - [`clock`] is the only source of time, and the one timestamp type.
+//! - [`config`] holds every command, flag and default; [`cli`] runs the commands.
+//! - [`server`] wires the pieces together: `serve(settings, clock, listener, shutdown)`.
+//!
+//! Only what the binary, the tests and the benchmark need is public: the CLI, the server seam
+//! and the clock. Everything else is crate-private, so the compiler reports dead code.
 
-pub mod api;
+mod api;
+pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod delivery;
-pub mod engine;
-pub mod housekeeping;
-pub mod ingest;
-pub mod journey;
-pub mod metrics;
-pub mod scheduler;
+mod delivery;
+mod engine;
+mod housekeeping;
+mod ingest;
+mod journey;
+mod metrics;
+mod scheduler;
 pub mod server;
-pub mod sim;
-pub mod store;
+mod sim;
+mod store;
+mod validate;
+
+/// What the benchmark (`benches/load`) shares with the product: the schema and the connection
+/// set-up, so that its plain-SQLite ceiling runs on what the product runs on.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::store::{SCHEMA, Sync, connect};
+}

@@ -16,30 +16,30 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Messages stored, by call type.
-    pub events_received: Family<Labels, Counter>,
+    pub(crate) events_received: Family<Labels, Counter>,
     /// Messages acknowledged but not processed again (messageId seen in the last 24 hours).
-    pub events_duplicate: Counter,
+    pub(crate) events_duplicate: Counter,
     /// Messages or requests refused, by error code.
-    pub events_rejected: Family<Labels, Counter>,
+    pub(crate) events_rejected: Family<Labels, Counter>,
     /// Journey entries, by journey.
-    pub entries: Family<Labels, Counter>,
+    pub(crate) entries: Family<Labels, Counter>,
     /// Entries refused by the per-profile cap, by journey.
-    pub skipped: Family<Labels, Counter>,
-    pub timers_fired: Counter,
-    pub timers_pending: Gauge,
+    pub(crate) skipped: Family<Labels, Counter>,
+    pub(crate) timers_fired: Counter,
+    pub(crate) timers_pending: Gauge,
     /// Seconds between a timer's due time and its firing.
-    pub timer_lateness: Histogram,
+    pub(crate) timer_lateness: Histogram,
     /// Delivery attempts, by outcome: delivered, retry, failed.
-    pub delivery_attempts: Family<Labels, Counter>,
-    pub deliveries_pending: Gauge,
+    pub(crate) delivery_attempts: Family<Labels, Counter>,
+    pub(crate) deliveries_pending: Gauge,
     /// Jobs waiting for the writer.
-    pub queue_depth: Gauge,
-    pub commits: Counter,
+    pub(crate) queue_depth: Gauge,
+    pub(crate) commits: Counter,
     /// Jobs per write transaction (group-commit batch size).
-    pub commit_batch: Histogram,
+    pub(crate) commit_batch: Histogram,
 }
 
 impl Metrics {
@@ -134,7 +134,7 @@ impl Metrics {
     }
 
     /// Renders every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
@@ -142,9 +142,9 @@ impl Metrics {
 }
 
 /// The process's metrics.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// A label set of one label.
-pub fn label(name: &'static str, value: impl Into<String>) -> Labels {
+pub(crate) fn label(name: &'static str, value: impl Into<String>) -> Labels {
     vec![(name, value.into())]
 }

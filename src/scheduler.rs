@@ -9,28 +9,30 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::store::{Store, SubmitError};
+use crate::store::{Store, StoreError, Unavailable};
 
 /// Most timers fired in one transaction.
-pub const BATCH: usize = 1000;
+pub(crate) const BATCH: usize = 1000;
 /// How long one tick may hold the writer: events that arrive during a backlog of due timers wait
 /// at most about this long behind a tick. A backlog is worked off in ticks one after another.
-pub const BUDGET: Duration = Duration::from_millis(20);
+pub(crate) const BUDGET: Duration = Duration::from_millis(20);
 
 /// Runs until `shutdown` turns true.
-pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
     let wake = store.wake().clone();
+    let clock = store.clock().clone();
     loop {
         if *shutdown.borrow() {
             return;
         }
         let fired = match store.fire_due(BATCH, BUDGET).await {
             Ok(f) => f,
-            Err(SubmitError::Closed) => return,
+            Err(StoreError::Unavailable(Unavailable::Stopped)) => return,
             Err(e) => {
                 tracing::error!(error = %e, "firing timers failed");
+                let retry = clock.now_ms() + 1_000;
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = clock.sleep_until(retry) => continue,
                     _ = shutdown.changed() => return,
                 }
             }
@@ -45,18 +47,15 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
         if fired.more {
             continue;
         }
-        let wait = match fired.next_due {
-            Some(due) => (due - store.clock().now_ms()).max(0) as u64,
-            None => u64::MAX,
-        };
-        if wait == 0 {
+        let now = clock.now_ms();
+        let due = fired.next_due.unwrap_or(i64::MAX);
+        if due <= now {
             continue;
         }
         // Sleep at most a minute at a time: a hint lost to a failed commit costs at most that.
-        let sleep = tokio::time::sleep(Duration::from_millis(wait.min(60_000)));
         tokio::select! {
-            _ = sleep => {}
-            _ = wake.notify.notified() => {}
+            _ = clock.sleep_until(due.min(now + 60_000)) => {}
+            _ = wake.timers.notified() => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -2,6 +2,7 @@
 //! serves HTTP until the shutdown future resolves; then drains connections and the writer.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::api::App;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::config::ServeArgs;
 use crate::store::{Store, StoreOptions};
 
@@ -27,11 +28,17 @@ fn generate_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Runs `journeyd serve` until `shutdown` resolves.
-pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Runs `journeyd serve` until `shutdown` resolves, on `clock` (the system clock, or a manual
+/// one in tests: the scheduler and the dispatcher sleep through it). `listening` is told the
+/// bound address once the server accepts connections.
+pub async fn serve(
+    args: ServeArgs,
+    clock: Arc<dyn Clock>,
+    listening: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     args.validate()?;
     let housekeeping_settings = args.housekeeping();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let max_active = args.max_active_per_profile;
     let options = StoreOptions {
         max_active,
@@ -66,19 +73,16 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyho
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let (journeys, timers) = store
-        .startup_counts()
-        .await
-        .context("reading the database")?;
+    let counts = store.counts().await.context("reading the database")?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         db = %args.db.db.display(),
         listen = %addr,
-        journeys,
-        pending_timers = timers,
+        journeys = counts.journeys,
+        pending_timers = counts.timers,
         "journeyd started"
     );
-    println!("listening on {addr}");
+    listening(addr);
 
     let housekeeping =
         crate::housekeeping::Housekeeping::start(store.clone(), housekeeping_settings)
@@ -105,7 +109,7 @@ pub async fn serve(args: ServeArgs, shutdown: impl Future<Output = ()>) -> anyho
 
 /// Serves HTTP on `listener` until `shutdown` resolves, then waits (up to [`DRAIN_TIMEOUT`]) for
 /// in-flight requests to finish.
-pub async fn run(
+async fn run(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,

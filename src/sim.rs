@@ -1,143 +1,174 @@
 //! Simulation (SPEC §6.7): one journey run against timed events on a virtual clock, in memory,
 //! through the same [`engine`](crate::engine) calls as the live path. Writes and sends nothing.
 //!
-//! The virtual clock starts at `start` (default: the unix epoch, so that the same input always
-//! gives the same output). Before each event, every timer due by the event's time fires, in due
-//! order; after the last event, the remaining timers fire until none is left.
+//! Each message goes through what ingest does live: the same validation and normalisation
+//! ([`crate::ingest::replayed`]), `messageId` deduplication over 24 hours, and the same identity
+//! rules ([`crate::ingest::Message::identity`]): an identify with both ids, or an alias, links the
+//! other id to the message's profile. The virtual clock starts at `start` (default: the unix
+//! epoch, so that the same input always gives the same output). Before each event, every timer
+//! due by the event's time fires, in due order; after the last event, the remaining timers fire
+//! until none is left. Due timers come from a heap, so a simulation's cost grows with its events
+//! and timers, not with their product.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::engine::{Catalog, Delivery, Engine, EventView, Ids, ProfileState, State, Transition};
-use crate::journey::{self, Journey, Problem};
+use crate::ingest::{CallType, DEDUP_WINDOW_MS, Message};
+use crate::journey::{self, Journey};
+use crate::validate::{Checker, Problem};
 
 /// A validated simulation request.
 #[derive(Debug, Clone)]
-pub struct Input {
-    pub journey: Arc<Journey>,
+pub(crate) struct Input {
+    pub(crate) journey: Arc<Journey>,
     /// Traits every profile starts with.
-    pub traits: Map<String, Value>,
-    /// Messages with their offsets from the start, in milliseconds, in order.
-    pub events: Vec<(i64, Value)>,
-    pub start: i64,
+    pub(crate) traits: Map<String, Value>,
+    /// Normalised messages, received at their virtual time, in order.
+    pub(crate) events: Vec<Message>,
+    pub(crate) start: i64,
 }
 
 /// What a simulation produced, with times as offsets from the start.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Output {
-    pub trace: Vec<Transition>,
-    pub deliveries: Vec<Delivery>,
-    pub start: i64,
+pub(crate) struct Output {
+    pub(crate) trace: Vec<Transition>,
+    pub(crate) deliveries: Vec<Delivery>,
+    pub(crate) start: i64,
 }
+
+const FIELDS: &[&str] = &["journey", "traits", "events", "start"];
+const EVENT_FIELDS: &[&str] = &["at", "message"];
 
 /// Parses `{"journey", "traits"?, "events": [{"at": "+90m", "message": {...}}], "start"?}`.
-pub fn parse(doc: &Value) -> Result<Input, Vec<Problem>> {
-    let mut problems = Vec::new();
-    let problem = |path: &str, message: String| Problem {
-        path: path.into(),
-        message,
+pub(crate) fn parse(doc: &Value) -> Result<Input, Vec<Problem>> {
+    let mut check = Checker::default();
+    let Some(f) = check.fields(doc, "", FIELDS) else {
+        return Err(check.problems);
     };
-    let journey = match doc.get("journey") {
-        Some(j) => journey::parse(j).map_err(|ps| {
-            ps.into_iter()
-                .map(|p| problem(&format!("/journey{}", p.path), p.message))
-                .collect::<Vec<_>>()
-        }),
-        None => Err(vec![problem(
-            "/journey",
-            "missing field \"journey\"".into(),
-        )]),
-    };
-    let journey = match journey {
-        Ok(j) => Some(Arc::new(j)),
-        Err(ps) => {
-            problems.extend(ps);
-            None
-        }
-    };
-    let traits = match doc.get("traits") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(_) => {
-            problems.push(problem("/traits", "expected an object".into()));
-            Map::new()
-        }
-    };
-    let start = match doc.get("start") {
-        None | Some(Value::Null) => 0,
-        Some(v) => match v.as_str().and_then(crate::ingest::parse_rfc3339) {
-            Some(t) => t,
-            None => {
-                problems.push(problem(
+    let journey = check
+        .required(&f, "journey")
+        .and_then(|j| match journey::parse(j) {
+            Ok(j) => Some(Arc::new(j)),
+            Err(problems) => {
+                let problems = problems.into_iter().map(|p| p.under("/journey"));
+                check.problems.extend(problems);
+                None
+            }
+        });
+    let traits = check
+        .optional_object(&f, "traits")
+        .cloned()
+        .unwrap_or_default();
+    let start = match check.optional_string(&f, "start") {
+        None => 0,
+        Some(s) => crate::clock::Timestamp::parse(&s).map_or_else(
+            || {
+                check.report(
                     "/start",
-                    format!("expected an ISO 8601 date-time, got {v}"),
-                ));
+                    format!("expected an ISO 8601 date-time, got \"{s}\""),
+                );
                 0
-            }
-        },
+            },
+            |t| t.ms(),
+        ),
     };
-    let mut events = Vec::new();
-    match doc.get("events") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            for (n, item) in items.iter().enumerate() {
-                match parse_event(item) {
-                    Ok(e) => events.push(e),
-                    Err((field, message)) => {
-                        problems.push(problem(&format!("/events/{n}{field}"), message))
-                    }
-                }
+    let mut timed = Vec::new();
+    for (n, item) in check
+        .array(&f, "events", false)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let path = format!("/events/{n}");
+        let Some(ef) = check.fields(item, &path, EVENT_FIELDS) else {
+            continue;
+        };
+        let at = check.required_string(&ef, "at").and_then(|s| {
+            let at = parse_offset(&s);
+            if at.is_none() {
+                check.report(
+                    &ef.path("at"),
+                    format!("bad offset \"{s}\": use +<n><ms|s|m|h|d|w>, compound as in +2h30m"),
+                );
             }
+            at
+        });
+        let message = check.required(&ef, "message").and_then(|m| match m {
+            Value::Object(m) => Some(m.clone()),
+            other => {
+                check.wrong_type(&ef.path("message"), "an object", other);
+                None
+            }
+        });
+        if let (Some(at), Some(message)) = (at, message) {
+            timed.push((at, n, message));
         }
-        Some(_) => problems.push(problem("/events", "expected an array".into())),
     }
     // Events apply in time order; equal times keep their order in the input.
-    events.sort_by_key(|(at, _)| *at);
-    match (journey, problems.is_empty()) {
-        (Some(journey), true) => Ok(Input {
-            journey,
-            traits,
-            events,
-            start,
-        }),
-        _ => Err(problems),
-    }
-}
-
-/// Parses one `{"at": "+90m", "message": {...}}`.
-pub fn parse_event(item: &Value) -> Result<(i64, Value), (&'static str, String)> {
-    let at = match item.get("at") {
-        Some(Value::String(s)) => {
-            parse_offset(s).ok_or(("/at", format!("bad offset \"{s}\": use +<n><s|m|h|d|w>")))?
-        }
-        Some(v) => {
-            return Err((
-                "/at",
-                format!("expected an offset such as \"+90m\", got {v}"),
-            ));
-        }
-        None => return Err(("/at", "missing field \"at\"".into())),
+    timed.sort_by_key(|(at, n, _)| (*at, *n));
+    let mut ids = 0u64;
+    let mut new_id = || {
+        ids += 1;
+        format!("sim-message-{ids}")
     };
-    match item.get("message") {
-        Some(m @ Value::Object(_)) => Ok((at, m.clone())),
-        Some(_) => Err(("/message", "expected an object".into())),
-        None => Err(("/message", "missing field \"message\"".into())),
+    let mut events = Vec::with_capacity(timed.len());
+    for (at, n, message) in timed {
+        let Some(received_at) = start.checked_add(at) else {
+            check.report(&format!("/events/{n}/at"), "offset is too large");
+            continue;
+        };
+        match crate::ingest::replayed(message, received_at, &mut new_id) {
+            Ok(m) => events.push(m),
+            Err(why) => check.report(&format!("/events/{n}/message"), why),
+        }
     }
+    let input = journey.map(|journey| Input {
+        journey,
+        traits,
+        events,
+        start,
+    });
+    check.finish(input)
 }
 
-/// `+90m` (or `90m`, `+0s`, `+1500ms`) to milliseconds.
-pub fn parse_offset(s: &str) -> Option<i64> {
-    let s = s.strip_prefix('+').unwrap_or(s);
-    if let Some(ms) = s.strip_suffix("ms") {
-        return ms.parse::<i64>().ok().filter(|v| *v >= 0);
+/// `+90m`, `+2h30m`, `+1500ms` (the `+` optional) to milliseconds; `None` when malformed or
+/// too large.
+pub(crate) fn parse_offset(s: &str) -> Option<i64> {
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest.is_empty() {
+        return None;
     }
-    journey::parse_duration(s).map(|v| v as i64)
+    let mut total: i64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = [
+            ("ms", 1),
+            ("s", 1_000),
+            ("m", 60_000),
+            ("h", 3_600_000),
+            ("d", 86_400_000),
+            ("w", 604_800_000),
+        ]
+        .into_iter()
+        .find(|(u, _)| rest.starts_with(u))
+        .map(|(u, size)| (size, u.len()))?;
+        rest = &rest[len..];
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    Some(total)
 }
 
 /// Milliseconds to the largest whole unit: `+2h`, `+90m`, `+1500ms`.
-pub fn format_offset(ms: i64) -> String {
+pub(crate) fn format_offset(ms: i64) -> String {
     const UNITS: [(i64, &str); 5] = [
         (604_800_000, "w"),
         (86_400_000, "d"),
@@ -191,126 +222,162 @@ impl Ids for Counters {
     }
 }
 
-/// Runs the simulation.
-pub fn run(input: &Input, max_active: usize) -> Output {
-    let catalog = OneJourney(input.journey.clone());
-    let mut ids = Counters::default();
-    let mut profiles: BTreeMap<String, ProfileState> = BTreeMap::new();
-    let mut out = Output {
-        start: input.start,
-        ..Output::default()
-    };
+/// The simulated world: profiles, identity links, seen message ids, and pending timers.
+struct World<'a> {
+    input: &'a Input,
+    catalog: OneJourney,
+    ids: Counters,
+    max_active: usize,
+    profiles: BTreeMap<String, ProfileState>,
+    /// Linked ids to the profile key they belong to (an id not here is its own key).
+    links: HashMap<String, String>,
+    /// messageId to when it was last received, for deduplication.
+    seen: HashMap<String, i64>,
+    /// (due, instance, profile key); an entry whose instance moved on is skipped when popped.
+    timers: BinaryHeap<Reverse<(i64, i64, String)>>,
+    out: Output,
+}
 
-    for (offset, message) in &input.events {
-        let now = input.start + offset;
-        fire_until(&catalog, &mut ids, &mut profiles, now, max_active, &mut out);
-        let Some(key) = ["userId", "anonymousId"].iter().find_map(|k| {
-            message.get(*k).and_then(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .or_else(|| v.as_i64().map(|n| n.to_string()))
+/// Runs the simulation.
+pub(crate) fn run(input: &Input, max_active: usize) -> Output {
+    let mut world = World {
+        input,
+        catalog: OneJourney(input.journey.clone()),
+        ids: Counters::default(),
+        max_active,
+        profiles: BTreeMap::new(),
+        links: HashMap::new(),
+        seen: HashMap::new(),
+        timers: BinaryHeap::new(),
+        out: Output {
+            start: input.start,
+            ..Output::default()
+        },
+    };
+    for m in &input.events {
+        world.fire_until(m.received_at);
+        world.apply(m);
+    }
+    world.fire_until(i64::MAX);
+    world.out
+}
+
+impl World<'_> {
+    fn resolve(&self, id: &str) -> String {
+        self.links
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    fn profile(&mut self, key: &str, anonymous: bool) -> &mut ProfileState {
+        let traits = &self.input.traits;
+        self.profiles
+            .entry(key.to_string())
+            .or_insert_with(|| ProfileState {
+                key: key.to_string(),
+                anonymous,
+                traits: traits.clone(),
+                ..ProfileState::default()
             })
-        }) else {
-            continue;
-        };
-        let profile = profiles.entry(key.clone()).or_insert_with(|| ProfileState {
-            anonymous: message.get("userId").is_none_or(Value::is_null),
-            key,
-            traits: input.traits.clone(),
-            ..ProfileState::default()
-        });
-        if let Some(Value::Object(traits)) = message.get("traits")
-            && message.get("type").and_then(Value::as_str) == Some("identify")
+    }
+
+    /// Links `id` to the profile `target`, as the store does: when `id` was a profile of its
+    /// own, its traits fill the keys `target` lacks and the ids linked to it follow it.
+    fn link(&mut self, id: &str, target: &str) {
+        let current = self.resolve(id);
+        if current == target {
+            return;
+        }
+        if current == id {
+            if let Some(own) = self.profiles.get(id) {
+                let traits = own.traits.clone();
+                let profile = self.profile(target, false);
+                for (k, v) in traits {
+                    profile.traits.entry(k).or_insert(v);
+                }
+            }
+            for linked in self.links.values_mut() {
+                if linked == id {
+                    *linked = target.to_string();
+                }
+            }
+        }
+        self.links.insert(id.to_string(), target.to_string());
+    }
+
+    fn apply(&mut self, m: &Message) {
+        let now = m.received_at;
+        if let Some(seen) = self.seen.get(&m.message_id)
+            && now - seen < DEDUP_WINDOW_MS
         {
+            return;
+        }
+        self.seen.insert(m.message_id.clone(), now);
+        let identity = m.identity();
+        let key = self.resolve(identity.id);
+        self.profile(&key, !identity.known);
+        if let Some(other) = identity.link {
+            self.link(other, &key);
+        }
+        if m.call == CallType::Identify
+            && let Some(traits) = m.traits()
+        {
+            let profile = self.profile(&key, !identity.known);
             for (k, v) in traits {
                 profile.traits.insert(k.clone(), v.clone());
             }
         }
-        let is_track = message
-            .get("type")
-            .and_then(Value::as_str)
-            .is_none_or(|t| t == "track");
-        let Some(name) = message
-            .get("event")
-            .and_then(Value::as_str)
-            .filter(|_| is_track)
-        else {
-            continue;
+        let Some(name) = &m.event else { return };
+        let message = Value::Object(m.body.clone());
+        let event = EventView {
+            name,
+            message: &message,
         };
-        let mut engine = Engine::new(&catalog, &mut ids, max_active);
-        engine.on_event(profile, &EventView { name, message }, now);
-        collect(engine, profile, &mut out);
+        self.run_engine(&key, |engine, profile| {
+            engine.on_event(profile, &event, now)
+        });
     }
-    fire_until(
-        &catalog,
-        &mut ids,
-        &mut profiles,
-        i64::MAX,
-        max_active,
-        &mut out,
-    );
-    out
-}
 
-/// Fires every pending timer due by `until`, across profiles, in due order.
-fn fire_until(
-    catalog: &OneJourney,
-    ids: &mut Counters,
-    profiles: &mut BTreeMap<String, ProfileState>,
-    until: i64,
-    max_active: usize,
-    out: &mut Output,
-) {
-    loop {
-        let next = profiles
-            .iter()
-            .flat_map(|(k, p)| {
+    /// Fires every pending timer due by `until`, across profiles, in due order.
+    fn fire_until(&mut self, until: i64) {
+        while let Some(Reverse((due, id, _))) = self.timers.peek()
+            && *due <= until
+        {
+            let (due, id) = (*due, *id);
+            let Reverse((_, _, key)) = self.timers.pop().expect("peeked");
+            let live = self.profiles.get(&key).is_some_and(|p| {
                 p.instances
                     .iter()
-                    .filter_map(move |i| i.due_at.map(|d| (d, i.id, k.clone())))
-            })
-            .filter(|(d, _, _)| *d <= until)
-            .min();
-        let Some((due, id, key)) = next else { return };
-        let profile = profiles.get_mut(&key).expect("key came from the map");
-        let mut engine = Engine::new(catalog, ids, max_active);
-        engine.on_timer(profile, id, due);
-        collect(engine, profile, out);
+                    .any(|i| i.id == id && i.due_at == Some(due))
+            });
+            if live {
+                self.run_engine(&key, |engine, profile| {
+                    engine.on_timer(profile, id, due);
+                });
+            }
+        }
     }
-}
 
-fn collect(engine: Engine, profile: &mut ProfileState, out: &mut Output) {
-    out.trace.extend(engine.effects.transitions);
-    out.deliveries.extend(engine.effects.deliveries);
-    profile.instances.retain(|i| i.state == State::Active);
+    fn run_engine(&mut self, key: &str, f: impl FnOnce(&mut Engine, &mut ProfileState)) {
+        let profile = self.profiles.get_mut(key).expect("the profile exists");
+        let mut engine = Engine::new(&self.catalog, &mut self.ids, self.max_active);
+        f(&mut engine, profile);
+        self.out.trace.extend(engine.effects.transitions);
+        self.out.deliveries.extend(engine.effects.deliveries);
+        profile.instances.retain(|i| i.state == State::Active);
+        for inst in &profile.instances {
+            if let Some(due) = inst.due_at {
+                self.timers.push(Reverse((due, inst.id, key.to_string())));
+            }
+        }
+    }
 }
 
 impl Output {
-    /// The JSON answer of `POST /v1/simulate` and the output of `journeyd simulate`.
-    pub fn to_json(&self) -> Value {
-        let trace: Vec<Value> = self
-            .trace
-            .iter()
-            .map(|t| transition_json(t, self.start))
-            .collect();
-        let deliveries: Vec<Value> = self
-            .deliveries
-            .iter()
-            .map(|d| {
-                json!({
-                    "at": format_offset(d.at - self.start),
-                    "instance": d.instance_id,
-                    "step": d.step_id,
-                    "destination": d.destination,
-                    "payload": d.payload,
-                })
-            })
-            .collect();
-        json!({"trace": trace, "deliveries": deliveries})
-    }
-
+    #[cfg(test)]
     /// One line per transition: `+2h #1 cart-abandonment timeout wait_for_order -> remind`.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.trace
             .iter()
             .map(|t| format!("{} {t}", format_offset(t.at - self.start)))
@@ -318,20 +385,26 @@ impl Output {
     }
 }
 
-/// A transition as JSON, its time given as an offset from `start`.
-pub fn transition_json(t: &Transition, start: i64) -> Value {
-    let mut v = json!({
-        "at": format_offset(t.at - start),
-        "instance": t.instance,
-        "journey": t.journey_id,
-        "version": t.version,
-        "what": t.what.as_str(),
-    });
-    if let Some(step) = &t.step {
-        v["step"] = json!(step);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets() {
+        for (s, ms) in [
+            ("+0s", Some(0)),
+            ("90m", Some(5_400_000)),
+            ("+2h30m", Some(9_000_000)),
+            ("+1500ms", Some(1_500)),
+            ("+1m30s250ms", Some(90_250)),
+            ("+", None),
+            ("+5", None),
+            ("+5x", None),
+            ("+m", None),
+            ("+-5s", None),
+            ("+99999999999999999w", None),
+        ] {
+            assert_eq!(parse_offset(s), ms, "{s}");
+        }
     }
-    if let Some(detail) = &t.detail {
-        v["detail"] = json!(detail);
-    }
-    v
 }

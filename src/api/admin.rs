@@ -5,15 +5,15 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{
-    App, Body, admin_error, journeys, json_response, pagination, path_segment, store_error,
+    App, Body, admin_error, journeys, json_response, pagination, path_segment, store_error, views,
 };
-use crate::store::{Page, TimelineItem};
+use crate::journey::Status;
 
 /// Routes `/v1/...` admin paths; `segments` starts after `v1`.
-pub async fn route(
+pub(super) async fn route(
     app: &App,
     method: &Method,
     segments: &[&str],
@@ -31,10 +31,10 @@ pub async fn route(
         (&Method::GET, ["journeys", id]) => journeys::get_journey(app, path_segment(id)).await,
         (&Method::DELETE, ["journeys", id]) => journeys::archive(app, path_segment(id)).await,
         (&Method::POST, ["journeys", id, "pause"]) => {
-            journeys::set_status(app, path_segment(id), "paused").await
+            journeys::set_status(app, path_segment(id), Status::Paused).await
         }
         (&Method::POST, ["journeys", id, "resume"]) => {
-            journeys::set_status(app, path_segment(id), "active").await
+            journeys::set_status(app, path_segment(id), Status::Active).await
         }
         (&Method::GET, ["journeys", id, "stats"]) => {
             journeys::stats(app, path_segment(id), query.as_deref()).await
@@ -66,29 +66,26 @@ pub async fn route(
     }
 }
 
-pub async fn healthz(app: &App) -> Response<Body> {
-    // Writable means the writer answers: a trivial job through the same queue as real work.
-    match app
-        .store
-        .writer()
-        .submit_wait(|ctx| Ok(ctx.conn().query_row("SELECT 1", [], |_| Ok(()))?))
-        .await
-    {
+pub(super) async fn healthz(app: &App) -> Response<Body> {
+    match app.store.health().await {
         Ok(()) => json_response(StatusCode::OK, &json!({"status": "ok"})),
-        Err(e) => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"status": "unavailable", "error": e.to_string()}),
-        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check failed");
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "unavailable", "error": e.to_string()}),
+            )
+        }
     }
 }
 
 /// Prometheus metrics; the gauges that describe the database are read now.
-pub async fn metrics(app: &App) -> Response<Body> {
+pub(super) async fn metrics(app: &App) -> Response<Body> {
     use crate::metrics::METRICS;
-    match app.store.pending_counts().await {
-        Ok((timers, deliveries)) => {
-            METRICS.timers_pending.set(timers);
-            METRICS.deliveries_pending.set(deliveries);
+    match app.store.counts().await {
+        Ok(c) => {
+            METRICS.timers_pending.set(c.timers);
+            METRICS.deliveries_pending.set(c.deliveries);
         }
         Err(e) => tracing::warn!(error = %e, "reading pending counts for metrics failed"),
     }
@@ -110,17 +107,7 @@ async fn profile(app: &App, id: String) -> Response<Body> {
         Ok(i) => i,
         Err(e) => return store_error(e),
     };
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "id": p.key,
-            "traits": p.traits,
-            "ids": p.ids,
-            "created_at": crate::ingest::format_ms(p.created_at),
-            "updated_at": crate::ingest::format_ms(p.updated_at),
-            "instances": instances.iter().map(journeys::instance_json).collect::<Vec<_>>(),
-        }),
-    )
+    json_response(StatusCode::OK, &views::profile(&p, &instances))
 }
 
 async fn timeline(app: &App, id: String, query: Option<&str>) -> Response<Body> {
@@ -140,29 +127,9 @@ async fn timeline(app: &App, id: String, query: Option<&str>) -> Response<Body> 
         }
     };
     match app.store.timeline(id, cursor, limit).await {
-        Ok(page) => json_response(StatusCode::OK, &page_json(page, timeline_item)),
+        Ok(page) => json_response(StatusCode::OK, &views::page(&page, views::timeline_item)),
         Err(e) => store_error(e),
     }
-}
-
-fn timeline_item(item: TimelineItem) -> Value {
-    match item {
-        TimelineItem::Event { seq, message } => {
-            json!({"kind": "event", "seq": seq, "message": message})
-        }
-        TimelineItem::Transition(t) => {
-            let mut v = journeys::transition_json(&t);
-            v["kind"] = json!("transition");
-            v
-        }
-    }
-}
-
-fn page_json<T>(page: Page<T>, item: impl Fn(T) -> Value) -> Value {
-    json!({
-        "items": page.items.into_iter().map(item).collect::<Vec<_>>(),
-        "next_cursor": page.next_cursor,
-    })
 }
 
 /// Streams a consistent snapshot of the database file.

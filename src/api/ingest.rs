@@ -9,13 +9,13 @@ use hyper::header::{self, HeaderMap};
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::{App, Body, Failure, busy, json_response, read_body};
+use super::{App, Body, json_response, read_body, unavailable};
 use crate::ingest::{CallType, Endpoint, MAX_REQUEST_BYTES, Parsed, RequestError};
 use crate::metrics::{METRICS, label};
-use crate::store::hash_secret;
+use crate::store::{StoreError, hash_secret};
 
 /// The endpoint a `/v1/{name}` path names, browser aliases included.
-pub fn endpoint(name: &str) -> Option<Endpoint> {
+pub(super) fn endpoint(name: &str) -> Option<Endpoint> {
     Some(match name {
         "track" | "t" => Endpoint::Single(CallType::Track),
         "identify" | "i" => Endpoint::Single(CallType::Identify),
@@ -45,7 +45,11 @@ fn request_error(e: RequestError) -> Response<Body> {
     error(StatusCode::BAD_REQUEST, e.code(), e.to_string())
 }
 
-pub async fn handle(app: &App, endpoint: Endpoint, req: Request<Incoming>) -> Response<Body> {
+pub(super) async fn handle(
+    app: &App,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let received_at = app.now();
     let headers = req.headers().clone();
     // Content-Type is not checked: SDKs send application/json, browsers text/plain (to avoid a
@@ -115,18 +119,21 @@ pub async fn handle(app: &App, endpoint: Endpoint, req: Request<Incoming>) -> Re
     if !messages.is_empty() {
         match app.store.ingest(messages).await {
             Ok(_) => {}
+            Err(StoreError::Unavailable(why)) => {
+                tracing::warn!(reason = %why, "ingest refused: storage unavailable");
+                return unavailable(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the server cannot take this now: retry later",
+                ));
+            }
             Err(e) => {
-                return match Failure::from(e) {
-                    Failure::Busy => busy(error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "busy",
-                        "the write queue is full: retry later",
-                    )),
-                    Failure::NotFound(m) | Failure::Internal(m) => {
-                        tracing::error!(error = %m, "ingest failed");
-                        error(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
-                    }
-                };
+                tracing::error!(error = %e, "ingest failed");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error (details are in the server log)",
+                );
             }
         }
     }

@@ -12,6 +12,7 @@
 mod admin;
 mod ingest;
 mod journeys;
+pub(crate) mod views;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,20 +25,20 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::store::{KeySet, Store, StoreError, SubmitError, hash_secret};
+use crate::store::{KeySet, Refusal, Store, StoreError, hash_secret};
 
-pub type Body = BoxBody<Bytes, Infallible>;
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
 /// Everything a request handler needs; shared by every connection.
-pub struct App {
-    pub store: Store,
-    pub keys: KeySet,
+pub(crate) struct App {
+    store: Store,
+    keys: KeySet,
     /// The per-profile cap on active instances, for simulations to match the live engine.
-    pub max_active: usize,
+    max_active: usize,
 }
 
 impl App {
-    pub fn new(store: Store, keys: KeySet, max_active: usize) -> Arc<App> {
+    pub(crate) fn new(store: Store, keys: KeySet, max_active: usize) -> Arc<App> {
         Arc::new(App {
             store,
             keys,
@@ -50,7 +51,7 @@ impl App {
     }
 
     /// Routes one request.
-    pub async fn handle(
+    pub(crate) async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
@@ -141,56 +142,57 @@ fn admin_error(status: StatusCode, code: &str, message: impl Into<String>) -> Re
     )
 }
 
-/// The one mapping from store failures to admin API responses.
-fn store_error(e: impl Into<Failure>) -> Response<Body> {
-    match e.into() {
-        Failure::NotFound(what) => admin_error(
+/// The one mapping from store failures to admin API responses. Internal details go to the log,
+/// once, never into a response body.
+fn store_error(e: StoreError) -> Response<Body> {
+    match e {
+        StoreError::NotFound(what) => admin_error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("{what} not found"),
         ),
-        Failure::Busy => busy(admin_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "the write queue is full: retry later",
-        )),
-        Failure::Internal(message) => {
-            tracing::error!(error = %message, "request failed");
-            admin_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        StoreError::Refused(Refusal::InUse(journeys)) => json_response(
+            StatusCode::CONFLICT,
+            &json!({"error": {
+                "code": "in_use",
+                "message": format!("in use by journeys: {}", journeys.join(", ")),
+                "details": journeys,
+            }}),
+        ),
+        StoreError::Refused(Refusal::UnknownDestinations(unknown)) => {
+            let problems: Vec<crate::journey::Problem> = unknown
+                .into_iter()
+                .map(|(path, dest)| crate::journey::Problem {
+                    path,
+                    message: format!("unknown destination \"{dest}\""),
+                })
+                .collect();
+            journeys::invalid("invalid_journey", &problems)
+        }
+        StoreError::Unavailable(why) => {
+            tracing::warn!(reason = %why, "request refused: storage unavailable");
+            unavailable(admin_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server cannot take this now: retry later",
+            ))
+        }
+        other => {
+            tracing::error!(error = %other, "request failed");
+            admin_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error (details are in the server log)",
+            )
         }
     }
 }
 
 /// Adds the `Retry-After` header that tells clients (and Segment SDKs) to come back.
-fn busy(mut resp: Response<Body>) -> Response<Body> {
+fn unavailable(mut resp: Response<Body>) -> Response<Body> {
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
-}
-
-/// Store failures, as the API distinguishes them.
-enum Failure {
-    NotFound(String),
-    Busy,
-    Internal(String),
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Failure {
-        match e {
-            StoreError::NotFound(what) => Failure::NotFound(what),
-            other => Failure::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<SubmitError> for Failure {
-    fn from(e: SubmitError) -> Failure {
-        match e {
-            SubmitError::QueueFull | SubmitError::Closed => Failure::Busy,
-            SubmitError::Store(e) => e.into(),
-        }
-    }
 }
 
 /// Parses `?limit=&cursor=` of a list call: limit defaults to 100 and is capped at 1000.

@@ -2,29 +2,60 @@
 //! shape, validation and defaults) and the retry policy, both pure; `sign` the webhook signature;
 //! `worker` the dispatcher that takes due rows from the outbox and sends them.
 
-pub mod sign;
-pub mod worker;
+pub(crate) mod sign;
+pub(crate) mod worker;
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::journey::Problem;
+use crate::validate::{Checker, Problem};
 
 /// Fields of a destination that are never returned by the API.
-pub const SECRET_FIELDS: [&str; 2] = ["secret", "write_key"];
+pub(crate) const SECRET_FIELDS: [&str; 2] = ["secret", "write_key"];
 
-pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+pub(crate) const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+/// Requests in flight to one destination at once, unless it says otherwise.
+pub(crate) const DEFAULT_CONCURRENCY: u32 = 8;
 /// Retries stop this long after a delivery was written (SPEC §5: at most 24 hours).
-pub const RETRY_WINDOW_MS: i64 = 24 * 3_600_000;
+pub(crate) const RETRY_WINDOW_MS: i64 = 24 * 3_600_000;
 /// The first retry waits about this long; each further one twice as long, up to [`MAX_BACKOFF_MS`].
-pub const BASE_BACKOFF_MS: i64 = 1_000;
-pub const MAX_BACKOFF_MS: i64 = 3_600_000;
+pub(crate) const BASE_BACKOFF_MS: i64 = 1_000;
+pub(crate) const MAX_BACKOFF_MS: i64 = 3_600_000;
+
+/// Where a delivery is in its life (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Waiting for its next attempt (or in flight).
+    Pending,
+    Succeeded,
+    /// A dead letter: refused, or out of attempts; kept, listable and retryable.
+    Failed,
+}
+
+impl Status {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "pending" => Status::Pending,
+            "succeeded" => Status::Succeeded,
+            "failed" => Status::Failed,
+            _ => return None,
+        })
+    }
+}
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A 2xx.
     Delivered { status: u16 },
     /// Worth trying again: connection error, timeout, 408, 429, 5xx. `retry_after_ms` is the
@@ -40,7 +71,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Classifies an HTTP status (SPEC §5).
-    pub fn from_status(status: u16, retry_after_ms: Option<i64>) -> Outcome {
+    pub(crate) fn from_status(status: u16, retry_after_ms: Option<i64>) -> Outcome {
         match status {
             200..=299 => Outcome::Delivered { status },
             408 | 429 | 500..=599 => Outcome::Retry {
@@ -59,7 +90,7 @@ impl Outcome {
 /// The wait before retry number `attempt` (1 = the first retry): exponential, with full jitter
 /// over its upper half so that many deliveries failing together do not retry together. `jitter`
 /// is a number in [0, 1). A receiver's `Retry-After` wins when it asks for longer.
-pub fn backoff_ms(attempt: u32, jitter: f64, retry_after_ms: Option<i64>) -> i64 {
+pub(crate) fn backoff_ms(attempt: u32, jitter: f64, retry_after_ms: Option<i64>) -> i64 {
     let exp = BASE_BACKOFF_MS
         .saturating_mul(1i64 << attempt.saturating_sub(1).min(30))
         .min(MAX_BACKOFF_MS);
@@ -71,7 +102,7 @@ pub fn backoff_ms(attempt: u32, jitter: f64, retry_after_ms: Option<i64>) -> i64
 }
 
 /// Parses a `Retry-After` header: seconds, or an HTTP date, relative to `now`.
-pub fn parse_retry_after(value: &str, now: i64) -> Option<i64> {
+pub(crate) fn parse_retry_after(value: &str, now: i64) -> Option<i64> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<i64>() {
         return Some(secs.max(0) * 1000);
@@ -83,116 +114,94 @@ pub fn parse_retry_after(value: &str, now: i64) -> Option<i64> {
 
 /// A validated destination.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Destination {
-    pub kind: Kind,
-    pub url: String,
-    pub method: String,
-    pub headers: BTreeMap<String, String>,
-    pub timeout_ms: u64,
-    pub max_attempts: u32,
+pub(crate) struct Destination {
+    pub(crate) kind: Kind,
+    pub(crate) url: String,
+    pub(crate) method: String,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) timeout_ms: u64,
+    pub(crate) max_attempts: u32,
     /// Most requests per second to this destination, when limited.
-    pub rate_limit: Option<u32>,
+    pub(crate) rate_limit: Option<u32>,
     /// Most requests in flight to this destination at once.
-    pub concurrency: u32,
+    pub(crate) concurrency: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Webhook,
     Segment,
 }
 
 /// A destination id: like a journey id, with capitals and dots allowed.
-pub fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
 }
 
-/// A validated destination document: the settings, the public settings as JSON (what the API
-/// shows back, defaults filled in), and the secret fields it carried (`null` clears one).
-pub type Parsed = (Destination, Map<String, Value>, Map<String, Value>);
+/// A validated destination document: the settings, and the secret fields it carried (`null`
+/// clears a stored one; a field left out keeps it).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Document {
+    pub(crate) destination: Destination,
+    pub(crate) secrets: Map<String, Value>,
+}
 
-/// Validates a destination document, reporting every problem with its JSON path.
-pub fn parse(doc: &Value) -> Result<Parsed, Vec<Problem>> {
-    let mut problems = Vec::new();
-    let mut bad = |path: &str, message: String| {
-        problems.push(Problem {
-            path: path.into(),
-            message,
-        })
+const FIELDS: &[&str] = &[
+    "type",
+    "url",
+    "method",
+    "headers",
+    "secret",
+    "timeout",
+    "max_attempts",
+    "write_key",
+    "rate_limit",
+    "concurrency",
+];
+
+/// Validates a destination document, reporting every problem with its JSON path. A segment
+/// destination also needs a write key, given here or stored before: the API checks that, since
+/// it knows what is stored (this function also reads stored settings back).
+pub(crate) fn parse(doc: &Value) -> Result<Document, Vec<Problem>> {
+    let mut check = Checker::default();
+    let Some(f) = check.fields(doc, "", FIELDS) else {
+        return Err(check.problems);
     };
-    let Some(obj) = doc.as_object() else {
-        return Err(vec![Problem {
-            path: String::new(),
-            message: "expected an object".into(),
-        }]);
-    };
-    for key in obj.keys() {
-        if ![
-            "type",
-            "url",
-            "method",
-            "headers",
-            "secret",
-            "timeout",
-            "max_attempts",
-            "write_key",
-            "rate_limit",
-            "concurrency",
-        ]
-        .contains(&key.as_str())
-        {
-            bad(&format!("/{key}"), format!("unknown field \"{key}\""));
-        }
-    }
-    let kind = match obj.get("type").and_then(Value::as_str) {
-        Some("webhook") => Kind::Webhook,
+    let kind = match check.required_string(&f, "type").as_deref() {
+        Some("webhook") | None => Kind::Webhook,
         Some("segment") => Kind::Segment,
         Some(other) => {
-            bad(
+            check.report(
                 "/type",
                 format!("unknown destination type \"{other}\": use \"webhook\" or \"segment\""),
             );
             Kind::Webhook
         }
-        None => {
-            bad("/type", "missing field \"type\"".into());
-            Kind::Webhook
-        }
     };
-    let url = match obj.get("url").and_then(Value::as_str) {
-        Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
-            match u.parse::<hyper::Uri>() {
-                Ok(parsed) if parsed.host().is_some() => u.to_string(),
-                _ => {
-                    bad("/url", format!("\"{u}\" is not a valid URL"));
-                    String::new()
-                }
-            }
-        }
-        Some(u) => {
-            bad(
+    let url = check.required_string(&f, "url").unwrap_or_default();
+    if !url.is_empty() {
+        let parsed = url.parse::<hyper::Uri>();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            check.report(
                 "/url",
-                format!("\"{u}\" must start with http:// or https://"),
+                format!("\"{url}\" must start with http:// or https://"),
             );
-            String::new()
+        } else if !parsed.is_ok_and(|u| u.host().is_some()) {
+            check.report("/url", format!("\"{url}\" is not a valid URL"));
         }
-        None => {
-            bad("/url", "missing field \"url\"".into());
-            String::new()
-        }
-    };
-    let method = match obj.get("method") {
-        None | Some(Value::Null) => "POST".to_string(),
+    }
+    let method = match f.get("method") {
+        None => "POST".to_string(),
         Some(Value::String(m))
             if ["POST", "PUT", "PATCH"].contains(&m.to_ascii_uppercase().as_str()) =>
         {
             m.to_ascii_uppercase()
         }
         Some(m) => {
-            bad(
+            check.report(
                 "/method",
                 format!("method must be POST, PUT or PATCH, got {m}"),
             );
@@ -200,85 +209,43 @@ pub fn parse(doc: &Value) -> Result<Parsed, Vec<Problem>> {
         }
     };
     let mut headers = BTreeMap::new();
-    match obj.get("headers") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(h)) => {
-            for (k, v) in h {
-                match v.as_str() {
-                    Some(v)
-                        if k.parse::<hyper::header::HeaderName>().is_ok()
-                            && v.parse::<hyper::header::HeaderValue>().is_ok() =>
-                    {
-                        headers.insert(k.clone(), v.to_string());
-                    }
-                    _ => bad(
-                        &format!("/headers/{k}"),
-                        "expected a valid header name with a string value".into(),
-                    ),
-                }
+    for (k, v) in check.optional_object(&f, "headers").into_iter().flatten() {
+        match v.as_str() {
+            Some(v)
+                if k.parse::<hyper::header::HeaderName>().is_ok()
+                    && v.parse::<hyper::header::HeaderValue>().is_ok() =>
+            {
+                headers.insert(k.clone(), v.to_string());
             }
+            _ => check.report(
+                &crate::validate::join(&f.path("headers"), k),
+                "expected a valid header name with a string value",
+            ),
         }
-        Some(_) => bad("/headers", "expected an object of strings".into()),
     }
-    let timeout_ms = match obj.get("timeout") {
-        None | Some(Value::Null) => DEFAULT_TIMEOUT_MS,
-        Some(Value::String(s)) => match crate::journey::parse_duration(s) {
-            Some(ms) if (1000..=300_000).contains(&ms) => ms,
-            _ => {
-                bad(
-                    "/timeout",
-                    format!("bad timeout \"{s}\": a duration from 1s to 5m"),
-                );
-                DEFAULT_TIMEOUT_MS
-            }
-        },
-        Some(v) => {
-            bad(
-                "/timeout",
-                format!("expected a duration such as \"10s\", got {v}"),
-            );
-            DEFAULT_TIMEOUT_MS
-        }
-    };
-    let mut int = |key: &str, default: Option<u32>, range: std::ops::RangeInclusive<u64>| match obj
-        .get(key)
-    {
-        None | Some(Value::Null) => default,
-        Some(v) => match v.as_u64() {
-            Some(n) if range.contains(&n) => Some(n as u32),
-            _ => {
-                bad(
-                    &format!("/{key}"),
-                    format!(
-                        "expected an integer from {} to {}, got {v}",
-                        range.start(),
-                        range.end()
-                    ),
-                );
-                default
-            }
-        },
-    };
-    let max_attempts =
-        int("max_attempts", Some(DEFAULT_MAX_ATTEMPTS), 1..=100).unwrap_or(DEFAULT_MAX_ATTEMPTS);
-    let rate_limit = int("rate_limit", None, 1..=100_000);
-    let concurrency = int("concurrency", Some(8), 1..=256).unwrap_or(8);
+    let timeout_ms = check
+        .duration(&f, "timeout", false, 1000..=300_000, "1s to 5m")
+        .unwrap_or(DEFAULT_TIMEOUT_MS);
+    let max_attempts = check
+        .optional_integer(&f, "max_attempts", 1..=100)
+        .map_or(DEFAULT_MAX_ATTEMPTS, |n| n as u32);
+    let rate_limit = check
+        .optional_integer(&f, "rate_limit", 1..=100_000)
+        .map(|n| n as u32);
+    let concurrency = check
+        .optional_integer(&f, "concurrency", 1..=256)
+        .map_or(DEFAULT_CONCURRENCY, |n| n as u32);
     let mut secrets = Map::new();
     for key in SECRET_FIELDS {
-        match obj.get(key) {
+        match f.map.get(key) {
             None => {}
             Some(v @ (Value::Null | Value::String(_))) => {
                 secrets.insert(key.into(), v.clone());
             }
-            Some(_) => bad(&format!("/{key}"), "expected a string".into()),
+            Some(other) => check.wrong_type(&f.path(key), "a string", other),
         }
     }
-    // A segment destination needs a write key, given here or stored before: the API checks
-    // that, since it knows what is stored (this function also reads stored settings back).
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let dest = Destination {
+    let destination = Destination {
         kind,
         url,
         method,
@@ -288,17 +255,15 @@ pub fn parse(doc: &Value) -> Result<Parsed, Vec<Problem>> {
         rate_limit,
         concurrency,
     };
-    let public = dest.to_json();
-    Ok((
-        dest,
-        public.as_object().cloned().unwrap_or_default(),
+    check.finish(Some(Document {
+        destination,
         secrets,
-    ))
+    }))
 }
 
 impl Destination {
     /// The public settings, as stored and shown.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "type": match self.kind { Kind::Webhook => "webhook", Kind::Segment => "segment" },
             "url": self.url,

@@ -7,7 +7,7 @@ use hmac::{KeyInit, Mac};
 /// The key bytes of a secret: a `whsec_` prefix means the rest is base64 of the key; otherwise
 /// the secret's UTF-8 bytes are the key. A `whsec_` secret whose rest is not base64 falls back to
 /// the bytes of the whole secret rather than failing every delivery.
-pub fn key_bytes(secret: &str) -> Vec<u8> {
+pub(crate) fn key_bytes(secret: &str) -> Vec<u8> {
     match secret
         .strip_prefix("whsec_")
         .map(|rest| STANDARD.decode(rest))
@@ -18,7 +18,7 @@ pub fn key_bytes(secret: &str) -> Vec<u8> {
 }
 
 /// The `webhook-signature` header value.
-pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+pub(crate) fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key_bytes(secret))
         .expect("HMAC takes keys of any length");
     mac.update(id.as_bytes());

@@ -39,7 +39,7 @@ const RECORD_BATCH: usize = 1024;
 
 /// Builds the outbound HTTP client: http and https (rustls with the webpki roots, so no system
 /// certificate store is needed), with keep-alive connections per destination host.
-pub fn client() -> HttpClient {
+pub(crate) fn client() -> HttpClient {
     // Only the ring provider is compiled in; installing it is idempotent across calls.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -65,8 +65,8 @@ struct Target {
 
 impl Target {
     fn from_row(row: &DestinationRow) -> Option<Target> {
-        let (dest, _, _) = match super::parse(&row.config) {
-            Ok(p) => p,
+        let dest = match super::parse(&row.config) {
+            Ok(doc) => doc.destination,
             Err(problems) => {
                 tracing::error!(destination = %row.id, ?problems, "stored destination settings do not validate: not sending to it");
                 return None;
@@ -96,7 +96,7 @@ impl Target {
 type Settled = Arc<Mutex<Vec<(String, String)>>>;
 
 /// Runs until `shutdown` turns true.
-pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
     let client = client();
     let wake = store.wake().clone();
     let done = Arc::new(Notify::new());
@@ -194,9 +194,8 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
                 });
             }
         }
-        let sleep = tokio::time::sleep(Duration::from_millis((next_wake - now).max(1) as u64));
         tokio::select! {
-            _ = sleep => {}
+            _ = store.clock().sleep_until(next_wake.max(now + 1)) => {}
             _ = wake.deliveries.notified() => {}
             _ = done.notified() => {}
             _ = shutdown.changed() => {}

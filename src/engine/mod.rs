@@ -7,6 +7,7 @@
 //! The live path and the simulator call the same functions, so a journey behaves the same in both.
 
 mod payload;
+pub(crate) mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -18,16 +19,16 @@ use serde_json::{Map, Value, json};
 
 use crate::journey::{Journey, Reentry, StepKind, all_hold};
 
-pub use payload::render_mapping;
+pub(crate) use payload::render_mapping;
 
 /// A `reset_timer` branch restarts a hold at most this many times per instance (SPEC §3.2).
-pub const MAX_RESETS: u32 = 100;
+pub(crate) const MAX_RESETS: u32 = 100;
 /// Default cap on active instances per profile across all journeys (SPEC §4).
-pub const DEFAULT_MAX_ACTIVE: usize = 25;
+pub(crate) const DEFAULT_MAX_ACTIVE: usize = 25;
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Active,
     Completed,
     Exited,
@@ -35,7 +36,7 @@ pub enum State {
 }
 
 impl State {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Active => "active",
             State::Completed => "completed",
@@ -44,7 +45,7 @@ impl State {
         }
     }
 
-    pub fn parse(s: &str) -> Option<State> {
+    pub(crate) fn parse(s: &str) -> Option<State> {
         Some(match s {
             "active" => State::Active,
             "completed" => State::Completed,
@@ -57,54 +58,54 @@ impl State {
 
 /// One instance of a journey for one profile.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Instance {
-    pub id: i64,
-    pub journey_id: String,
-    pub version: i64,
-    pub state: State,
+pub(crate) struct Instance {
+    pub(crate) id: i64,
+    pub(crate) journey_id: String,
+    pub(crate) version: i64,
+    pub(crate) state: State,
     /// The step it waits at (hold or delay) or, once ended, the last step it reached.
-    pub step: Option<String>,
+    pub(crate) step: Option<String>,
     /// The entry event's `unique_by` property value, when the journey has one.
-    pub unique_value: Option<Value>,
+    pub(crate) unique_value: Option<Value>,
     /// Journey context (SPEC §3.3): key to event properties.
-    pub context: Map<String, Value>,
+    pub(crate) context: Map<String, Value>,
     /// How often a `reset_timer` branch restarted a hold of this instance.
-    pub resets: u32,
+    pub(crate) resets: u32,
     /// When its timer falls due, while it waits at a hold with `max_hold` or at a delay.
-    pub due_at: Option<i64>,
-    pub entered_at: i64,
+    pub(crate) due_at: Option<i64>,
+    pub(crate) entered_at: i64,
     /// Which entry of this profile into this journey it is (1, 2, ...): seeds random splits so that
     /// a live run and a simulation of the same inputs pick the same branches.
-    pub ordinal: i64,
+    pub(crate) ordinal: i64,
     /// Set when the engine changed it: the caller writes dirty instances back.
-    pub dirty: bool,
+    pub(crate) dirty: bool,
 }
 
 /// What a profile remembers about one journey beyond its instances.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Memory {
+pub(crate) struct Memory {
     /// How many instances of the journey the profile ever entered (for `reentry: once`).
-    pub entries: i64,
+    pub(crate) entries: i64,
     /// Branch index per `random_split` step id, for `sticky: true`.
-    pub sticky: BTreeMap<String, usize>,
-    pub dirty: bool,
+    pub(crate) sticky: BTreeMap<String, usize>,
+    pub(crate) dirty: bool,
 }
 
 /// The part of one profile's state the engine reads and changes.
 #[derive(Debug, Clone, Default)]
-pub struct ProfileState {
-    pub key: String,
+pub(crate) struct ProfileState {
+    pub(crate) key: String,
     /// Whether the key is an anonymousId (no userId known): deliveries then carry `anonymousId`.
-    pub anonymous: bool,
-    pub traits: Map<String, Value>,
+    pub(crate) anonymous: bool,
+    pub(crate) traits: Map<String, Value>,
     /// Its active instances (and, after a call, the ones that call ended).
-    pub instances: Vec<Instance>,
+    pub(crate) instances: Vec<Instance>,
     /// Per journey id.
-    pub memory: BTreeMap<String, Memory>,
+    pub(crate) memory: BTreeMap<String, Memory>,
 }
 
 /// The journey definitions the engine may use.
-pub trait Catalog {
+pub(crate) trait Catalog {
     /// A version of a journey (instances stay on the version they entered).
     fn version(&self, journey_id: &str, version: i64) -> Option<Arc<Journey>>;
     /// The journeys accepting new entries on `event` (active, newest version), in a stable order.
@@ -112,28 +113,28 @@ pub trait Catalog {
 }
 
 /// Where new ids come from: the store's sequences live, counters in a simulation.
-pub trait Ids {
+pub(crate) trait Ids {
     fn instance_id(&mut self) -> i64;
     fn delivery_id(&mut self) -> String;
 }
 
 /// What happened, in order, to record in the timeline, count in stats and show in traces.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Transition {
-    pub at: i64,
+pub(crate) struct Transition {
+    pub(crate) at: i64,
     /// `None` for a skipped entry, which made no instance.
-    pub instance: Option<i64>,
-    pub journey_id: String,
-    pub version: i64,
-    pub what: What,
-    pub step: Option<String>,
+    pub(crate) instance: Option<i64>,
+    pub(crate) journey_id: String,
+    pub(crate) version: i64,
+    pub(crate) what: What,
+    pub(crate) step: Option<String>,
     /// The branch label, destination, or next step, depending on `what`.
-    pub detail: Option<String>,
+    pub(crate) detail: Option<String>,
 }
 
 /// The kinds of transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum What {
+pub(crate) enum What {
     /// Entered the journey.
     Entered,
     /// An entry refused by the per-profile cap.
@@ -156,7 +157,7 @@ pub enum What {
 }
 
 impl What {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             What::Entered => "entered",
             What::Skipped => "skipped",
@@ -172,7 +173,7 @@ impl What {
         }
     }
 
-    pub fn parse(s: &str) -> Option<What> {
+    pub(crate) fn parse(s: &str) -> Option<What> {
         Some(match s {
             "entered" => What::Entered,
             "skipped" => What::Skipped,
@@ -210,29 +211,29 @@ impl fmt::Display for Transition {
 
 /// A payload to deliver, written to the outbox in the same transaction.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Delivery {
-    pub id: String,
-    pub at: i64,
-    pub instance_id: i64,
-    pub journey_id: String,
-    pub step_id: String,
-    pub destination: String,
-    pub payload: Value,
+pub(crate) struct Delivery {
+    pub(crate) id: String,
+    pub(crate) at: i64,
+    pub(crate) instance_id: i64,
+    pub(crate) journey_id: String,
+    pub(crate) step_id: String,
+    pub(crate) destination: String,
+    pub(crate) payload: Value,
 }
 
 /// Everything one call produced, in order.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Effects {
-    pub transitions: Vec<Transition>,
-    pub deliveries: Vec<Delivery>,
+pub(crate) struct Effects {
+    pub(crate) transitions: Vec<Transition>,
+    pub(crate) deliveries: Vec<Delivery>,
 }
 
 /// An incoming event as the engine sees it.
-pub struct EventView<'a> {
+pub(crate) struct EventView<'a> {
     /// The event name: a track call's `event`; other call types never trigger journeys.
-    pub name: &'a str,
+    pub(crate) name: &'a str,
     /// The stored message; `property` conditions look in its `properties`, `path` ones at its root.
-    pub message: &'a Value,
+    pub(crate) message: &'a Value,
 }
 
 impl EventView<'_> {
@@ -246,15 +247,19 @@ impl EventView<'_> {
 }
 
 /// The engine for one call: its inputs and the effects it has produced so far.
-pub struct Engine<'a> {
-    pub catalog: &'a dyn Catalog,
-    pub ids: &'a mut dyn Ids,
-    pub max_active: usize,
-    pub effects: Effects,
+pub(crate) struct Engine<'a> {
+    pub(crate) catalog: &'a dyn Catalog,
+    pub(crate) ids: &'a mut dyn Ids,
+    pub(crate) max_active: usize,
+    pub(crate) effects: Effects,
 }
 
 impl<'a> Engine<'a> {
-    pub fn new(catalog: &'a dyn Catalog, ids: &'a mut dyn Ids, max_active: usize) -> Engine<'a> {
+    pub(crate) fn new(
+        catalog: &'a dyn Catalog,
+        ids: &'a mut dyn Ids,
+        max_active: usize,
+    ) -> Engine<'a> {
         Engine {
             catalog,
             ids,
@@ -266,7 +271,7 @@ impl<'a> Engine<'a> {
     /// Applies one event at `now` (SPEC §4): first the profile's timers already due by `now` fire,
     /// so the outcome does not depend on how late the scheduler is; then exit rules, then holds,
     /// then entries. An instance the event starts does not also take it as a hold event.
-    pub fn on_event(&mut self, profile: &mut ProfileState, event: &EventView, now: i64) {
+    pub(crate) fn on_event(&mut self, profile: &mut ProfileState, event: &EventView, now: i64) {
         self.fire_due(profile, now);
         let existing = profile.instances.len();
         for i in 0..existing {
@@ -282,7 +287,7 @@ impl<'a> Engine<'a> {
 
     /// Fires every timer of the profile due at or before `now`, earliest first, each at its own
     /// due time.
-    pub fn fire_due(&mut self, profile: &mut ProfileState, now: i64) {
+    pub(crate) fn fire_due(&mut self, profile: &mut ProfileState, now: i64) {
         loop {
             let next = profile
                 .instances
@@ -297,7 +302,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Fires the timer of instance `id` if it is due by `now`; returns whether it fired.
-    pub fn on_timer(&mut self, profile: &mut ProfileState, id: i64, now: i64) -> bool {
+    pub(crate) fn on_timer(&mut self, profile: &mut ProfileState, id: i64, now: i64) -> bool {
         let Some(index) = profile.instances.iter().position(|i| i.id == id) else {
             return false;
         };

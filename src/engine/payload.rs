@@ -4,11 +4,11 @@
 use serde_json::{Map, Value, json};
 
 use super::{Instance, ProfileState};
-use crate::ingest::format_ms;
+use crate::clock::Timestamp;
 
 /// The default payload: a `track` message carrying the journey context, the journey metadata and
 /// the selected traits as read from the profile now.
-pub fn default_payload(
+pub(crate) fn default_payload(
     profile: &ProfileState,
     inst: &Instance,
     step_id: &str,
@@ -47,7 +47,7 @@ pub fn default_payload(
         "event": event_name,
         id_field: profile.key,
         "messageId": delivery_id,
-        "timestamp": format_ms(at),
+        "timestamp": Timestamp(at),
         "properties": Value::Object(properties),
     })
 }
@@ -55,7 +55,7 @@ pub fn default_payload(
 /// Renders a `mapping` template against the default payload: `{"@path": "$.a.b"}` becomes the
 /// value at that path (the key is left out when there is none), `{"@template": "Hi {{a.b}}"}`
 /// the rendered string; everything else is copied, recursively.
-pub fn render_mapping(template: &Value, payload: &Value) -> Value {
+pub(crate) fn render_mapping(template: &Value, payload: &Value) -> Value {
     render(template, payload).unwrap_or(Value::Null)
 }
 

@@ -6,24 +6,24 @@
 //! `integrations` merged in, `writeKey` removed, and the server fields (`messageId`,
 //! `receivedAt`, skew-corrected `timestamp`, `originalTimestamp`) added.
 
-mod time;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-pub use time::{format_ms, parse_rfc3339};
+use crate::clock::Timestamp;
 
 /// Most bytes in one message.
-pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 /// Most bytes in one request, after decompression.
-pub const MAX_REQUEST_BYTES: usize = 500 * 1024;
+pub(crate) const MAX_REQUEST_BYTES: usize = 500 * 1024;
+/// How long a messageId is remembered for deduplication (SPEC §2).
+pub(crate) const DEDUP_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 /// Most messages in one batch.
-pub const MAX_BATCH_MESSAGES: usize = 2500;
+pub(crate) const MAX_BATCH_MESSAGES: usize = 2500;
 
 /// The six Segment call types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallType {
+pub(crate) enum CallType {
     Track,
     Identify,
     Page,
@@ -33,7 +33,7 @@ pub enum CallType {
 }
 
 impl CallType {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CallType::Track => "track",
             CallType::Identify => "identify",
@@ -44,7 +44,7 @@ impl CallType {
         }
     }
 
-    pub fn parse(s: &str) -> Option<CallType> {
+    pub(crate) fn parse(s: &str) -> Option<CallType> {
         Some(match s {
             "track" => CallType::Track,
             "identify" => CallType::Identify,
@@ -59,49 +59,80 @@ impl CallType {
 
 /// What an ingest path accepts: one call of a given type, or a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Single(CallType),
     Batch,
 }
 
 /// A validated, normalised message ready to store.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Message {
-    pub call: CallType,
-    pub message_id: String,
-    pub user_id: Option<String>,
-    pub anonymous_id: Option<String>,
+pub(crate) struct Message {
+    pub(crate) call: CallType,
+    pub(crate) message_id: String,
+    pub(crate) user_id: Option<String>,
+    pub(crate) anonymous_id: Option<String>,
     /// The `previousId` of an alias call.
-    pub previous_id: Option<String>,
+    pub(crate) previous_id: Option<String>,
     /// The event name of a track call.
-    pub event: Option<String>,
-    pub received_at: i64,
+    pub(crate) event: Option<String>,
+    pub(crate) received_at: i64,
     /// The skew-corrected event time, unix milliseconds.
-    pub timestamp: i64,
+    pub(crate) timestamp: i64,
     /// The message as it is stored and shown.
-    pub body: Map<String, Value>,
+    pub(crate) body: Map<String, Value>,
     /// `body` serialised, done on the request's task so the writer only copies it.
-    pub json: String,
+    pub(crate) json: String,
+}
+
+/// Which profile a message belongs to, and which other id it links to that profile (SPEC §2
+/// Identity). The store and the simulator both start from this, so they agree on the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity<'a> {
+    /// The id the message is keyed by: its `userId`, else its `anonymousId`.
+    pub(crate) id: &'a str,
+    /// Whether that id is a `userId` (a profile keyed by an anonymousId is anonymous).
+    pub(crate) known: bool,
+    /// An id to link to the message's profile: an identify's `anonymousId` (with a `userId`),
+    /// an alias's `previousId`.
+    pub(crate) link: Option<&'a str>,
 }
 
 impl Message {
+    pub(crate) fn identity(&self) -> Identity<'_> {
+        let id = self
+            .user_id
+            .as_deref()
+            .or(self.anonymous_id.as_deref())
+            .expect("a validated message has an id");
+        let link = match self.call {
+            CallType::Identify if self.user_id.is_some() => self.anonymous_id.as_deref(),
+            CallType::Alias => self.previous_id.as_deref(),
+            _ => None,
+        };
+        Identity {
+            id,
+            known: self.user_id.is_some(),
+            link: link.filter(|l| *l != id),
+        }
+    }
+
     /// The `traits` object of an identify call (or any call carrying one), if any.
-    pub fn traits(&self) -> Option<&Map<String, Value>> {
+    pub(crate) fn traits(&self) -> Option<&Map<String, Value>> {
         self.body.get("traits").and_then(Value::as_object)
     }
 }
 
 /// A message of a batch that was not accepted, by its index in the batch.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reject {
-    pub index: usize,
-    pub code: &'static str,
-    pub message: String,
+pub(crate) struct Reject {
+    pub(crate) index: usize,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 /// Why a whole request was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     #[error("{0}")]
     InvalidJson(String),
     #[error("{0}")]
@@ -113,7 +144,7 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             RequestError::InvalidJson(_) => "invalid_json",
             RequestError::TooLarge(_) => "too_large",
@@ -124,7 +155,7 @@ impl RequestError {
 }
 
 /// A request body, parsed but not yet validated: enough to check the write key first.
-pub struct Parsed<'a> {
+pub(crate) struct Parsed<'a> {
     endpoint: Endpoint,
     write_key: Option<String>,
     shape: Shape<'a>,
@@ -149,7 +180,7 @@ struct BatchBody<'a> {
 
 impl<'a> Parsed<'a> {
     /// Parses the JSON of a request body (already decompressed).
-    pub fn new(endpoint: Endpoint, body: &'a [u8]) -> Result<Parsed<'a>, RequestError> {
+    pub(crate) fn new(endpoint: Endpoint, body: &'a [u8]) -> Result<Parsed<'a>, RequestError> {
         if body.len() > MAX_REQUEST_BYTES {
             return Err(RequestError::TooLarge(format!(
                 "request is {} bytes, more than the limit of {MAX_REQUEST_BYTES}",
@@ -216,13 +247,13 @@ impl<'a> Parsed<'a> {
     }
 
     /// The `writeKey` the body carries, if any.
-    pub fn write_key(&self) -> Option<&str> {
+    pub(crate) fn write_key(&self) -> Option<&str> {
         self.write_key.as_deref()
     }
 
     /// Validates and normalises the messages. A single call with a bad message is an error; a
     /// batch keeps its good messages and lists the bad ones.
-    pub fn messages(
+    pub(crate) fn messages(
         self,
         received_at: i64,
         new_id: &mut dyn FnMut() -> String,
@@ -286,6 +317,22 @@ impl<'a> Parsed<'a> {
             }
         }
     }
+}
+
+/// Validates and normalises one message as the simulator replays it: as if sent to the path of
+/// its `type`, or to `/v1/track` when it has none. The error is the message a client would get.
+pub(crate) fn replayed(
+    body: Map<String, Value>,
+    received_at: i64,
+    new_id: &mut dyn FnMut() -> String,
+) -> Result<Message, String> {
+    let call = (!body.contains_key("type")).then_some(CallType::Track);
+    let defaults = Defaults {
+        context: None,
+        integrations: None,
+        sent_at: None,
+    };
+    normalise(body, call, &defaults, received_at, new_id).map_err(|(_, message)| message)
 }
 
 fn take_write_key(map: &mut Map<String, Value>) -> Option<String> {
@@ -381,8 +428,14 @@ fn normalise(
         let original = body.remove("timestamp").expect("checked above");
         body.insert("originalTimestamp".into(), original);
     }
-    body.insert("timestamp".into(), Value::String(format_ms(timestamp)));
-    body.insert("receivedAt".into(), Value::String(format_ms(received_at)));
+    body.insert(
+        "timestamp".into(),
+        Value::String(Timestamp(timestamp).to_string()),
+    );
+    body.insert(
+        "receivedAt".into(),
+        Value::String(Timestamp(received_at).to_string()),
+    );
 
     let message_id = match body.get("messageId").and_then(id_string) {
         Some(id) => id,
@@ -410,7 +463,8 @@ fn normalise(
 
 fn parse_time_field(v: &Value, name: &str) -> Result<i64, Invalid> {
     v.as_str()
-        .and_then(parse_rfc3339)
+        .and_then(Timestamp::parse)
+        .map(Timestamp::ms)
         .ok_or_else(|| invalid(format!("\"{name}\" must be an ISO 8601 date-time, got {v}")))
 }
 

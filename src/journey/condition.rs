@@ -10,14 +10,14 @@ use serde_json::Value;
 
 /// One test: a value found at `target`, checked with `op`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Condition {
-    pub target: Target,
-    pub op: Op,
+pub(crate) struct Condition {
+    pub(crate) target: Target,
+    pub(crate) op: Op,
 }
 
 /// Where a condition reads its value. Both hold the dot path already split into segments.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Target {
+pub(crate) enum Target {
     /// `"property": "a.b"`: a path inside the message's `properties`.
     Property(Vec<String>),
     /// `"path": "context.locale"`: a path from the root the condition is evaluated on
@@ -27,7 +27,7 @@ pub enum Target {
 
 /// The operator and its operand, exactly one per condition.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Op {
+pub(crate) enum Op {
     Equals(Value),
     NotEquals(Value),
     In(Vec<Value>),
@@ -41,39 +41,13 @@ pub enum Op {
     StartsWith(String),
 }
 
-impl Op {
-    /// The JSON key that spells this operator, for messages and traces.
-    pub fn key(&self) -> &'static str {
-        match self {
-            Op::Equals(_) => "equals",
-            Op::NotEquals(_) => "not_equals",
-            Op::In(_) => "in",
-            Op::NotIn(_) => "not_in",
-            Op::Exists(_) => "exists",
-            Op::Gt(_) => "gt",
-            Op::Gte(_) => "gte",
-            Op::Lt(_) => "lt",
-            Op::Lte(_) => "lte",
-            Op::Contains(_) => "contains",
-            Op::StartsWith(_) => "starts_with",
-        }
-    }
-}
-
 impl Target {
     /// The value this target names in `root`, if there is one. JSON `null` is returned as a value;
     /// the operators decide what null means.
-    pub fn lookup<'a>(&self, root: &'a Value) -> Option<&'a Value> {
+    pub(crate) fn lookup<'a>(&self, root: &'a Value) -> Option<&'a Value> {
         match self {
             Target::Property(segments) => lookup(root.get("properties")?, segments),
             Target::Path(segments) => lookup(root, segments),
-        }
-    }
-
-    /// The segments of the dot path, whichever kind of target this is.
-    pub fn segments(&self) -> &[String] {
-        match self {
-            Target::Property(segments) | Target::Path(segments) => segments,
         }
     }
 }
@@ -81,7 +55,7 @@ impl Target {
 impl Condition {
     /// Evaluates the condition against `root`: `Property(p)` looks up `root["properties"]` then `p`,
     /// `Path(p)` looks up `p` from `root`.
-    pub fn holds(&self, root: &Value) -> bool {
+    pub(crate) fn holds(&self, root: &Value) -> bool {
         let value = self.target.lookup(root);
         match &self.op {
             Op::Equals(expected) => value == Some(expected),
@@ -106,12 +80,12 @@ impl Condition {
 }
 
 /// True when every condition holds; an empty list holds, which is what an absent `where` means.
-pub fn all_hold(conditions: &[Condition], root: &Value) -> bool {
+pub(crate) fn all_hold(conditions: &[Condition], root: &Value) -> bool {
     conditions.iter().all(|condition| condition.holds(root))
 }
 
 /// Walks `segments` down from `root`: objects by key, arrays by a segment that is an unsigned integer.
-pub fn lookup<'a>(root: &'a Value, segments: &[String]) -> Option<&'a Value> {
+pub(crate) fn lookup<'a>(root: &'a Value, segments: &[String]) -> Option<&'a Value> {
     segments
         .iter()
         .try_fold(root, |value, segment| match value {

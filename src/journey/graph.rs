@@ -12,34 +12,34 @@ use std::collections::HashMap;
 #[derive(Debug, Default)]
 pub(super) struct Graph {
     /// One node per element of `steps`, in order, including elements that failed to parse.
-    pub nodes: Vec<Node>,
+    pub(crate) nodes: Vec<Node>,
     /// `exit.send`, when it is a string.
-    pub exit_send: Option<Ref>,
+    pub(crate) exit_send: Option<Ref>,
     /// False when some reference could not be read (a `next` that is a number, a step that is not an
     /// object): reachability would then report steps that are only unreachable because of that earlier
     /// problem, so it is skipped until the document is fixed.
-    pub complete: bool,
+    pub(crate) complete: bool,
     /// False when `steps` itself is missing or not an array: every graph check would only repeat that.
-    pub steps_known: bool,
+    pub(crate) steps_known: bool,
 }
 
 #[derive(Debug, Default)]
 pub(super) struct Node {
     /// The step's id, when it has a valid one.
-    pub id: Option<String>,
+    pub(crate) id: Option<String>,
     /// The id repeats an earlier step's id; references resolve to the earlier step.
-    pub duplicate: bool,
+    pub(crate) duplicate: bool,
     /// The step's `type`, when it is a known one.
-    pub type_name: Option<&'static str>,
+    pub(crate) type_name: Option<&'static str>,
     /// Every non-null step reference the step makes, in document order.
-    pub refs: Vec<Ref>,
+    pub(crate) refs: Vec<Ref>,
 }
 
 /// One step reference: where it is in the document and which step id it names.
 #[derive(Debug)]
 pub(super) struct Ref {
-    pub path: String,
-    pub target: String,
+    pub(crate) path: String,
+    pub(crate) target: String,
 }
 
 pub(super) fn check(graph: &Graph, problems: &mut Vec<Problem>) {

@@ -11,11 +11,8 @@
 //!   counted under in stats (its `name`, else a hold branch's `event`, else `"branch {index}"` with
 //!   the branch's 0-based position, the same index its JSON pointer uses).
 //! - [`HoldBranch::context_key`]: the journey-context key a hold branch event is stored under (`as`, else its event).
-//! - [`StepKind::type_name`]: the JSON `type` of a step; [`Step::successors`]: the step ids it can go to.
 //! - A send step's `event_name` is already defaulted to the step id by the parser, so callers need not default it.
-//! - [`Op::key`], [`Target::lookup`], [`Target::segments`], [`lookup`]: evaluation helpers.
-//! - [`Problem`] implements `Display` (`/steps/1/next: unknown step "x"`) and `Serialize`
-//!   (`{"path", "message"}`, the shape of the API's validation details).
+//! - [`Target::lookup`], [`condition::lookup`]: evaluation helpers.
 //! - The limits as constants: [`MAX_STEPS`], [`MAX_BRANCHES`], [`MAX_EXIT_EVENTS`], [`MAX_NAME_CHARS`],
 //!   [`MIN_DURATION_MS`], [`MAX_DURATION_MS`].
 //!
@@ -33,48 +30,75 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use condition::{Condition, Op, Target, all_hold, lookup};
-
-use serde::Serialize;
-use std::fmt;
+pub(crate) use crate::validate::Problem;
+pub(crate) use condition::{Condition, all_hold};
+#[cfg(test)]
+pub(crate) use condition::{Op, Target};
 
 /// At most this many steps in a journey (SPEC §3).
-pub const MAX_STEPS: usize = 50;
+pub(crate) const MAX_STEPS: usize = 50;
 /// At most this many branches in one step (SPEC §3).
-pub const MAX_BRANCHES: usize = 9;
+pub(crate) const MAX_BRANCHES: usize = 9;
 /// At most this many exit events (SPEC §3.4).
-pub const MAX_EXIT_EVENTS: usize = 10;
+pub(crate) const MAX_EXIT_EVENTS: usize = 10;
 /// The longest journey name, counted in characters rather than bytes so that non-ASCII names are not penalised.
-pub const MAX_NAME_CHARS: usize = 73;
+pub(crate) const MAX_NAME_CHARS: usize = 73;
 /// The shortest duration a journey may use: `1s`.
-pub const MIN_DURATION_MS: u64 = 1_000;
+pub(crate) const MIN_DURATION_MS: u64 = 1_000;
 /// The longest duration a journey may use: `365d`.
-pub const MAX_DURATION_MS: u64 = 365 * 24 * 3_600_000;
+pub(crate) const MAX_DURATION_MS: u64 = 365 * 24 * 3_600_000;
+
+/// Where a journey is in its life (SPEC §4): taking entries, paused, or archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Active,
+    Paused,
+    Archived,
+}
+
+impl Status {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Paused => "paused",
+            Status::Archived => "archived",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "active" => Status::Active,
+            "paused" => Status::Paused,
+            "archived" => Status::Archived,
+            _ => return None,
+        })
+    }
+}
 
 /// A validated journey definition. Every step reference in it names an existing step, the steps form
 /// a DAG, and there is at least one step.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Journey {
-    pub id: String,
+pub(crate) struct Journey {
+    pub(crate) id: String,
     /// The document's `name`, or the id when it has none.
-    pub name: String,
-    pub entry: Entry,
-    pub exit: Exit,
-    pub steps: Vec<Step>,
+    pub(crate) name: String,
+    pub(crate) entry: Entry,
+    pub(crate) exit: Exit,
+    pub(crate) steps: Vec<Step>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    pub event: String,
+pub(crate) struct Entry {
+    pub(crate) event: String,
     /// JSON `where`; empty when absent.
-    pub conditions: Vec<Condition>,
-    pub reentry: Reentry,
-    pub unique_by: Option<String>,
+    pub(crate) conditions: Vec<Condition>,
+    pub(crate) reentry: Reentry,
+    pub(crate) unique_by: Option<String>,
 }
 
 /// When a trigger event may start a new instance (SPEC §3, `entry.reentry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Reentry {
+pub(crate) enum Reentry {
     /// `"every_time"`: every trigger starts an instance.
     #[default]
     EveryTime,
@@ -86,29 +110,29 @@ pub enum Reentry {
 
 /// Exit rules (SPEC §3.4); the default (no events, no send) when the document has no `exit`.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Exit {
-    pub events: Vec<ExitEvent>,
+pub(crate) struct Exit {
+    pub(crate) events: Vec<ExitEvent>,
     /// The id of a `send` step to run once when an exit rule ends an instance.
-    pub send: Option<String>,
+    pub(crate) send: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ExitEvent {
-    pub event: String,
+pub(crate) struct ExitEvent {
+    pub(crate) event: String,
     /// JSON `where`; empty when absent.
-    pub conditions: Vec<Condition>,
+    pub(crate) conditions: Vec<Condition>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    pub id: String,
-    pub kind: StepKind,
+pub(crate) struct Step {
+    pub(crate) id: String,
+    pub(crate) kind: StepKind,
 }
 
 /// What a step does (SPEC §3.2). Every `Option<String>` step reference is `None` when the instance
 /// completes there. Durations are milliseconds.
 #[derive(Debug, Clone, PartialEq)]
-pub enum StepKind {
+pub(crate) enum StepKind {
     HoldUntil {
         branches: Vec<HoldBranch>,
         max_hold: Option<u64>,
@@ -140,64 +164,45 @@ pub enum StepKind {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct HoldBranch {
-    pub name: Option<String>,
-    pub event: String,
+pub(crate) struct HoldBranch {
+    pub(crate) name: Option<String>,
+    pub(crate) event: String,
     /// JSON `where`; empty when absent.
-    pub conditions: Vec<Condition>,
+    pub(crate) conditions: Vec<Condition>,
     /// When true the branch restarts the hold instead of leaving it; `next` is then always `None`.
-    pub reset_timer: bool,
+    pub(crate) reset_timer: bool,
     /// JSON `as`: the context key the event is stored under.
-    pub as_key: Option<String>,
-    pub next: Option<String>,
+    pub(crate) as_key: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct SplitBranch {
-    pub name: Option<String>,
+pub(crate) struct SplitBranch {
+    pub(crate) name: Option<String>,
     /// Path conditions over `context.` and `traits.`; an empty list always holds.
-    pub conditions: Vec<Condition>,
-    pub next: Option<String>,
+    pub(crate) conditions: Vec<Condition>,
+    pub(crate) next: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RandomBranch {
-    pub name: Option<String>,
+pub(crate) struct RandomBranch {
+    pub(crate) name: Option<String>,
     /// 0 to 100; the branches of one step total exactly 100.
-    pub percent: u32,
-    pub next: Option<String>,
-}
-
-/// One validation problem: where (a JSON pointer into the document) and what.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    /// A JSON pointer such as `/steps/1/branches/0/next`; `""` is the whole document.
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() {
-            "/"
-        } else {
-            &self.path
-        };
-        write!(f, "{path}: {}", self.message)
-    }
+    pub(crate) percent: u32,
+    pub(crate) next: Option<String>,
 }
 
 /// Parses and validates a journey document. On failure returns every problem found, not just the
 /// first, each with its JSON pointer, roughly in document order (graph problems, which need the
 /// whole document, come after the problems of the fields themselves).
-pub fn parse(doc: &serde_json::Value) -> Result<Journey, Vec<Problem>> {
+pub(crate) fn parse(doc: &serde_json::Value) -> Result<Journey, Vec<Problem>> {
     parse::parse(doc)
 }
 
 /// Parses a duration: a whole number and a unit `s`, `m`, `h`, `d` or `w` (`"90m"` is 5_400_000 ms).
 /// `None` when malformed or too large for a u64. The 1s..=365d range is a validation rule, not a
 /// syntax rule, so `"0s"` parses here and is rejected by [`parse`].
-pub fn parse_duration(s: &str) -> Option<u64> {
+pub(crate) fn parse_duration(s: &str) -> Option<u64> {
     let unit_ms: u64 = match s.chars().last()? {
         's' => 1_000,
         'm' => 60_000,
@@ -216,18 +221,18 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 
 impl Journey {
     /// The step with this id.
-    pub fn step(&self, id: &str) -> Option<&Step> {
+    pub(crate) fn step(&self, id: &str) -> Option<&Step> {
         self.steps.iter().find(|step| step.id == id)
     }
 
     /// The step an instance starts at. Always `Some` for a journey that came out of [`parse`].
-    pub fn first_step(&self) -> Option<&Step> {
+    pub(crate) fn first_step(&self) -> Option<&Step> {
         self.steps.first()
     }
 
     /// Every destination id named by a send step, each once, in step order (for the API's
     /// "destination must exist" check and for refusing to delete a destination in use).
-    pub fn destinations(&self) -> Vec<&str> {
+    pub(crate) fn destinations(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for step in &self.steps {
             if let StepKind::Send { destination, .. } = &step.kind
@@ -240,56 +245,14 @@ impl Journey {
     }
 }
 
-impl Step {
-    /// The ids of the steps this step can go to, in document order (duplicates possible when
-    /// branches join). An empty list means every way out of this step completes the instance.
-    pub fn successors(&self) -> Vec<&str> {
-        let refs: Vec<&Option<String>> = match &self.kind {
-            StepKind::HoldUntil {
-                branches,
-                on_timeout,
-                ..
-            } => branches
-                .iter()
-                .map(|b| &b.next)
-                .chain([on_timeout])
-                .collect(),
-            StepKind::Delay { next, .. } | StepKind::Send { next, .. } => vec![next],
-            StepKind::Split {
-                branches,
-                otherwise,
-            } => branches
-                .iter()
-                .map(|b| &b.next)
-                .chain([otherwise])
-                .collect(),
-            StepKind::RandomSplit { branches, .. } => branches.iter().map(|b| &b.next).collect(),
-        };
-        refs.into_iter().filter_map(|r| r.as_deref()).collect()
-    }
-}
-
-impl StepKind {
-    /// The JSON `type` of the step.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            StepKind::HoldUntil { .. } => "hold_until",
-            StepKind::Delay { .. } => "delay",
-            StepKind::Split { .. } => "split",
-            StepKind::RandomSplit { .. } => "random_split",
-            StepKind::Send { .. } => "send",
-        }
-    }
-}
-
 impl HoldBranch {
     /// The key this branch is counted under in stats: its `name`, else its `event`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         self.name.clone().unwrap_or_else(|| self.event.clone())
     }
 
     /// The journey-context key the branch's event is stored under (SPEC §3.3): `as`, else the event name.
-    pub fn context_key(&self) -> &str {
+    pub(crate) fn context_key(&self) -> &str {
         self.as_key.as_deref().unwrap_or(&self.event)
     }
 }
@@ -297,7 +260,7 @@ impl HoldBranch {
 impl SplitBranch {
     /// The key this branch is counted under in stats: its `name`, else `"branch {index}"` where
     /// `index` is the branch's 0-based position in the step.
-    pub fn label(&self, index: usize) -> String {
+    pub(crate) fn label(&self, index: usize) -> String {
         branch_label(&self.name, index)
     }
 }
@@ -305,7 +268,7 @@ impl SplitBranch {
 impl RandomBranch {
     /// The key this branch is counted under in stats: its `name`, else `"branch {index}"` where
     /// `index` is the branch's 0-based position in the step.
-    pub fn label(&self, index: usize) -> String {
+    pub(crate) fn label(&self, index: usize) -> String {
         branch_label(&self.name, index)
     }
 }

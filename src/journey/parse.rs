@@ -1,28 +1,23 @@
-//! Reading a journey document into a [`Journey`], collecting every problem with its JSON pointer.
-//!
-//! The parser is hand-written over `serde_json::Value` rather than derived with serde because serde stops
-//! at the first error and reports it without a usable path, while `journeyd check` and the API must list
-//! every problem at once. Each reader reports what is wrong and returns a placeholder, so parsing carries
-//! on past a problem; the placeholders never escape, because any problem turns the result into `Err`.
+//! Reading a journey document into a [`Journey`], collecting every problem with its JSON pointer,
+//! with the field readers of [`crate::validate`]; the graph checks that need the whole document
+//! are in `graph.rs`.
 
 use super::condition::{Condition, Op, Target};
 use super::graph::{self, Graph, Node, Ref};
 use super::{
     Entry, Exit, ExitEvent, HoldBranch, Journey, MAX_BRANCHES, MAX_DURATION_MS, MAX_EXIT_EVENTS,
     MAX_NAME_CHARS, MAX_STEPS, MIN_DURATION_MS, Problem, RandomBranch, Reentry, SplitBranch, Step,
-    StepKind, parse_duration,
+    StepKind,
 };
-use serde_json::{Map, Value};
+use crate::validate::{Checker, Fields};
+use serde_json::Value;
 use std::collections::HashSet;
 
 pub(super) fn parse(doc: &Value) -> Result<Journey, Vec<Problem>> {
     let mut parser = Parser::default();
     let journey = parser.journey(doc);
-    graph::check(&parser.graph, &mut parser.problems);
-    match journey {
-        Some(journey) if parser.problems.is_empty() => Ok(journey),
-        _ => Err(parser.problems),
-    }
+    graph::check(&parser.graph, &mut parser.check.problems);
+    parser.check.finish(journey)
 }
 
 const TOP_KEYS: &[&str] = &["id", "name", "entry", "exit", "steps"];
@@ -61,118 +56,13 @@ const OPERATORS: &[&str] = &[
     "starts_with",
 ];
 
-/// A JSON object being read, with its pointer for messages.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    path: String,
-}
-
-impl<'a> Fields<'a> {
-    /// The value of an optional field. JSON `null` counts as absent, as serde's `Option` would have it.
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn path(&self, key: &str) -> String {
-        join(&self.path, key)
-    }
-}
-
 #[derive(Default)]
 struct Parser {
-    problems: Vec<Problem>,
+    check: Checker,
     graph: Graph,
 }
 
 impl Parser {
-    fn report(&mut self, path: &str, message: impl Into<String>) {
-        self.problems.push(Problem {
-            path: path.to_string(),
-            message: message.into(),
-        });
-    }
-
-    fn wrong_type(&mut self, path: &str, expected: &str, got: &Value) {
-        self.report(path, format!("expected {expected}, got {}", describe(got)));
-    }
-
-    /// Reads an object and reports every key not in `allowed`: a typo such as `nxt` must not silently
-    /// turn into "completes here".
-    fn fields<'a>(&mut self, value: &'a Value, path: &str, allowed: &[&str]) -> Option<Fields<'a>> {
-        let Value::Object(map) = value else {
-            self.wrong_type(path, "an object", value);
-            return None;
-        };
-        for key in map.keys().filter(|key| !allowed.contains(&key.as_str())) {
-            self.report(&join(path, key), format!("unknown field \"{key}\""));
-        }
-        Some(Fields {
-            map,
-            path: path.to_string(),
-        })
-    }
-
-    /// A non-empty string at `path`.
-    fn string(&mut self, value: &Value, path: &str) -> Option<String> {
-        match value {
-            Value::String(s) if s.is_empty() => {
-                self.report(path, "must not be empty");
-                None
-            }
-            Value::String(s) => Some(s.clone()),
-            other => {
-                self.wrong_type(path, "a string", other);
-                None
-            }
-        }
-    }
-
-    /// The value of a required field. Here `null` is a value (of the wrong type), not absence, so the
-    /// message says what the field holds.
-    fn required<'a>(&mut self, f: &Fields<'a>, key: &str) -> Option<&'a Value> {
-        let value = f.map.get(key);
-        if value.is_none() {
-            self.report(&f.path(key), format!("missing field \"{key}\""));
-        }
-        value
-    }
-
-    fn required_string(&mut self, f: &Fields, key: &str) -> Option<String> {
-        let value = self.required(f, key)?;
-        self.string(value, &f.path(key))
-    }
-
-    fn optional_string(&mut self, f: &Fields, key: &str) -> Option<String> {
-        f.get(key)
-            .and_then(|value| self.string(value, &f.path(key)))
-    }
-
-    fn optional_bool(&mut self, f: &Fields, key: &str) -> Option<bool> {
-        match f.get(key)? {
-            Value::Bool(b) => Some(*b),
-            other => {
-                self.wrong_type(&f.path(key), "a boolean", other);
-                None
-            }
-        }
-    }
-
-    /// An array field; `required` decides whether absence is a problem.
-    fn array<'a>(&mut self, f: &Fields<'a>, key: &str, required: bool) -> Option<&'a Vec<Value>> {
-        let value = if required {
-            self.required(f, key)?
-        } else {
-            f.get(key)?
-        };
-        match value {
-            Value::Array(items) => Some(items),
-            other => {
-                self.wrong_type(&f.path(key), "an array", other);
-                None
-            }
-        }
-    }
-
     /// A step reference: a step id, or null/absent for "the instance completes here". The reference is
     /// recorded on the current step's graph node (or as `exit.send`) for the whole-document checks.
     fn step_ref(&mut self, f: &Fields, key: &str) -> Option<String> {
@@ -190,7 +80,7 @@ impl Parser {
                 Some(target.clone())
             }
             other => {
-                self.wrong_type(&path, "a step id or null", other);
+                self.check.wrong_type(&path, "a step id or null", other);
                 self.graph.complete = false;
                 None
             }
@@ -199,44 +89,27 @@ impl Parser {
 
     /// A duration field in milliseconds, within the allowed range.
     fn duration(&mut self, f: &Fields, key: &str, required: bool) -> Option<u64> {
-        let path = f.path(key);
-        let value = if required {
-            self.required(f, key)?
-        } else {
-            f.get(key)?
-        };
-        let Value::String(text) = value else {
-            self.wrong_type(&path, "a duration string such as \"90m\"", value);
-            return None;
-        };
-        match parse_duration(text) {
-            None => {
-                self.report(&path, format!("bad duration \"{text}\""));
-                None
-            }
-            Some(ms) if !(MIN_DURATION_MS..=MAX_DURATION_MS).contains(&ms) => {
-                self.report(
-                    &path,
-                    format!("duration \"{text}\" is out of range (1s to 365d)"),
-                );
-                None
-            }
-            Some(ms) => Some(ms),
-        }
+        self.check.duration(
+            f,
+            key,
+            required,
+            MIN_DURATION_MS..=MAX_DURATION_MS,
+            "1s to 365d",
+        )
     }
 
     fn journey(&mut self, doc: &Value) -> Option<Journey> {
-        let f = self.fields(doc, "", TOP_KEYS)?;
+        let f = self.check.fields(doc, "", TOP_KEYS)?;
         self.graph.complete = true;
 
-        let id = self.required_string(&f, "id");
+        let id = self.check.required_string(&f, "id");
         if let Some(id) = &id {
             let well_formed = id.len() <= 64
                 && id.bytes().all(|b| {
                     b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
                 });
             if !well_formed {
-                self.report(
+                self.check.report(
                     "/id",
                     format!("bad id \"{id}\": use 1 to 64 characters from a-z, 0-9, _ and -"),
                 );
@@ -247,7 +120,7 @@ impl Parser {
             Some(Value::String(name)) => {
                 let chars = name.chars().count();
                 if chars > MAX_NAME_CHARS {
-                    self.report(
+                    self.check.report(
                         "/name",
                         format!("name has {chars} characters, at most {MAX_NAME_CHARS}"),
                     );
@@ -255,12 +128,13 @@ impl Parser {
                 Some(name.clone())
             }
             Some(other) => {
-                self.wrong_type("/name", "a string", other);
+                self.check.wrong_type("/name", "a string", other);
                 None
             }
         };
 
         let entry = self
+            .check
             .required(&f, "entry")
             .and_then(|value| self.entry(value));
         let exit = f
@@ -280,8 +154,8 @@ impl Parser {
     }
 
     fn entry(&mut self, value: &Value) -> Option<Entry> {
-        let f = self.fields(value, "/entry", ENTRY_KEYS)?;
-        let event = self.required_string(&f, "event");
+        let f = self.check.fields(value, "/entry", ENTRY_KEYS)?;
+        let event = self.check.required_string(&f, "event");
         let conditions = self.conditions(&f, false, false);
         let reentry = match f.get("reentry") {
             None => Reentry::EveryTime,
@@ -290,7 +164,7 @@ impl Parser {
                 "if_not_active" => Reentry::IfNotActive,
                 "once" => Reentry::Once,
                 other => {
-                    self.report(
+                    self.check.report(
                         "/entry/reentry",
                         format!("unknown reentry \"{other}\": expected every_time, if_not_active or once"),
                     );
@@ -298,11 +172,11 @@ impl Parser {
                 }
             },
             Some(other) => {
-                self.wrong_type("/entry/reentry", "a string", other);
+                self.check.wrong_type("/entry/reentry", "a string", other);
                 Reentry::EveryTime
             }
         };
-        let unique_by = self.optional_string(&f, "unique_by");
+        let unique_by = self.check.optional_string(&f, "unique_by");
         Some(Entry {
             event: event?,
             conditions,
@@ -312,13 +186,13 @@ impl Parser {
     }
 
     fn exit(&mut self, value: &Value) -> Exit {
-        let Some(f) = self.fields(value, "/exit", EXIT_KEYS) else {
+        let Some(f) = self.check.fields(value, "/exit", EXIT_KEYS) else {
             return Exit::default();
         };
         let mut events = Vec::new();
-        if let Some(items) = self.array(&f, "events", false) {
+        if let Some(items) = self.check.array(&f, "events", false) {
             if items.len() > MAX_EXIT_EVENTS {
-                self.report(
+                self.check.report(
                     "/exit/events",
                     format!(
                         "too many exit events: {}, at most {MAX_EXIT_EVENTS}",
@@ -327,11 +201,13 @@ impl Parser {
                 );
             }
             for (i, item) in items.iter().enumerate() {
-                let Some(ef) = self.fields(item, &format!("/exit/events/{i}"), EXIT_EVENT_KEYS)
+                let Some(ef) =
+                    self.check
+                        .fields(item, &format!("/exit/events/{i}"), EXIT_EVENT_KEYS)
                 else {
                     continue;
                 };
-                let event = self.required_string(&ef, "event");
+                let event = self.check.required_string(&ef, "event");
                 let conditions = self.conditions(&ef, false, false);
                 if let Some(event) = event {
                     events.push(ExitEvent { event, conditions });
@@ -344,14 +220,15 @@ impl Parser {
     }
 
     fn steps(&mut self, f: &Fields) -> Vec<Step> {
-        let Some(items) = self.array(f, "steps", true) else {
+        let Some(items) = self.check.array(f, "steps", true) else {
             return Vec::new();
         };
         self.graph.steps_known = true;
         if items.is_empty() {
-            self.report("/steps", "a journey needs at least one step");
+            self.check
+                .report("/steps", "a journey needs at least one step");
         } else if items.len() > MAX_STEPS {
-            self.report(
+            self.check.report(
                 "/steps",
                 format!("too many steps: {}, at most {MAX_STEPS}", items.len()),
             );
@@ -369,7 +246,7 @@ impl Parser {
     fn step(&mut self, value: &Value, path: &str, seen: &mut HashSet<String>) -> Option<Step> {
         self.graph.nodes.push(Node::default());
         let Value::Object(map) = value else {
-            self.wrong_type(path, "an object", value);
+            self.check.wrong_type(path, "an object", value);
             self.graph.complete = false;
             return None;
         };
@@ -378,16 +255,17 @@ impl Parser {
             map,
             path: path.to_string(),
         };
-        let id = self.required_string(&loose, "id");
+        let id = self.check.required_string(&loose, "id");
         if let Some(id) = &id {
             let node = self.graph.nodes.last_mut().expect("pushed above");
             node.id = Some(id.clone());
             if !seen.insert(id.clone()) {
                 node.duplicate = true;
-                self.report(&loose.path("id"), format!("duplicate step id \"{id}\""));
+                self.check
+                    .report(&loose.path("id"), format!("duplicate step id \"{id}\""));
             }
         }
-        let type_name = self.required_string(&loose, "type");
+        let type_name = self.check.required_string(&loose, "type");
         let (allowed, type_name): (&[&str], &'static str) = match type_name.as_deref() {
             Some("hold_until") => (HOLD_KEYS, "hold_until"),
             Some("delay") => (DELAY_KEYS, "delay"),
@@ -396,7 +274,7 @@ impl Parser {
             Some("send") => (SEND_KEYS, "send"),
             unknown => {
                 if let Some(unknown) = unknown {
-                    self.report(
+                    self.check.report(
                         &loose.path("type"),
                         format!(
                             "unknown step type \"{unknown}\": expected hold_until, delay, split, random_split or send"
@@ -408,7 +286,7 @@ impl Parser {
             }
         };
         self.graph.nodes.last_mut().expect("pushed above").type_name = Some(type_name);
-        let f = self.fields(value, path, allowed)?;
+        let f = self.check.fields(value, path, allowed)?;
         let kind = match type_name {
             "hold_until" => self.hold_until(&f),
             "delay" => self.delay(&f),
@@ -447,14 +325,14 @@ impl Parser {
 
     /// The `branches` array of a step, with its length checked.
     fn branches<'a>(&mut self, f: &Fields<'a>) -> Option<&'a Vec<Value>> {
-        let items = self.array(f, "branches", true);
+        let items = self.check.array(f, "branches", true);
         let Some(items) = items else {
             // Without the branches the step's references are unknown.
             self.graph.complete = false;
             return None;
         };
         if items.is_empty() || items.len() > MAX_BRANCHES {
-            self.report(
+            self.check.report(
                 &f.path("branches"),
                 format!("expected 1 to {MAX_BRANCHES} branches, got {}", items.len()),
             );
@@ -470,7 +348,9 @@ impl Parser {
         value: &'a Value,
         allowed: &[&str],
     ) -> Option<Fields<'a>> {
-        let branch = self.fields(value, &format!("{}/branches/{i}", f.path), allowed);
+        let branch = self
+            .check
+            .fields(value, &format!("{}/branches/{i}", f.path), allowed);
         if branch.is_none() {
             self.graph.complete = false;
         }
@@ -483,15 +363,18 @@ impl Parser {
             let Some(bf) = self.branch(f, i, item, HOLD_BRANCH_KEYS) else {
                 continue;
             };
-            let name = self.optional_string(&bf, "name");
-            let event = self.required_string(&bf, "event");
+            let name = self.check.optional_string(&bf, "name");
+            let event = self.check.required_string(&bf, "event");
             let conditions = self.conditions(&bf, false, false);
-            let reset_timer = self.optional_bool(&bf, "reset_timer").unwrap_or(false);
-            let as_key = self.optional_string(&bf, "as");
+            let reset_timer = self
+                .check
+                .optional_bool(&bf, "reset_timer")
+                .unwrap_or(false);
+            let as_key = self.check.optional_string(&bf, "as");
             let next = if reset_timer && bf.get("next").is_some() {
                 // The branch never leaves the step, so a `next` here is a misunderstanding to point out,
                 // not a reference to follow.
-                self.report(
+                self.check.report(
                     &bf.path("next"),
                     "a reset_timer branch stays at this step, so its next must be null or absent",
                 );
@@ -513,7 +396,7 @@ impl Parser {
         let max_hold = self.duration(f, "max_hold", false);
         let on_timeout = self.step_ref(f, "on_timeout");
         if on_timeout.is_some() && f.get("max_hold").is_none() {
-            self.report(
+            self.check.report(
                 &f.path("on_timeout"),
                 "on_timeout needs max_hold: without it the hold never times out",
             );
@@ -540,7 +423,7 @@ impl Parser {
             let Some(bf) = self.branch(f, i, item, SPLIT_BRANCH_KEYS) else {
                 continue;
             };
-            let name = self.optional_string(&bf, "name");
+            let name = self.check.optional_string(&bf, "name");
             let conditions = self.conditions(&bf, true, true);
             let next = self.step_ref(&bf, "next");
             branches.push(SplitBranch {
@@ -565,8 +448,8 @@ impl Parser {
                 total = None;
                 continue;
             };
-            let name = self.optional_string(&bf, "name");
-            let percent = match self.required(&bf, "percent") {
+            let name = self.check.optional_string(&bf, "name");
+            let percent = match self.check.required(&bf, "percent") {
                 None => None,
                 Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
                     let percent = n
@@ -574,7 +457,7 @@ impl Parser {
                         .and_then(|p| u32::try_from(p).ok())
                         .filter(|p| *p <= 100);
                     if percent.is_none() {
-                        self.report(
+                        self.check.report(
                             &bf.path("percent"),
                             format!("percent {n} is out of range (0 to 100)"),
                         );
@@ -582,7 +465,8 @@ impl Parser {
                     percent
                 }
                 Some(other) => {
-                    self.wrong_type(&bf.path("percent"), "an integer from 0 to 100", other);
+                    self.check
+                        .wrong_type(&bf.path("percent"), "an integer from 0 to 100", other);
                     None
                 }
             };
@@ -599,29 +483,30 @@ impl Parser {
             && total != 100
             && !items.is_empty()
         {
-            self.report(
+            self.check.report(
                 &f.path("branches"),
                 format!("percents total {total}, must total 100"),
             );
         }
-        let sticky = self.optional_bool(f, "sticky").unwrap_or(false);
+        let sticky = self.check.optional_bool(f, "sticky").unwrap_or(false);
         Some(StepKind::RandomSplit { branches, sticky })
     }
 
     fn send(&mut self, f: &Fields, step_id: &str) -> Option<StepKind> {
-        let destination = self.required_string(f, "destination");
+        let destination = self.check.required_string(f, "destination");
         let event_name = self
+            .check
             .optional_string(f, "event_name")
             .unwrap_or_else(|| step_id.to_string());
         let mut traits = Vec::new();
-        if let Some(items) = self.array(f, "traits", false) {
+        if let Some(items) = self.check.array(f, "traits", false) {
             for (i, item) in items.iter().enumerate() {
-                if let Some(name) = self.string(item, &format!("{}/traits/{i}", f.path)) {
+                if let Some(name) = self.check.string(item, &format!("{}/traits/{i}", f.path)) {
                     traits.push(name);
                 }
             }
             if items.len() > 1 && items.iter().any(|item| item == "*") {
-                self.report(
+                self.check.report(
                     &f.path("traits"),
                     "\"*\" means all traits and must be the only entry",
                 );
@@ -631,7 +516,8 @@ impl Parser {
             None => None,
             Some(value @ Value::Object(_)) => Some(value.clone()),
             Some(other) => {
-                self.wrong_type(&f.path("mapping"), "an object", other);
+                self.check
+                    .wrong_type(&f.path("mapping"), "an object", other);
                 None
             }
         };
@@ -648,7 +534,7 @@ impl Parser {
     /// The `where` list of `f`. In a split (`in_split`) conditions read the journey context and the
     /// profile, so they must use a `path` under `context.` or `traits.`.
     fn conditions(&mut self, f: &Fields, required: bool, in_split: bool) -> Vec<Condition> {
-        let Some(items) = self.array(f, "where", required) else {
+        let Some(items) = self.check.array(f, "where", required) else {
             return Vec::new();
         };
         let base = f.path("where");
@@ -661,7 +547,7 @@ impl Parser {
 
     fn condition(&mut self, value: &Value, path: &str, in_split: bool) -> Option<Condition> {
         let allowed: Vec<&str> = TARGET_KEYS.iter().chain(OPERATORS).copied().collect();
-        let f = self.fields(value, path, &allowed)?;
+        let f = self.check.fields(value, path, &allowed)?;
         // Presence, not `Fields::get`: in a condition `"equals": null` is a meaningful operand.
         let targets: Vec<&str> = TARGET_KEYS
             .iter()
@@ -676,12 +562,13 @@ impl Parser {
 
         let target = match targets.as_slice() {
             [] => {
-                self.report(path, "condition needs \"property\" or \"path\"");
+                self.check
+                    .report(path, "condition needs \"property\" or \"path\"");
                 None
             }
             [key] => self.target(&f, key, in_split),
             _ => {
-                self.report(
+                self.check.report(
                     path,
                     "condition has both \"property\" and \"path\"; use one",
                 );
@@ -690,7 +577,7 @@ impl Parser {
         };
         let op = match ops.as_slice() {
             [] => {
-                self.report(
+                self.check.report(
                     path,
                     format!("condition needs one operator: {}", OPERATORS.join(", ")),
                 );
@@ -698,7 +585,7 @@ impl Parser {
             }
             [key] => self.operand(key, &f.map[*key], &f.path(key)),
             _ => {
-                self.report(
+                self.check.report(
                     path,
                     format!(
                         "condition has {} operators ({}); use one",
@@ -720,25 +607,26 @@ impl Parser {
         let text = match &f.map[key] {
             Value::String(s) => s,
             other => {
-                self.wrong_type(&path, "a dot path string", other);
+                self.check.wrong_type(&path, "a dot path string", other);
                 return None;
             }
         };
         let segments: Vec<String> = text.split('.').map(String::from).collect();
         if segments.iter().any(String::is_empty) {
-            self.report(&path, format!("bad path \"{text}\": empty segment"));
+            self.check
+                .report(&path, format!("bad path \"{text}\": empty segment"));
             return None;
         }
         if in_split {
             if key == "property" {
-                self.report(
+                self.check.report(
                     &path,
                     "a split reads the journey context and the profile: use \"path\" starting with context. or traits.",
                 );
                 return None;
             }
             if segments.len() < 2 || !matches!(segments[0].as_str(), "context" | "traits") {
-                self.report(
+                self.check.report(
                     &path,
                     format!("split path \"{text}\" must start with context. or traits."),
                 );
@@ -779,27 +667,10 @@ impl Parser {
                     "contains" | "starts_with" => "a string",
                     _ => "a number",
                 };
-                self.wrong_type(path, expected, other);
+                self.check.wrong_type(path, expected, other);
                 return None;
             }
         };
         Some(op)
-    }
-}
-
-/// Appends `key` to a JSON pointer, escaping it as RFC 6901 asks (`~` as `~0`, `/` as `~1`).
-fn join(base: &str, key: &str) -> String {
-    format!("{base}/{}", key.replace('~', "~0").replace('/', "~1"))
-}
-
-/// A JSON value's type, for "expected a string, got a number".
-fn describe(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }

@@ -200,7 +200,7 @@ fn spec_example_parses() {
         Some("wait_for_order")
     );
     assert_eq!(
-        journey.step("remind").map(|s| s.kind.type_name()),
+        journey.step("remind").map(|s| type_name(&s.kind)),
         Some("send")
     );
     assert!(journey.step("nope").is_none());
@@ -213,7 +213,7 @@ fn all_step_types_parse() {
     assert_eq!(journey.name, "all", "the name defaults to the id");
     assert_eq!(journey.entry.reentry, Reentry::EveryTime);
     assert_eq!(journey.exit, Exit::default());
-    let kinds: Vec<&str> = journey.steps.iter().map(|s| s.kind.type_name()).collect();
+    let kinds: Vec<&str> = journey.steps.iter().map(|s| type_name(&s.kind)).collect();
     assert_eq!(
         kinds,
         ["delay", "split", "random_split", "hold_until", "send"]
@@ -266,10 +266,6 @@ fn all_step_types_parse() {
         mapping,
         &Some(json!({"to": {"@path": "$.properties.email"}}))
     );
-    assert_eq!(journey.steps[0].successors(), ["pick"]);
-    assert_eq!(journey.steps[1].successors(), ["ab", "ab"]);
-    assert_eq!(journey.steps[3].successors(), ["nudge"]);
-    assert!(journey.steps[4].successors().is_empty());
 }
 
 #[test]
@@ -1212,4 +1208,15 @@ fn destinations_are_listed_once_in_step_order() {
         {"id": "c", "type": "send", "destination": "crm"}
     ]});
     assert_eq!(parse(&doc).expect("valid").destinations(), ["crm", "slack"]);
+}
+
+/// The JSON `type` of a step.
+fn type_name(kind: &StepKind) -> &'static str {
+    match kind {
+        StepKind::HoldUntil { .. } => "hold_until",
+        StepKind::Delay { .. } => "delay",
+        StepKind::Split { .. } => "split",
+        StepKind::RandomSplit { .. } => "random_split",
+        StepKind::Send { .. } => "send",
+    }
 }

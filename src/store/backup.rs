@@ -17,7 +17,7 @@ const PAGES_PER_STEP: i32 = 4096;
 /// Copies the database at `src` to `dest` (replacing it) from one snapshot, calling `progress`
 /// with (pages done, pages in all) between steps. The copy is written beside `dest` under a
 /// temporary name and renamed into place, so `dest` is never a half-written file.
-pub fn backup_to(src: &Path, dest: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+pub(crate) fn backup_to(src: &Path, dest: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
     if !src.exists() {
         return Err(StoreError::NotFound(format!(
             "database \"{}\"",
@@ -80,7 +80,7 @@ fn temp_name(dest: &Path) -> PathBuf {
 impl Store {
     /// Makes a backup in a temporary file beside the database and returns it open for reading,
     /// already unlinked: the caller streams it and the space is freed when it closes the file.
-    pub async fn backup_file(&self) -> Result<std::fs::File> {
+    pub(crate) async fn backup_file(&self) -> Result<std::fs::File> {
         let src = self.path().to_path_buf();
         tokio::task::spawn_blocking(move || {
             let mut name = src

@@ -5,27 +5,27 @@ use std::collections::HashSet;
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Map, Value};
 
-use super::{Page, Result, Store, StoreError, SubmitError};
-use crate::delivery::{Outcome, RETRY_WINDOW_MS};
+use super::{Page, Result, Store, StoreError, json_column, object_column};
+use crate::delivery::{Outcome, RETRY_WINDOW_MS, Status};
 
 /// A pending delivery as the dispatcher needs it.
 #[derive(Debug, Clone)]
-pub struct DueDelivery {
-    pub id: String,
-    pub payload: String,
-    pub attempts: i64,
-    pub next_attempt_at: i64,
+pub(crate) struct DueDelivery {
+    pub(crate) id: String,
+    pub(crate) payload: String,
+    pub(crate) attempts: i64,
+    pub(crate) next_attempt_at: i64,
 }
 
 /// One attempt's outcome, to record.
 #[derive(Debug, Clone)]
-pub struct Attempt {
-    pub id: String,
-    pub destination: String,
-    pub outcome: Outcome,
+pub(crate) struct Attempt {
+    pub(crate) id: String,
+    pub(crate) destination: String,
+    pub(crate) outcome: Outcome,
     /// When to try again, if the outcome is worth another try.
-    pub retry_at: i64,
-    pub max_attempts: u32,
+    pub(crate) retry_at: i64,
+    pub(crate) max_attempts: u32,
 }
 
 fn record_attempt(conn: &rusqlite::Connection, attempt: Attempt, now: i64) -> Result<()> {
@@ -41,18 +41,18 @@ fn record_attempt(conn: &rusqlite::Connection, attempt: Attempt, now: i64) -> Re
     };
     let attempts = attempts + 1;
     let (status, next, code, error) = match attempt.outcome {
-        Outcome::Delivered { status } => ("succeeded", None, Some(status), None),
-        Outcome::Fail { status, error } => ("failed", None, status, Some(error)),
+        Outcome::Delivered { status } => (Status::Succeeded, None, Some(status), None),
+        Outcome::Fail { status, error } => (Status::Failed, None, status, Some(error)),
         Outcome::Retry { status, error, .. } => {
             if attempts >= attempt.max_attempts as i64 || attempt.retry_at > expires_at {
                 (
-                    "failed",
+                    Status::Failed,
                     None,
                     status,
                     Some(format!("{error} (gave up after {attempts} attempts)")),
                 )
             } else {
-                ("pending", Some(attempt.retry_at), status, Some(error))
+                (Status::Pending, Some(attempt.retry_at), status, Some(error))
             }
         }
     };
@@ -61,56 +61,69 @@ fn record_attempt(conn: &rusqlite::Connection, attempt: Attempt, now: i64) -> Re
              last_error = ?6, updated_at = ?7 WHERE delivery_id = ?1",
     )?
     .execute(params![
-        attempt.id, status, attempts, next, code, error, now
+        attempt.id,
+        status.as_str(),
+        attempts,
+        next,
+        code,
+        error,
+        now
     ])?;
     Ok(())
 }
 
 /// A destination's settings and secrets, for sending.
 #[derive(Debug, Clone)]
-pub struct DestinationRow {
-    pub id: String,
-    pub config: Value,
-    pub secrets: Map<String, Value>,
+pub(crate) struct DestinationRow {
+    pub(crate) id: String,
+    pub(crate) config: Value,
+    pub(crate) secrets: Map<String, Value>,
 }
 
 /// A delivery as the admin API shows it.
 #[derive(Debug, Clone)]
-pub struct DeliveryView {
-    pub id: String,
-    pub status: String,
-    pub destination: String,
-    pub profile_key: String,
-    pub journey_id: String,
-    pub instance_id: i64,
-    pub step_id: String,
-    pub attempts: i64,
-    pub next_attempt_at: Option<i64>,
-    pub last_status: Option<i64>,
-    pub last_error: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub payload: Value,
+pub(crate) struct DeliveryView {
+    pub(crate) id: String,
+    pub(crate) status: Status,
+    pub(crate) destination: String,
+    pub(crate) profile_key: String,
+    pub(crate) journey_id: String,
+    pub(crate) instance_id: i64,
+    pub(crate) step_id: String,
+    pub(crate) attempts: i64,
+    pub(crate) next_attempt_at: Option<i64>,
+    pub(crate) last_status: Option<i64>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) payload: Value,
 }
 
 impl Store {
     /// Every destination with its secrets.
-    pub async fn destination_rows(&self) -> Result<Vec<DestinationRow>> {
+    pub(crate) async fn destination_rows(&self) -> Result<Vec<DestinationRow>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT destination_id, config, secret FROM destinations ORDER BY destination_id",
             )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(DestinationRow {
-                    id: r.get(0)?,
-                    config: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or(Value::Null),
-                    secrets: r
-                        .get::<_, Option<String>>(2)?
-                        .and_then(|s| serde_json::from_str(&s).ok())
-                        .unwrap_or_default(),
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let id: String = r.get(0)?;
+                let config = json_column(&r.get::<_, String>(1)?, || {
+                    format!("settings of destination \"{id}\"")
+                })?;
+                let secrets = match r.get::<_, Option<String>>(2)? {
+                    None => Map::new(),
+                    Some(s) => object_column(&s, || format!("secrets of destination \"{id}\""))?,
+                };
+                out.push(DestinationRow {
+                    id,
+                    config,
+                    secrets,
+                });
+            }
+            Ok(out)
         })
         .await
     }
@@ -118,7 +131,7 @@ impl Store {
     /// The first `want` pending deliveries of a destination, soonest first (due or not), passing
     /// over those in `skip` (in flight). The head of the queue is read from the index alone;
     /// only the rows returned are read in full.
-    pub async fn pending_for(
+    pub(crate) async fn pending_for(
         &self,
         destination: String,
         skip: HashSet<String>,
@@ -161,14 +174,11 @@ impl Store {
     /// Records attempts, in one writer job. A retryable outcome schedules the next attempt at its
     /// `retry_at`, unless that was the last attempt or the retry window has closed: then the
     /// delivery fails.
-    pub async fn record_attempts(
-        &self,
-        attempts: Vec<Attempt>,
-    ) -> std::result::Result<(), SubmitError> {
+    pub(crate) async fn record_attempts(&self, attempts: Vec<Attempt>) -> Result<()> {
         self.writer()
             .submit_wait(move |ctx| {
                 for attempt in attempts {
-                    record_attempt(ctx.conn(), attempt, ctx.now)?;
+                    record_attempt(ctx.conn, attempt, ctx.now)?;
                 }
                 Ok(())
             })
@@ -176,11 +186,11 @@ impl Store {
     }
 
     /// Makes a delivery pending again now, with a fresh set of attempts and a new 24-hour window.
-    pub async fn retry_delivery(&self, id: String) -> std::result::Result<(), SubmitError> {
+    pub(crate) async fn retry_delivery(&self, id: String) -> Result<()> {
         self.writer()
             .submit_wait(move |ctx| {
                 let changed = ctx
-                    .conn()
+                    .conn
                     .prepare_cached(
                         "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, expires_at = ?3,
                              updated_at = ?2 WHERE delivery_id = ?1",
@@ -189,29 +199,30 @@ impl Store {
                 if changed == 0 {
                     return Err(StoreError::NotFound(format!("delivery \"{id}\"")));
                 }
-                ctx.state.live.deliveries_written = true;
+                ctx.effects.deliveries = true;
                 Ok(())
             })
             .await
     }
 
-    pub async fn delivery(&self, id: String) -> Result<DeliveryView> {
+    pub(crate) async fn delivery(&self, id: String) -> Result<DeliveryView> {
         self.read(move |conn| {
             conn.prepare_cached(&format!(
                 "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE delivery_id = ?1"
             ))?
             .query_row([&id], delivery_row)
             .optional()?
-            .ok_or_else(|| StoreError::NotFound(format!("delivery \"{id}\"")))
+            .ok_or_else(|| StoreError::NotFound(format!("delivery \"{id}\"")))?
+            .read()
         })
         .await
     }
 
     /// Deliveries, newest first, optionally of one status and one destination. The cursor is the
     /// `created_at` and id of the last row of the previous page.
-    pub async fn deliveries(
+    pub(crate) async fn deliveries(
         &self,
-        status: Option<String>,
+        status: Option<Status>,
         destination: Option<String>,
         cursor: Option<(i64, String)>,
         limit: usize,
@@ -226,10 +237,17 @@ impl Store {
             ))?;
             let mut items: Vec<DeliveryView> = stmt
                 .query_map(
-                    params![status, destination, before_at, before_id, limit as i64 + 1],
+                    params![
+                        status.map(Status::as_str),
+                        destination,
+                        before_at,
+                        before_id,
+                        limit as i64 + 1
+                    ],
                     delivery_row,
                 )?
-                .collect::<rusqlite::Result<_>>()?;
+                .map(|row| row?.read())
+                .collect::<Result<_>>()?;
             let more = items.len() > limit;
             items.truncate(limit);
             let next_cursor = if more {
@@ -247,21 +265,39 @@ const DELIVERY_COLUMNS: &str =
     "delivery_id, status, destination_id, profile_key, journey_id, instance_id, step_id, attempts,
     next_attempt_at, last_status, last_error, created_at, updated_at, payload";
 
-fn delivery_row(r: &rusqlite::Row) -> rusqlite::Result<DeliveryView> {
-    Ok(DeliveryView {
-        id: r.get(0)?,
-        status: r.get(1)?,
-        destination: r.get(2)?,
-        profile_key: r.get(3)?,
-        journey_id: r.get(4)?,
-        instance_id: r.get(5)?,
-        step_id: r.get(6)?,
-        attempts: r.get(7)?,
-        next_attempt_at: r.get(8)?,
-        last_status: r.get(9)?,
-        last_error: r.get(10)?,
-        created_at: r.get(11)?,
-        updated_at: r.get(12)?,
-        payload: serde_json::from_str(&r.get::<_, String>(13)?).unwrap_or(Value::Null),
-    })
+/// A delivery row as read, its text columns not yet parsed.
+struct RawDelivery(DeliveryView, String, String);
+
+impl RawDelivery {
+    fn read(self) -> Result<DeliveryView> {
+        let RawDelivery(mut view, status, payload) = self;
+        let what = |field: &str| format!("{field} of delivery \"{}\"", view.id);
+        view.status = Status::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("{}: \"{status}\"", what("status"))))?;
+        view.payload = json_column(&payload, || what("payload"))?;
+        Ok(view)
+    }
+}
+
+fn delivery_row(r: &rusqlite::Row) -> rusqlite::Result<RawDelivery> {
+    Ok(RawDelivery(
+        DeliveryView {
+            id: r.get(0)?,
+            status: Status::Pending,
+            destination: r.get(2)?,
+            profile_key: r.get(3)?,
+            journey_id: r.get(4)?,
+            instance_id: r.get(5)?,
+            step_id: r.get(6)?,
+            attempts: r.get(7)?,
+            next_attempt_at: r.get(8)?,
+            last_status: r.get(9)?,
+            last_error: r.get(10)?,
+            created_at: r.get(11)?,
+            updated_at: r.get(12)?,
+            payload: Value::Null,
+        },
+        r.get(1)?,
+        r.get(13)?,
+    ))
 }

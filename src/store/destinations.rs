@@ -3,44 +3,39 @@
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Map, Value};
 
-use super::{Page, Result, Store, StoreError, SubmitError};
+use super::{Page, Refusal, Result, Store, StoreError, json_column, object_column};
 
 /// A destination as the API shows it: settings plus which secret fields are set, never their values.
 #[derive(Debug, Clone)]
-pub struct DestinationView {
-    pub id: String,
-    pub config: Value,
-    pub secrets_set: Vec<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-/// Why a destination could not be deleted.
-#[derive(Debug)]
-pub enum DeleteRefused {
-    /// Journeys (not archived) whose newest version sends to it.
-    InUse(Vec<String>),
+pub(crate) struct DestinationView {
+    pub(crate) id: String,
+    pub(crate) config: Value,
+    pub(crate) secrets_set: Vec<String>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
 }
 
 impl Store {
     /// Creates or replaces a destination. Secret fields given replace the stored ones (`null`
     /// clears one); those left out keep their stored value. Returns whether it was created.
-    pub async fn put_destination(
+    pub(crate) async fn put_destination(
         &self,
         id: String,
-        config: Map<String, Value>,
+        config: Value,
         secrets: Map<String, Value>,
-    ) -> std::result::Result<bool, SubmitError> {
+    ) -> Result<bool> {
         self.writer()
             .submit_wait(move |ctx| {
-                let conn = ctx.conn();
+                let conn = ctx.conn;
                 let stored: Option<Option<String>> = conn
                     .prepare_cached("SELECT secret FROM destinations WHERE destination_id = ?1")?
                     .query_row([&id], |r| r.get(0))
                     .optional()?;
                 let created = stored.is_none();
-                let mut merged: Map<String, Value> =
-                    stored.flatten().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+                let mut merged = match stored.flatten() {
+                    None => Map::new(),
+                    Some(s) => object_column(&s, || format!("secrets of destination \"{id}\""))?,
+                };
                 for (k, v) in secrets {
                     if v.is_null() {
                         merged.remove(&k);
@@ -54,34 +49,27 @@ impl Store {
                      ON CONFLICT (destination_id) DO UPDATE SET config = excluded.config, secret = excluded.secret,
                          updated_at = excluded.updated_at",
                 )?
-                .execute(params![id, Value::Object(config).to_string(), secret, ctx.now])?;
+                .execute(params![id, config.to_string(), secret, ctx.now])?;
+                ctx.effects.destinations = true;
                 Ok(created)
             })
             .await
-            .inspect(|_| self.destinations_changed())
     }
 
-    /// Tells the dispatcher that the destinations table changed (called after the commit).
-    fn destinations_changed(&self) {
-        self.wake()
-            .destinations
-            .fetch_add(1, std::sync::atomic::Ordering::Release);
-        self.wake().deliveries.notify_one();
-    }
-
-    pub async fn destination(&self, id: String) -> Result<DestinationView> {
+    pub(crate) async fn destination(&self, id: String) -> Result<DestinationView> {
         self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT destination_id, config, secret, created_at, updated_at FROM destinations WHERE destination_id = ?1",
             )?
-            .query_row([&id], view)
+            .query_row([&id], raw_view)
             .optional()?
-            .ok_or_else(|| StoreError::NotFound(format!("destination \"{id}\"")))
+            .ok_or_else(|| StoreError::NotFound(format!("destination \"{id}\"")))?
+            .read()
         })
         .await
     }
 
-    pub async fn destinations(
+    pub(crate) async fn destinations(
         &self,
         after: Option<String>,
         limit: usize,
@@ -92,8 +80,12 @@ impl Store {
                  WHERE destination_id > ?1 ORDER BY destination_id LIMIT ?2",
             )?;
             let mut items: Vec<DestinationView> = stmt
-                .query_map(params![after.unwrap_or_default(), limit as i64 + 1], view)?
-                .collect::<rusqlite::Result<_>>()?;
+                .query_map(
+                    params![after.unwrap_or_default(), limit as i64 + 1],
+                    raw_view,
+                )?
+                .map(|row| row?.read())
+                .collect::<Result<_>>()?;
             let more = items.len() > limit;
             items.truncate(limit);
             let next_cursor = if more {
@@ -106,14 +98,12 @@ impl Store {
         .await
     }
 
-    /// Deletes a destination unless a journey that is not archived sends to it.
-    pub async fn delete_destination(
-        &self,
-        id: String,
-    ) -> std::result::Result<std::result::Result<(), DeleteRefused>, SubmitError> {
+    /// Deletes a destination unless a journey that is not archived sends to it
+    /// ([`Refusal::InUse`]).
+    pub(crate) async fn delete_destination(&self, id: String) -> Result<()> {
         self.writer()
             .submit_wait(move |ctx| {
-                let conn = ctx.conn();
+                let conn = ctx.conn;
                 let exists: bool = conn
                     .prepare_cached("SELECT EXISTS (SELECT 1 FROM destinations WHERE destination_id = ?1)")?
                     .query_row([&id], |r| r.get(0))?;
@@ -128,15 +118,14 @@ impl Store {
                 let mut users = Vec::new();
                 for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
                     let (journey, definition) = row?;
-                    if let Ok(doc) = serde_json::from_str::<Value>(&definition)
-                        && let Ok(j) = crate::journey::parse(&doc)
-                        && j.destinations().contains(&id.as_str())
-                    {
+                    let doc: Value = json_column(&definition, || format!("definition of journey \"{journey}\""))?;
+                    // A stored definition validated when it was published.
+                    if crate::journey::parse(&doc).is_ok_and(|j| j.destinations().contains(&id.as_str())) {
                         users.push(journey);
                     }
                 }
                 if !users.is_empty() {
-                    return Ok(Err(DeleteRefused::InUse(users)));
+                    return Err(StoreError::Refused(Refusal::InUse(users)));
                 }
                 conn.prepare_cached("DELETE FROM destinations WHERE destination_id = ?1")?.execute([&id])?;
                 // Deliveries still waiting for it (from archived journeys) can no longer be sent.
@@ -145,24 +134,41 @@ impl Store {
                          updated_at = ?2 WHERE status = 'pending' AND destination_id = ?1",
                 )?
                 .execute(params![id, ctx.now])?;
-                Ok(Ok(()))
+                ctx.effects.destinations = true;
+                Ok(())
             })
             .await
-            .inspect(|_| self.destinations_changed())
     }
 }
 
-fn view(r: &rusqlite::Row) -> rusqlite::Result<DestinationView> {
-    let secrets: Option<String> = r.get(2)?;
-    let secrets_set = secrets
-        .and_then(|s| serde_json::from_str::<Map<String, Value>>(&s).ok())
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    Ok(DestinationView {
-        id: r.get(0)?,
-        config: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or(Value::Null),
-        secrets_set,
-        created_at: r.get(3)?,
-        updated_at: r.get(4)?,
-    })
+/// A destination row as read, its JSON columns not yet parsed.
+struct RawView(DestinationView, String, Option<String>);
+
+impl RawView {
+    fn read(self) -> Result<DestinationView> {
+        let RawView(mut view, config, secrets) = self;
+        let what = |field: &str| format!("{field} of destination \"{}\"", view.id);
+        view.config = json_column(&config, || what("settings"))?;
+        if let Some(s) = secrets {
+            view.secrets_set = object_column(&s, || what("secrets"))?
+                .keys()
+                .cloned()
+                .collect();
+        }
+        Ok(view)
+    }
+}
+
+fn raw_view(r: &rusqlite::Row) -> rusqlite::Result<RawView> {
+    Ok(RawView(
+        DestinationView {
+            id: r.get(0)?,
+            config: Value::Null,
+            secrets_set: Vec::new(),
+            created_at: r.get(3)?,
+            updated_at: r.get(4)?,
+        },
+        r.get(1)?,
+        r.get(2)?,
+    ))
 }

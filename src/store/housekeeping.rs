@@ -1,34 +1,29 @@
-//! Housekeeping on the database: retention purges, WAL checkpoints, and scheduled backups' file
-//! rotation. Each purge deletes in bounded batches, one writer job each, so it never holds the
+//! Housekeeping on the database: retention purges and scheduled backups' file rotation. Each purge deletes in bounded batches, one writer job each, so it never holds the
 //! writer for long; the caller loops until a batch comes back short.
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::params;
 
-use super::{Result, Store, SubmitError};
+use super::{Result, Store};
 
 /// Rows deleted per writer job.
-pub const PURGE_BATCH: i64 = 5_000;
+const PURGE_BATCH: i64 = 5_000;
 
 /// What a purge removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Purged {
-    pub events: u64,
-    pub instances: u64,
-    pub transitions: u64,
-    pub deliveries: u64,
+pub(crate) struct Purged {
+    pub(crate) events: u64,
+    pub(crate) instances: u64,
+    pub(crate) transitions: u64,
+    pub(crate) deliveries: u64,
 }
 
 impl Store {
     /// Deletes stored events received before `events_before`, and finished instances (with their
     /// transitions and succeeded deliveries) last changed before `instances_before`. Active
     /// instances, their history, pending and failed deliveries are kept whatever their age.
-    pub async fn purge(
-        &self,
-        events_before: i64,
-        instances_before: i64,
-    ) -> std::result::Result<Purged, SubmitError> {
+    pub(crate) async fn purge(&self, events_before: i64, instances_before: i64) -> Result<Purged> {
         let mut total = Purged::default();
         // Events and transitions are deleted by windows of their commit-order `seq`, oldest
         // first: `seq` grows with time, so the first window with nothing old ends the walk.
@@ -38,7 +33,7 @@ impl Store {
                 let (deleted, next) = self
                     .writer()
                     .submit_wait(move |ctx| {
-                        purge_window(ctx.conn(), table, from, events_before, instances_before)
+                        purge_window(ctx.conn, table, from, events_before, instances_before)
                     })
                     .await?;
                 if table == "events" {
@@ -56,7 +51,7 @@ impl Store {
             let (instances, deliveries) = self
                 .writer()
                 .submit_wait(move |ctx| {
-                    let conn = ctx.conn();
+                    let conn = ctx.conn;
                     let instances = conn
                         .prepare_cached(
                             "DELETE FROM instances WHERE instance_id IN
@@ -79,21 +74,6 @@ impl Store {
             }
         }
         Ok(total)
-    }
-
-    /// Checkpoints the WAL into the database file and truncates it, between two transactions,
-    /// waiting (up to the busy timeout) for readers on older snapshots. Returns the WAL's size in
-    /// frames before the checkpoint.
-    pub async fn checkpoint_truncate(&self) -> std::result::Result<i64, SubmitError> {
-        self.writer()
-            .with_connection(|conn| {
-                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    r.get::<_, i64>(1)
-                })
-                .map_err(super::StoreError::from)
-            })
-            .await?
-            .map_err(SubmitError::from)
     }
 }
 
@@ -136,7 +116,7 @@ fn purge_window(
 
 /// Keeps the newest `keep` backups named `journeyd-*.db` in `dir` and deletes the others.
 /// Returns the deleted paths.
-pub fn rotate_backups(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn rotate_backups(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
     let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -156,7 +136,7 @@ pub fn rotate_backups(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> 
 }
 
 /// The file name of a scheduled backup taken at `now`: `journeyd-20261128T101741Z.db`.
-pub fn backup_name(now: i64) -> String {
+pub(crate) fn backup_name(now: i64) -> String {
     let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now).unwrap_or_default();
     format!("journeyd-{}.db", t.format("%Y%m%dT%H%M%S%.3fZ"))
 }
@@ -217,12 +197,10 @@ mod tests {
         store
             .publish_journey(journey("short", "1h"), "{}".into())
             .await
-            .unwrap()
             .unwrap();
         store
             .publish_journey(journey("long", "365d"), "{}".into())
             .await
-            .unwrap()
             .unwrap();
 
         // Day 0: an event, a journey that completes, and one that stays active for a year.

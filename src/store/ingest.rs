@@ -6,27 +6,21 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
 
 use super::writer::WriteCtx;
-use super::{Result, Store, SubmitError};
-use crate::ingest::{CallType, Message};
+use super::{Result, Store, object_column};
+use crate::ingest::{CallType, DEDUP_WINDOW_MS, Message};
 use crate::metrics::{METRICS, label};
-
-/// How long a messageId is remembered for deduplication.
-pub const DEDUP_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// What an ingest call did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct IngestOutcome {
-    pub stored: usize,
-    pub duplicates: usize,
+pub(crate) struct IngestOutcome {
+    pub(crate) stored: usize,
+    pub(crate) duplicates: usize,
 }
 
 impl Store {
     /// Stores `messages` in order, in one transaction with the state changes they cause, and
     /// answers once that transaction has committed.
-    pub async fn ingest(
-        &self,
-        messages: Vec<Message>,
-    ) -> std::result::Result<IngestOutcome, SubmitError> {
+    pub(crate) async fn ingest(&self, messages: Vec<Message>) -> Result<IngestOutcome> {
         self.writer()
             .submit(move |ctx| apply_messages(ctx, &messages))
             .await
@@ -36,7 +30,7 @@ impl Store {
 fn apply_messages(ctx: &mut WriteCtx, messages: &[Message]) -> Result<IngestOutcome> {
     let mut outcome = IngestOutcome::default();
     for m in messages {
-        if seen_recently(ctx.conn(), &m.message_id, m.received_at)? {
+        if seen_recently(ctx.conn, &m.message_id, m.received_at)? {
             outcome.duplicates += 1;
             METRICS.events_duplicate.inc();
             continue;
@@ -62,22 +56,11 @@ fn seen_recently(conn: &Connection, message_id: &str, now: i64) -> Result<bool> 
 }
 
 fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<()> {
-    let conn = ctx.conn();
-    let primary = m
-        .user_id
-        .as_deref()
-        .or(m.anonymous_id.as_deref())
-        .expect("ingest validated an id");
-    let profile_key = resolve(conn, primary)?;
-    ensure_profile(conn, &profile_key, m.user_id.is_none(), m.received_at)?;
-
-    // identify and alias carrying two ids link the other one to this profile.
-    let other = match m.call {
-        CallType::Identify if m.user_id.is_some() => m.anonymous_id.as_deref(),
-        CallType::Alias => m.previous_id.as_deref(),
-        _ => None,
-    };
-    if let Some(other) = other {
+    let conn = ctx.conn;
+    let identity = m.identity();
+    let profile_key = resolve(conn, identity.id)?;
+    ensure_profile(conn, &profile_key, !identity.known, m.received_at)?;
+    if let Some(other) = identity.link {
         link(conn, other, &profile_key, m.received_at)?;
     }
     if m.call == CallType::Identify
@@ -88,7 +71,7 @@ fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<()> {
 
     let seq = ctx.next_seq();
     let body = &m.json;
-    ctx.conn()
+    ctx.conn
         .prepare_cached(
             "INSERT INTO events (seq, profile_key, message_id, type, event, received_at, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -104,7 +87,7 @@ fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<()> {
         ])?;
     // The engine seam: the journeys move in this same transaction, so a 2xx means they moved.
     if let Some(name) = &m.event {
-        super::journeys::on_event(ctx, &profile_key, name, &m.body, m.received_at)?;
+        super::profiles::on_event(ctx, &profile_key, name, &m.body, m.received_at)?;
     }
     Ok(())
 }
@@ -143,9 +126,8 @@ fn link(conn: &Connection, id: &str, target: &str, now: i64) -> Result<()> {
             .prepare_cached("SELECT traits FROM profiles WHERE profile_key = ?1")?
             .query_row([id], |r| r.get(0))
             .optional()?;
-        if let Some(traits) = traits
-            && let Ok(Value::Object(traits)) = serde_json::from_str(&traits)
-        {
+        if let Some(traits) = traits {
+            let traits = object_column(&traits, || format!("traits of profile \"{id}\""))?;
             merge_traits(conn, target, &traits, now, false)?;
         }
         conn.prepare_cached(
@@ -176,10 +158,7 @@ fn merge_traits(
     let stored: String = conn
         .prepare_cached("SELECT traits FROM profiles WHERE profile_key = ?1")?
         .query_row([key], |r| r.get(0))?;
-    let mut merged = match serde_json::from_str(&stored) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
+    let mut merged = object_column(&stored, || format!("traits of profile \"{key}\""))?;
     for (k, v) in traits {
         if overwrite || !merged.contains_key(k) {
             merged.insert(k.clone(), v.clone());

@@ -2,34 +2,34 @@
 
 use rusqlite::params;
 
-use super::{Store, SubmitError, hash_secret};
+use super::{Result, Store, hash_secret};
 
 /// The digests of every admin token and write key, as loaded at start.
 #[derive(Debug, Clone, Default)]
-pub struct KeySet {
-    pub admin: std::collections::HashSet<String>,
-    pub write: std::collections::HashSet<String>,
+pub(crate) struct KeySet {
+    pub(crate) admin: std::collections::HashSet<String>,
+    pub(crate) write: std::collections::HashSet<String>,
 }
 
 /// Keys generated on first start, to print once.
 #[derive(Debug, Clone, Default)]
-pub struct Generated {
-    pub admin_token: Option<String>,
-    pub write_key: Option<String>,
+pub(crate) struct Generated {
+    pub(crate) admin_token: Option<String>,
+    pub(crate) write_key: Option<String>,
 }
 
 impl Store {
     /// Adds the given tokens and keys to those stored, generates one of a kind when none is
     /// stored or given, and returns every digest with what was generated.
-    pub async fn ensure_keys(
+    pub(crate) async fn ensure_keys(
         &self,
         admin_tokens: Vec<String>,
         write_keys: Vec<String>,
         generate: fn() -> String,
-    ) -> std::result::Result<(KeySet, Generated), SubmitError> {
+    ) -> Result<(KeySet, Generated)> {
         self.writer()
             .submit_wait(move |ctx| {
-                let conn = ctx.conn();
+                let conn = ctx.conn;
                 let mut insert = conn.prepare_cached(
                     "INSERT INTO api_keys (hash, kind, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (hash) DO NOTHING",
                 )?;

@@ -8,32 +8,35 @@
 //! which in WAL mode never waits for the writer.
 
 mod backup;
+mod catalog;
+mod checkpoint;
 mod deliveries;
 mod destinations;
 mod housekeeping;
 mod ingest;
 mod journeys;
 mod keys;
+mod profiles;
 mod query;
 mod read;
 mod schema;
+mod stats;
+mod timers;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use backup::backup_to;
-pub use deliveries::{Attempt, DeliveryView, DestinationRow, DueDelivery};
-pub use destinations::{DeleteRefused, DestinationView};
-pub use housekeeping::{Purged, backup_name, rotate_backups};
-pub use ingest::IngestOutcome;
-pub use journeys::{Fired, Published};
-pub use keys::{Generated, KeySet};
-pub use query::{
-    InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, StatRows, TOTALS, TimelineItem,
-    TransitionRow,
+pub(crate) use backup::backup_to;
+pub(crate) use deliveries::{Attempt, DeliveryView, DestinationRow, DueDelivery};
+pub(crate) use destinations::DestinationView;
+pub(crate) use housekeeping::{backup_name, rotate_backups};
+pub(crate) use keys::KeySet;
+pub(crate) use query::{
+    InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, TimelineItem, TransitionRow,
 };
-pub use writer::{SubmitError, Writer, WriterStats};
+pub use schema::SCHEMA;
+pub(crate) use writer::Writer;
 
 use crate::clock::Clock;
 
@@ -43,18 +46,91 @@ pub enum StoreError {
     /// A row the caller named does not exist.
     #[error("{0} not found")]
     NotFound(String),
-    /// Anything SQLite reported; the caller can only log it and answer 500.
-    #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The request conflicts with what is stored; nothing was changed.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// The work could not be done now and may succeed later: the caller should ask its client
+    /// to retry (SDKs retry a `503` with `Retry-After`).
+    #[error("{0}")]
+    Unavailable(Unavailable),
+    /// A stored value does not read back (a JSON column that does not parse, an unknown
+    /// status): the database was edited or damaged. Reported, never papered over with a default.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
     /// The database was written by a newer journeyd, or is not a journeyd database.
     #[error("{0}")]
     Schema(String),
+    /// A transaction that ran did not commit, for a reason that is not transient.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    /// Anything else SQLite reported.
+    #[error("database: {0}")]
+    Sqlite(rusqlite::Error),
     /// Filesystem errors around the database file (backups, temp files).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
 
+/// Why the store cannot take work now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// Too much work is queued for the writer.
+    #[error("the write queue is full")]
+    QueueFull,
+    /// The writer has stopped (shutdown in progress).
+    #[error("the writer has stopped")]
+    Stopped,
+    /// Another connection or process holds a lock on the database.
+    #[error("the database is busy: {0}")]
+    Busy(String),
+    /// The disk is full, the file is read-only, or an I/O error occurred.
+    #[error("the database cannot be written: {0}")]
+    Storage(String),
+}
+
+/// A refusal by what is stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Send steps naming destinations that do not exist, as (JSON path, destination id).
+    #[error("unknown destinations")]
+    UnknownDestinations(Vec<(String, String)>),
+    /// The destination is used by these journeys (not archived).
+    #[error("destination is in use by journeys: {}", .0.join(", "))]
+    InUse(Vec<String>),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::DatabaseBusy | C::DatabaseLocked) => {
+                StoreError::Unavailable(Unavailable::Busy(e.to_string()))
+            }
+            Some(C::DiskFull | C::ReadOnly | C::SystemIoFailure | C::CannotOpen) => {
+                StoreError::Unavailable(Unavailable::Storage(e.to_string()))
+            }
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Parses a JSON column, or names the damage: `what` says which row it is, for the log.
+fn json_column<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: impl FnOnce() -> String,
+) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{}: {e}", what())))
+}
+
+/// Parses a JSON object column.
+fn object_column(
+    text: &str,
+    what: impl FnOnce() -> String,
+) -> Result<serde_json::Map<String, serde_json::Value>> {
+    json_column(text, what)
+}
 
 /// When a commit counts as durable (SQLite's `synchronous` in WAL mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,6 +190,12 @@ fn plan_stability(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Opens a connection configured as every connection of the product is (the benchmark's ceiling
+/// phase measures plain SQLite with these same settings, through [`crate::bench_support`]).
+pub fn connect(path: &Path, sync: Sync) -> Result<rusqlite::Connection> {
+    open_connection(path, sync)
+}
+
 /// Opens a connection with the shared pragmas.
 fn open_connection(path: &Path, sync: Sync) -> Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;
@@ -122,14 +204,9 @@ fn open_connection(path: &Path, sync: Sync) -> Result<rusqlite::Connection> {
     Ok(conn)
 }
 
-/// The size the WAL file is trimmed back to when it starts over (SQLite's `journal_size_limit`).
-/// Above what a second of heavy load writes (about 100 MB here), so that trimming, which stalls
-/// the commit that starts the WAL over, stays rare.
-pub const WAL_SIZE_LIMIT: u64 = 128 * 1024 * 1024;
-
 /// The handle the rest of the process holds: cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Store {
     inner: Arc<Inner>,
 }
 
@@ -143,23 +220,26 @@ struct Inner {
     checkpointer: std::sync::Mutex<Option<rusqlite::Connection>>,
 }
 
-/// How the writer wakes the scheduler: `target` is the due time the scheduler sleeps until; a
-/// transaction that writes an earlier timer notifies it. A hint only: the timers are in SQLite.
+/// How the writer wakes the tasks that sleep until there is work: hints only, since the timers
+/// and deliveries themselves are in SQLite. The writer notifies after a commit, so a woken task's
+/// next read sees what woke it.
 #[derive(Debug)]
-pub struct Wake {
-    pub target: std::sync::atomic::AtomicI64,
-    pub notify: tokio::sync::Notify,
+pub(crate) struct Wake {
+    /// The due time the scheduler sleeps until; a commit that writes an earlier timer notifies it.
+    pub(crate) target: std::sync::atomic::AtomicI64,
+    pub(crate) timers: tokio::sync::Notify,
     /// Notified when deliveries are written or made due again, for the delivery dispatcher.
-    pub deliveries: tokio::sync::Notify,
-    /// Counts writes to the destinations table: the dispatcher reads them again when it moves.
-    pub destinations: std::sync::atomic::AtomicU64,
+    pub(crate) deliveries: tokio::sync::Notify,
+    /// Counts commits that changed the destinations table: the dispatcher reads them again when
+    /// it moves.
+    pub(crate) destinations: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Wake {
     fn default() -> Wake {
         Wake {
             target: std::sync::atomic::AtomicI64::new(i64::MAX),
-            notify: tokio::sync::Notify::new(),
+            timers: tokio::sync::Notify::new(),
             deliveries: tokio::sync::Notify::new(),
             destinations: std::sync::atomic::AtomicU64::new(0),
         }
@@ -168,16 +248,16 @@ impl Default for Wake {
 
 /// Settings of the store, with defaults in [`StoreOptions::default`].
 #[derive(Debug, Clone)]
-pub struct StoreOptions {
+pub(crate) struct StoreOptions {
     /// How many write jobs may wait for the writer before callers are told to come back later.
-    pub queue_capacity: usize,
+    pub(crate) queue_capacity: usize,
     /// The most jobs one transaction takes: bounds the latency a batch adds to its first caller.
-    pub max_batch: usize,
+    pub(crate) max_batch: usize,
     /// Read connections kept open for queries.
-    pub readers: usize,
+    pub(crate) readers: usize,
     /// Most active journey instances per profile, across journeys (SPEC §4).
-    pub max_active: usize,
-    pub sync: Sync,
+    pub(crate) max_active: usize,
+    pub(crate) sync: Sync,
 }
 
 impl Default for StoreOptions {
@@ -195,21 +275,23 @@ impl Default for StoreOptions {
 impl Store {
     /// Opens (creating if needed) the database at `path`, applies the schema or its migrations,
     /// and starts the writer thread.
-    pub fn open(path: &Path, clock: Arc<dyn Clock>, options: StoreOptions) -> Result<Store> {
+    pub(crate) fn open(path: &Path, clock: Arc<dyn Clock>, options: StoreOptions) -> Result<Store> {
         let mut conn = open_connection(path, options.sync)?;
         // The writer never checkpoints inside its commits (that cost it about 15% of its time and
-        // made commit latency jumpy): housekeeping checkpoints from a connection of its own, off
-        // the writer thread, and truncates the WAL through the writer when it grows large.
+        // made commit latency jumpy): see `checkpoint.rs`.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // A larger page cache for the writer: the hot parts of the indexes stay in memory.
         conn.pragma_update(None, "cache_size", -65_536)?;
         // When the WAL starts over after a complete checkpoint, a file that a burst grew past this
         // is cut back to it.
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT as i64)?;
+        conn.pragma_update(
+            None,
+            "journal_size_limit",
+            checkpoint::WAL_SIZE_LIMIT as i64,
+        )?;
         schema::apply(&mut conn)?;
         let wake = Arc::new(Wake::default());
-        let live = journeys::Live::new(options.max_active, wake.clone());
-        let writer = Writer::start(conn, clock.clone(), &options, live)?;
+        let writer = Writer::start(conn, clock.clone(), &options, wake.clone())?;
         let readers = read::ReadPool::new(path.to_path_buf(), options.readers);
         Ok(Store {
             inner: Arc::new(Inner {
@@ -223,69 +305,24 @@ impl Store {
         })
     }
 
-    /// Copies committed WAL frames into the database file from a connection of its own, alongside
-    /// the writer (SQLite's PASSIVE checkpoint never blocks it). This is the bulk of a checkpoint's
-    /// work; [`Store::checkpoint_finish`] then copies the little the writer added meanwhile.
-    pub async fn checkpoint_passive(&self) -> Result<Checkpointed> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = inner.checkpointer.lock().unwrap();
-            if guard.is_none() {
-                let conn = rusqlite::Connection::open(&inner.path)?;
-                conn.busy_timeout(std::time::Duration::from_secs(5))?;
-                *guard = Some(conn);
-            }
-            let conn = guard.as_ref().expect("opened above");
-            Ok(Checkpointed::run(conn, &inner.path, "PASSIVE")?)
-        })
-        .await
-        .expect("checkpoint task panicked")
-    }
-
-    /// Finishes a checkpoint on the write connection, between two transactions, so that no frame
-    /// is appended while it runs. When it backfills the whole WAL (no reader holds an older
-    /// snapshot), the next transaction writes the WAL from its start again instead of growing it:
-    /// under constant load that is what keeps the WAL small, and `journal_size_limit` trims a file
-    /// a burst made larger. Quick after [`Store::checkpoint_passive`]: only the frames written
-    /// since are left to copy.
-    pub async fn checkpoint_finish(&self) -> std::result::Result<Checkpointed, SubmitError> {
-        let path = self.inner.path.clone();
-        self.writer()
-            .with_connection(move |conn| {
-                // A reader still on a snapshot from before the last commit keeps the checkpoint
-                // from finishing; reads are short, so try again a few times, briefly.
-                let mut tries = 0;
-                loop {
-                    let c = Checkpointed::run(conn, &path, "PASSIVE")?;
-                    tries += 1;
-                    if c.complete() || tries == 4 {
-                        return Ok(c);
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-            })
-            .await?
-            .map_err(|e: rusqlite::Error| SubmitError::Store(e.into()))
-    }
-
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.inner.path
     }
 
-    pub fn writer(&self) -> &Writer {
+    pub(crate) fn writer(&self) -> &Writer {
         &self.inner.writer
     }
 
-    pub fn wake(&self) -> &Arc<Wake> {
+    pub(crate) fn wake(&self) -> &Arc<Wake> {
         &self.inner.wake
     }
 
-    pub fn clock(&self) -> &Arc<dyn Clock> {
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }
 
     /// Runs `f` on a pooled read connection on the blocking thread pool.
-    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
@@ -295,43 +332,17 @@ impl Store {
             .await
             .expect("read task panicked")
     }
-}
 
-/// What a WAL checkpoint found and did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Checkpointed {
-    /// Frames in the WAL when it ran.
-    pub frames: i64,
-    /// Frames of those now in the database file.
-    pub backfilled: i64,
-    /// The WAL file's size afterwards, in bytes.
-    pub wal_bytes: u64,
-}
-
-impl Checkpointed {
-    fn run(conn: &rusqlite::Connection, db: &Path, mode: &str) -> rusqlite::Result<Checkpointed> {
-        let (frames, backfilled) =
-            conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-            })?;
-        let mut wal = db.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal_bytes = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
-        Ok(Checkpointed {
-            frames,
-            backfilled,
-            wal_bytes,
-        })
-    }
-
-    /// Every frame of the WAL is in the database file: the WAL can start over.
-    pub fn complete(&self) -> bool {
-        self.backfilled >= self.frames
+    /// Whether the database takes writes: a job through the writer's queue, like real work.
+    pub(crate) async fn health(&self) -> Result<()> {
+        self.writer()
+            .submit_wait(|ctx| Ok(ctx.conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
     }
 }
 
 /// Hashes a secret (admin token, write key) for storage and lookup.
-pub fn hash_secret(secret: &str) -> String {
+pub(crate) fn hash_secret(secret: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(secret.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()

@@ -1,26 +1,60 @@
-//! Read-side queries for the admin API: profiles and their timelines.
+//! Read-side queries for the admin API and the start-up line: counts, profiles and their
+//! timelines, journeys, instances. Each runs on a pooled read connection and never waits for the
+//! writer. A stored value that does not read back is reported as [`StoreError::Corrupt`].
 
 use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 
-use super::{Result, Store, StoreError, ingest::resolve};
+use super::{Result, Store, StoreError, ingest::resolve, json_column, stats};
+use crate::engine::stats::Total;
+use crate::engine::{State, What};
+use crate::journey::Status;
+
+/// A page of a list, with the cursor of the next page when there is one.
+#[derive(Debug, Clone)]
+pub(crate) struct Page<T> {
+    pub(crate) items: Vec<T>,
+    pub(crate) next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The first `limit` of `items` (read with one more than `limit`, to know whether another
+    /// page follows), the cursor taken from the last item kept.
+    fn of(mut items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> String) -> Page<T> {
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next_cursor = if more { items.last().map(cursor) } else { None };
+        Page { items, next_cursor }
+    }
+}
+
+/// What the database holds, counted through indexes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counts {
+    /// Journeys not archived.
+    pub(crate) journeys: i64,
+    /// Timers waiting to fire.
+    pub(crate) timers: i64,
+    /// Deliveries waiting to be sent or retried.
+    pub(crate) deliveries: i64,
+}
 
 /// A profile as the admin API shows it.
 #[derive(Debug, Clone)]
-pub struct ProfileView {
-    pub key: String,
-    pub traits: Value,
+pub(crate) struct ProfileView {
+    pub(crate) key: String,
+    pub(crate) traits: Value,
     /// Every id that reaches this profile, the key first.
-    pub ids: Vec<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub(crate) ids: Vec<String>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
 }
 
 /// One entry of a profile's timeline.
 #[derive(Debug, Clone)]
-pub enum TimelineItem {
+pub(crate) enum TimelineItem {
     Event { seq: i64, message: Value },
     Transition(TransitionRow),
 }
@@ -34,59 +68,82 @@ impl TimelineItem {
     }
 }
 
-/// A page of a list, with the cursor of the next page when there is one.
+/// A journey as listed.
 #[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
+pub(crate) struct JourneySummary {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) status: Status,
+    pub(crate) version: i64,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+    /// Totals over all versions.
+    pub(crate) counts: BTreeMap<Total, i64>,
+}
+
+/// One journey with its newest definition and its versions.
+#[derive(Debug, Clone)]
+pub(crate) struct JourneyDetail {
+    pub(crate) summary: JourneySummary,
+    pub(crate) definition: Value,
+    /// (version, created_at), oldest first.
+    pub(crate) versions: Vec<(i64, i64)>,
+}
+
+/// An instance with its history.
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceView {
+    pub(crate) id: i64,
+    pub(crate) profile_key: String,
+    pub(crate) journey_id: String,
+    pub(crate) version: i64,
+    pub(crate) state: State,
+    pub(crate) step: Option<String>,
+    pub(crate) unique_value: Option<Value>,
+    pub(crate) context: Value,
+    pub(crate) resets: i64,
+    pub(crate) due_at: Option<i64>,
+    pub(crate) entered_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) history: Vec<TransitionRow>,
+}
+
+/// A stored transition.
+#[derive(Debug, Clone)]
+pub(crate) struct TransitionRow {
+    pub(crate) seq: i64,
+    pub(crate) instance_id: Option<i64>,
+    pub(crate) journey_id: String,
+    pub(crate) version: i64,
+    pub(crate) at: i64,
+    pub(crate) what: What,
+    pub(crate) step: Option<String>,
+    pub(crate) detail: Option<String>,
 }
 
 impl Store {
-    /// Timers waiting to fire and deliveries waiting to be sent, both counted through their
-    /// partial indexes.
-    pub async fn pending_counts(&self) -> Result<(i64, i64)> {
+    /// Journeys not archived, timers waiting to fire and deliveries waiting to be sent, each
+    /// counted through its (partial) index.
+    pub(crate) async fn counts(&self) -> Result<Counts> {
         self.read(|conn| {
-            let timers = conn.query_row(
-                "SELECT count(*) FROM instances WHERE due_at IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )?;
-            let deliveries = conn.query_row(
-                "SELECT count(*) FROM deliveries WHERE status = 'pending'",
-                [],
-                |r| r.get(0),
-            )?;
-            Ok((timers, deliveries))
-        })
-        .await
-    }
-
-    /// Journeys not archived, and timers pending: for the start-up line.
-    pub async fn startup_counts(&self) -> Result<(i64, i64)> {
-        self.read(|conn| {
-            let journeys = conn.query_row(
-                "SELECT count(*) FROM journeys WHERE status != 'archived'",
-                [],
-                |r| r.get(0),
-            )?;
-            let timers = conn.query_row(
-                "SELECT count(*) FROM instances WHERE due_at IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )?;
-            Ok((journeys, timers))
+            let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+            Ok(Counts {
+                journeys: count("SELECT count(*) FROM journeys WHERE status != 'archived'")?,
+                timers: count("SELECT count(*) FROM instances WHERE due_at IS NOT NULL")?,
+                deliveries: count("SELECT count(*) FROM deliveries WHERE status = 'pending'")?,
+            })
         })
         .await
     }
 
     /// The profile `id` belongs to (an id linked to a profile resolves to it).
-    pub async fn profile(&self, id: String) -> Result<ProfileView> {
+    pub(crate) async fn profile(&self, id: String) -> Result<ProfileView> {
         self.read(move |conn| profile(conn, &id)).await
     }
 
-    /// The events of the profile `id` belongs to (and of the ids linked to it), oldest first,
-    /// after the position `cursor`.
-    pub async fn timeline(
+    /// The events and transitions of the profile `id` belongs to (and of the ids linked to it),
+    /// oldest first, after the position `cursor`.
+    pub(crate) async fn timeline(
         &self,
         id: String,
         cursor: Option<i64>,
@@ -95,6 +152,91 @@ impl Store {
         self.read(move |conn| {
             let profile = profile(conn, &id)?;
             timeline(conn, &profile.ids, cursor.unwrap_or(0), limit)
+        })
+        .await
+    }
+
+    pub(crate) async fn journeys(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<JourneySummary>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT journey_id FROM journeys WHERE journey_id > ?1 ORDER BY journey_id LIMIT ?2",
+            )?;
+            let ids: Vec<String> = stmt
+                .query_map(params![after.unwrap_or_default(), limit as i64 + 1], |r| {
+                    r.get(0)
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut items = Vec::with_capacity(ids.len());
+            for id in &ids {
+                items.push(journey_detail(conn, id)?.summary);
+            }
+            Ok(Page::of(items, limit, |j| j.id.clone()))
+        })
+        .await
+    }
+
+    pub(crate) async fn journey(&self, id: String) -> Result<JourneyDetail> {
+        self.read(move |conn| journey_detail(conn, &id)).await
+    }
+
+    /// The definition of one version of a journey.
+    pub(crate) async fn journey_version(&self, id: String, version: i64) -> Result<Value> {
+        self.read(move |conn| {
+            let def: Option<String> = conn
+                .prepare_cached(
+                    "SELECT definition FROM journey_versions WHERE journey_id = ?1 AND version = ?2",
+                )?
+                .query_row(params![id, version], |r| r.get(0))
+                .optional()?;
+            let def = def.ok_or_else(|| {
+                StoreError::NotFound(format!("version {version} of journey \"{id}\""))
+            })?;
+            json_column(&def, || format!("version {version} of journey \"{id}\""))
+        })
+        .await
+    }
+
+    pub(crate) async fn instance(&self, id: i64) -> Result<InstanceView> {
+        self.read(move |conn| {
+            let mut view = conn
+                .prepare_cached(&format!(
+                    "SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?1"
+                ))?
+                .query_row([id], raw_instance)
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?
+                .read()?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {TRANSITION_COLUMNS} FROM transitions WHERE profile_key = ?1 AND instance_id = ?2 ORDER BY seq"
+            ))?;
+            view.history = stmt
+                .query_map(params![view.profile_key, id], raw_transition)?
+                .map(|row| row?.read())
+                .collect::<Result<_>>()?;
+            Ok(view)
+        })
+        .await
+    }
+
+    /// The newest instances of a profile (and of the ids linked to it), history left out.
+    pub(crate) async fn profile_instances(
+        &self,
+        keys: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<InstanceView>> {
+        self.read(move |conn| {
+            let marks = vec!["?"; keys.len()].join(",");
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances WHERE profile_key IN ({marks})
+                 ORDER BY instance_id DESC LIMIT {limit}"
+            ))?;
+            stmt.query_map(params_from_iter(keys), raw_instance)?
+                .map(|row| row?.read())
+                .collect()
         })
         .await
     }
@@ -120,7 +262,7 @@ fn profile(conn: &Connection, id: &str) -> Result<ProfileView> {
     for linked in stmt.query_map([&key], |r| r.get::<_, String>(0))? {
         ids.push(linked?);
     }
-    let traits = serde_json::from_str(&traits).unwrap_or(Value::Object(Default::default()));
+    let traits = json_column(&traits, || format!("traits of profile \"{key}\""))?;
     Ok(ProfileView {
         key,
         traits,
@@ -149,228 +291,94 @@ fn timeline(
     ))?;
     let mut rows = stmt.query(params_from_iter(args.iter()))?;
     while let Some(row) = rows.next()? {
-        let body: String = row.get(1)?;
-        items.push(TimelineItem::Event {
-            seq: row.get(0)?,
-            message: serde_json::from_str(&body).unwrap_or(Value::Null),
-        });
+        let seq: i64 = row.get(0)?;
+        let message = json_column(&row.get::<_, String>(1)?, || format!("stored event {seq}"))?;
+        items.push(TimelineItem::Event { seq, message });
     }
     let mut stmt = conn.prepare(&format!(
         "SELECT {TRANSITION_COLUMNS} FROM transitions WHERE profile_key IN ({marks}) AND seq > ? ORDER BY seq LIMIT ?"
     ))?;
-    for row in stmt.query_map(params_from_iter(args.iter()), transition_row)? {
-        items.push(TimelineItem::Transition(row?));
+    for row in stmt.query_map(params_from_iter(args.iter()), raw_transition)? {
+        items.push(TimelineItem::Transition(row?.read()?));
     }
     items.sort_by_key(TimelineItem::seq);
-    let more = items.len() > limit;
-    items.truncate(limit);
-    let next_cursor = if more {
-        items.last().map(|i| i.seq().to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
-}
-
-/// The per-journey totals counted in stats, each shown even at zero.
-pub const TOTALS: [&str; 6] = [
-    "entered",
-    "active",
-    "completed",
-    "exited",
-    "skipped",
-    "archived",
-];
-
-/// A journey as listed.
-#[derive(Debug, Clone)]
-pub struct JourneySummary {
-    pub id: String,
-    pub name: String,
-    pub status: String,
-    pub version: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// Totals over all versions: entered, active, completed, exited, skipped, archived.
-    pub counts: BTreeMap<String, i64>,
-}
-
-/// One journey with its newest definition and its versions.
-#[derive(Debug, Clone)]
-pub struct JourneyDetail {
-    pub summary: JourneySummary,
-    pub definition: Value,
-    /// (version, created_at), oldest first.
-    pub versions: Vec<(i64, i64)>,
-}
-
-/// The counters of a journey's stats: (kind, step, label) to count.
-pub type StatRows = Vec<(String, String, String, i64)>;
-
-/// An instance with its history.
-#[derive(Debug, Clone)]
-pub struct InstanceView {
-    pub id: i64,
-    pub profile_key: String,
-    pub journey_id: String,
-    pub version: i64,
-    pub state: String,
-    pub step: Option<String>,
-    pub unique_value: Option<Value>,
-    pub context: Value,
-    pub resets: i64,
-    pub due_at: Option<i64>,
-    pub entered_at: i64,
-    pub updated_at: i64,
-    pub history: Vec<TransitionRow>,
-}
-
-/// A stored transition.
-#[derive(Debug, Clone)]
-pub struct TransitionRow {
-    pub seq: i64,
-    pub instance_id: Option<i64>,
-    pub journey_id: String,
-    pub version: i64,
-    pub at: i64,
-    pub what: String,
-    pub step: Option<String>,
-    pub detail: Option<String>,
-}
-
-impl Store {
-    pub async fn journeys(
-        &self,
-        after: Option<String>,
-        limit: usize,
-    ) -> Result<Page<JourneySummary>> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT journey_id FROM journeys WHERE journey_id > ?1 ORDER BY journey_id LIMIT ?2",
-            )?;
-            let ids: Vec<String> = stmt
-                .query_map(params![after.unwrap_or_default(), limit as i64 + 1], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            let more = ids.len() > limit;
-            let mut items = Vec::new();
-            for id in ids.iter().take(limit) {
-                items.push(journey_detail(conn, id)?.summary);
-            }
-            let next_cursor = if more { items.last().map(|j: &JourneySummary| j.id.clone()) } else { None };
-            Ok(Page { items, next_cursor })
-        })
-        .await
-    }
-
-    pub async fn journey(&self, id: String) -> Result<JourneyDetail> {
-        self.read(move |conn| journey_detail(conn, &id)).await
-    }
-
-    /// Stats counters of a journey, of one version or summed over all.
-    pub async fn journey_stats(
-        &self,
-        id: String,
-        version: Option<i64>,
-    ) -> Result<(JourneyDetail, StatRows)> {
-        self.read(move |conn| {
-            let detail = journey_detail(conn, &id)?;
-            let mut stmt = conn.prepare_cached(
-                "SELECT kind, step_id, label, sum(count) FROM journey_stats
-                 WHERE journey_id = ?1 AND (?2 IS NULL OR version = ?2) GROUP BY kind, step_id, label",
-            )?;
-            let rows = stmt
-                .query_map(params![id, version], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok((detail, rows))
-        })
-        .await
-    }
-
-    /// The definition of one version of a journey.
-    pub async fn journey_version(&self, id: String, version: i64) -> Result<Value> {
-        self.read(move |conn| {
-            let def: Option<String> = conn
-                .prepare_cached("SELECT definition FROM journey_versions WHERE journey_id = ?1 AND version = ?2")?
-                .query_row(params![id, version], |r| r.get(0))
-                .optional()?;
-            let def = def.ok_or_else(|| StoreError::NotFound(format!("version {version} of journey \"{id}\"")))?;
-            Ok(serde_json::from_str(&def).unwrap_or(Value::Null))
-        })
-        .await
-    }
-
-    pub async fn instance(&self, id: i64) -> Result<InstanceView> {
-        self.read(move |conn| {
-            let mut view = conn
-                .prepare_cached(
-                    "SELECT instance_id, profile_key, journey_id, version, state, step_id, unique_value, context, resets,
-                            due_at, entered_at, updated_at FROM instances WHERE instance_id = ?1",
-                )?
-                .query_row([id], instance_row)
-                .optional()?
-                .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?;
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {TRANSITION_COLUMNS} FROM transitions WHERE profile_key = ?1 AND instance_id = ?2 ORDER BY seq"
-            ))?;
-            view.history =
-                stmt.query_map(params![view.profile_key, id], transition_row)?.collect::<rusqlite::Result<_>>()?;
-            Ok(view)
-        })
-        .await
-    }
-
-    /// The newest instances of a profile (and of the ids linked to it), history left out.
-    pub async fn profile_instances(
-        &self,
-        keys: Vec<String>,
-        limit: usize,
-    ) -> Result<Vec<InstanceView>> {
-        self.read(move |conn| {
-            let marks = vec!["?"; keys.len()].join(",");
-            let mut stmt = conn.prepare(&format!(
-                "SELECT instance_id, profile_key, journey_id, version, state, step_id, unique_value, context, resets,
-                        due_at, entered_at, updated_at FROM instances WHERE profile_key IN ({marks})
-                 ORDER BY instance_id DESC LIMIT {limit}"
-            ))?;
-            Ok(stmt.query_map(params_from_iter(keys), instance_row)?.collect::<rusqlite::Result<_>>()?)
-        })
-        .await
-    }
+    Ok(Page::of(items, limit, |i| i.seq().to_string()))
 }
 
 const TRANSITION_COLUMNS: &str = "seq, instance_id, journey_id, version, at, what, step_id, detail";
 
-fn transition_row(r: &rusqlite::Row) -> rusqlite::Result<TransitionRow> {
-    Ok(TransitionRow {
-        seq: r.get(0)?,
-        instance_id: r.get(1)?,
-        journey_id: r.get(2)?,
-        version: r.get(3)?,
-        at: r.get(4)?,
-        what: r.get(5)?,
-        step: r.get(6)?,
-        detail: r.get(7)?,
-    })
+/// A transition row as read, its kind not yet parsed.
+struct RawTransition(TransitionRow, String);
+
+impl RawTransition {
+    fn read(self) -> Result<TransitionRow> {
+        let RawTransition(mut row, what) = self;
+        row.what = What::parse(&what).ok_or_else(|| {
+            StoreError::Corrupt(format!("transition {} has kind \"{what}\"", row.seq))
+        })?;
+        Ok(row)
+    }
 }
 
-fn instance_row(r: &rusqlite::Row) -> rusqlite::Result<InstanceView> {
-    Ok(InstanceView {
-        id: r.get(0)?,
-        profile_key: r.get(1)?,
-        journey_id: r.get(2)?,
-        version: r.get(3)?,
-        state: r.get(4)?,
-        step: r.get(5)?,
-        unique_value: r
-            .get::<_, Option<String>>(6)?
-            .and_then(|v| serde_json::from_str(&v).ok()),
-        context: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or(Value::Null),
-        resets: r.get(8)?,
-        due_at: r.get(9)?,
-        entered_at: r.get(10)?,
-        updated_at: r.get(11)?,
-        history: Vec::new(),
-    })
+fn raw_transition(r: &rusqlite::Row) -> rusqlite::Result<RawTransition> {
+    Ok(RawTransition(
+        TransitionRow {
+            seq: r.get(0)?,
+            instance_id: r.get(1)?,
+            journey_id: r.get(2)?,
+            version: r.get(3)?,
+            at: r.get(4)?,
+            what: What::Step,
+            step: r.get(6)?,
+            detail: r.get(7)?,
+        },
+        r.get(5)?,
+    ))
+}
+
+const INSTANCE_COLUMNS: &str =
+    "instance_id, profile_key, journey_id, version, state, step_id, unique_value, context, resets,
+     due_at, entered_at, updated_at";
+
+/// An instance row as read, its text columns not yet parsed.
+struct RawInstance(InstanceView, String, Option<String>, String);
+
+impl RawInstance {
+    fn read(self) -> Result<InstanceView> {
+        let RawInstance(mut view, state, unique_value, context) = self;
+        let what = |field: &str| format!("{field} of instance {}", view.id);
+        view.state = State::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("{} \"{state}\"", what("state"))))?;
+        view.unique_value = match unique_value {
+            None => None,
+            Some(v) => Some(json_column(&v, || what("unique value"))?),
+        };
+        view.context = json_column(&context, || what("context"))?;
+        Ok(view)
+    }
+}
+
+fn raw_instance(r: &rusqlite::Row) -> rusqlite::Result<RawInstance> {
+    Ok(RawInstance(
+        InstanceView {
+            id: r.get(0)?,
+            profile_key: r.get(1)?,
+            journey_id: r.get(2)?,
+            version: r.get(3)?,
+            state: State::Active,
+            step: r.get(5)?,
+            unique_value: None,
+            context: Value::Null,
+            resets: r.get(8)?,
+            due_at: r.get(9)?,
+            entered_at: r.get(10)?,
+            updated_at: r.get(11)?,
+            history: Vec::new(),
+        },
+        r.get(4)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
 }
 
 fn journey_detail(conn: &Connection, id: &str) -> Result<JourneyDetail> {
@@ -383,6 +391,8 @@ fn journey_detail(conn: &Connection, id: &str) -> Result<JourneyDetail> {
     let Some((status, version, created_at, updated_at)) = row else {
         return Err(StoreError::NotFound(format!("journey \"{id}\"")));
     };
+    let status = Status::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("journey \"{id}\" has status \"{status}\"")))?;
     let mut versions = Vec::new();
     let mut definition = Value::Null;
     let mut stmt = conn.prepare_cached(
@@ -393,16 +403,10 @@ fn journey_detail(conn: &Connection, id: &str) -> Result<JourneyDetail> {
         let v: i64 = r.get(0)?;
         versions.push((v, r.get(1)?));
         if v == version {
-            definition = serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or(Value::Null);
+            definition = json_column(&r.get::<_, String>(2)?, || {
+                format!("version {v} of journey \"{id}\"")
+            })?;
         }
-    }
-    let mut counts: BTreeMap<String, i64> = TOTALS.iter().map(|k| (k.to_string(), 0)).collect();
-    let mut stmt = conn.prepare_cached(
-        "SELECT label, sum(count) FROM journey_stats WHERE journey_id = ?1 AND kind = 'total' GROUP BY label",
-    )?;
-    for row in stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (label, n) = row?;
-        counts.insert(label, n);
     }
     let name = definition
         .get("name")
@@ -417,7 +421,7 @@ fn journey_detail(conn: &Connection, id: &str) -> Result<JourneyDetail> {
             version,
             created_at,
             updated_at,
-            counts,
+            counts: stats::totals(conn, id)?,
         },
         definition,
         versions,

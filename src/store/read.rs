@@ -8,14 +8,14 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::Result;
 
-pub struct ReadPool {
+pub(super) struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     keep: usize,
 }
 
 impl ReadPool {
-    pub fn new(path: PathBuf, keep: usize) -> ReadPool {
+    pub(super) fn new(path: PathBuf, keep: usize) -> ReadPool {
         ReadPool {
             path,
             idle: Mutex::new(Vec::new()),
@@ -25,7 +25,7 @@ impl ReadPool {
 
     /// Runs `f` on an idle connection, opening one when none is idle. At most `keep` connections
     /// are kept for reuse; extra ones made under a burst are closed after use.
-    pub fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(super) fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.idle.lock().unwrap().pop();
         let conn = match conn {
             Some(c) => c,

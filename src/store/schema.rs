@@ -14,7 +14,7 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// Migration `MIGRATIONS[i]` upgrades a database from version `i + 1` to `i + 2`; the first
 /// file (`0001`) is the original schema and is used only to build version 1 in tests.
-pub const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_foundation.sql"),
     include_str!("../../migrations/0002_journeys.sql"),
     include_str!("../../migrations/0003_housekeeping.sql"),
@@ -22,10 +22,10 @@ pub const MIGRATIONS: &[&str] = &[
 ];
 
 /// The version `schema.sql` describes.
-pub const VERSION: i64 = MIGRATIONS.len() as i64;
+const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the database to [`VERSION`].
-pub fn apply(conn: &mut Connection) -> Result<()> {
+pub(super) fn apply(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > VERSION {
         return Err(StoreError::Schema(format!(
@@ -50,7 +50,7 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
 }
 
 /// Applies the migrations that take a database from version `from` to version `to`.
-pub fn migrate(conn: &mut Connection, from: i64, to: i64) -> Result<()> {
+fn migrate(conn: &mut Connection, from: i64, to: i64) -> Result<()> {
     for v in from..to {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(MIGRATIONS[v as usize])?;

@@ -8,69 +8,122 @@
 //! thus covers every request that arrived while the previous commit was in progress, which is what
 //! lets durable ingest keep up with many concurrent clients.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::journeys::Live;
-use super::{Result, StoreError, StoreOptions};
+use super::catalog::LiveCatalog;
+use super::{Result, StoreError, StoreOptions, Unavailable, Wake};
 use crate::clock::Clock;
+use crate::engine::stats::StatKey;
 use crate::metrics::METRICS;
 
-/// Why a submitted job did not run.
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    /// The queue is full: the caller should tell its client to retry later.
-    #[error("write queue is full")]
-    QueueFull,
-    /// The writer has stopped (shutdown in progress).
-    #[error("writer has stopped")]
-    Closed,
-    /// The job ran and failed, or its transaction did not commit.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// What a job sees while it runs: the open transaction and the writer's own state.
-pub struct WriteCtx<'a> {
+pub(super) struct WriteCtx<'a> {
     pub(super) conn: &'a Connection,
-    pub(super) state: &'a mut WriterState,
     /// The time this transaction started; one value for every job in it.
-    pub now: i64,
+    pub(super) now: i64,
+    pub(super) state: &'a mut WriterState,
+    /// What the job's work asks of the writer beyond its SQL.
+    pub(super) effects: &'a mut Effects,
 }
 
 impl WriteCtx<'_> {
-    pub fn conn(&self) -> &Connection {
-        self.conn
-    }
-
     /// The next number of the commit-order sequence shared by events and journey transitions.
-    pub fn next_seq(&mut self) -> i64 {
+    pub(super) fn next_seq(&mut self) -> i64 {
         self.state.last_seq += 1;
         self.state.last_seq
     }
 }
 
-/// State that lives with the write connection for the life of the process.
-pub struct WriterState {
+/// State that lives with the write connection for the life of the process, read back from the
+/// database at start and after a failed commit.
+pub(super) struct WriterState {
     pub(super) last_seq: i64,
-    /// The journeys the engine runs, and the instance id sequence.
-    pub(super) live: Live,
+    pub(super) last_instance_id: i64,
+    /// The journeys the engine runs.
+    pub(super) catalog: LiveCatalog,
+    /// Most active journey instances per profile (SPEC §4).
+    pub(super) max_active: usize,
 }
 
 impl WriterState {
-    /// Reads the state back from the database: at start, and after a failed commit.
-    pub(super) fn load(conn: &Connection, live: Live) -> Result<WriterState> {
+    fn load(conn: &Connection, max_active: usize) -> Result<WriterState> {
         let last_seq = conn.query_row(
             "SELECT max((SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM transitions))",
             [],
             |r| r.get(0),
         )?;
-        let live = live.reload(conn)?;
-        Ok(WriterState { last_seq, live })
+        let last_instance_id = conn.query_row(
+            "SELECT coalesce(max(instance_id), 0) FROM instances",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(WriterState {
+            last_seq,
+            last_instance_id,
+            catalog: LiveCatalog::load(conn)?,
+            max_active,
+        })
+    }
+}
+
+/// What a job's work asks of the writer beyond its SQL: stats counters to add at the job's end
+/// (once per counter, however many transitions moved it), and whom to wake once the transaction
+/// has committed. A job that fails leaves none of it behind.
+#[derive(Debug, Default)]
+pub(super) struct Effects {
+    pub(super) stats: HashMap<StatKey, i64>,
+    /// Deliveries were written or made due again: wake the dispatcher.
+    pub(super) deliveries: bool,
+    /// The destinations table changed: the dispatcher reads it again.
+    pub(super) destinations: bool,
+    /// The earliest timer written: wake the scheduler if it sleeps past it.
+    pub(super) earliest_due: Option<i64>,
+    /// A scheduler tick read the next due timer: what the scheduler will sleep until.
+    pub(super) next_due: Option<Option<i64>>,
+}
+
+impl Effects {
+    pub(super) fn timer(&mut self, due: i64) {
+        self.earliest_due = Some(self.earliest_due.map_or(due, |d| d.min(due)));
+    }
+
+    /// Takes over the wake-ups of a job that succeeded (its stats are already written).
+    fn absorb(&mut self, job: &mut Effects) {
+        self.deliveries |= job.deliveries;
+        self.destinations |= job.destinations;
+        if let Some(due) = job.earliest_due {
+            self.timer(due);
+        }
+        if job.next_due.is_some() {
+            self.next_due = job.next_due;
+        }
+        *job = Effects::default();
+    }
+
+    /// After a commit: wakes whoever the transaction's work concerns.
+    fn wake(self, wake: &Wake) {
+        if let Some(next) = self.next_due {
+            wake.target
+                .store(next.unwrap_or(i64::MAX), Ordering::Release);
+        }
+        if let Some(due) = self.earliest_due
+            && due < wake.target.load(Ordering::Acquire)
+        {
+            wake.target.store(due, Ordering::Release);
+            wake.timers.notify_one();
+        }
+        if self.destinations {
+            wake.destinations.fetch_add(1, Ordering::Release);
+        }
+        if self.deliveries || self.destinations {
+            wake.deliveries.notify_one();
+        }
     }
 }
 
@@ -86,7 +139,7 @@ trait Job: Send {
 struct Call<F, T> {
     f: Option<F>,
     out: Option<Result<T>>,
-    reply: oneshot::Sender<std::result::Result<T, SubmitError>>,
+    reply: oneshot::Sender<Result<T>>,
 }
 
 impl<F, T> Job for Call<F, T>
@@ -108,11 +161,9 @@ where
 
     fn finish(self: Box<Self>, commit: std::result::Result<(), &StoreError>) {
         let answer = match (commit, self.out) {
-            (Ok(()), Some(out)) => out.map_err(SubmitError::from),
-            (Err(e), _) => Err(SubmitError::Store(StoreError::Schema(format!(
-                "commit failed: {e}"
-            )))),
-            (Ok(()), None) => Err(SubmitError::Closed),
+            (Ok(()), Some(out)) => out,
+            (Err(e), _) => Err(e.for_each_job()),
+            (Ok(()), None) => Err(StoreError::Unavailable(Unavailable::Stopped)),
         };
         // The caller may have gone away (client disconnected); the work is committed regardless.
         let _ = self.reply.send(answer);
@@ -128,18 +179,10 @@ enum Msg {
     Stop,
 }
 
-/// Counters the writer keeps for metrics and benchmarks.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    pub commits: AtomicU64,
-    pub jobs: AtomicU64,
-}
-
 /// The handle to the writer thread.
-pub struct Writer {
+pub(crate) struct Writer {
     queue: mpsc::Sender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    stats: Arc<WriterStats>,
 }
 
 impl Writer {
@@ -147,27 +190,24 @@ impl Writer {
         conn: Connection,
         clock: Arc<dyn Clock>,
         options: &StoreOptions,
-        live: Live,
+        wake: Arc<Wake>,
     ) -> Result<Writer> {
-        let state = WriterState::load(&conn, live)?;
+        let state = WriterState::load(&conn, options.max_active)?;
         let (queue, rx) = mpsc::channel(options.queue_capacity);
-        let stats = Arc::new(WriterStats::default());
         let max_batch = options.max_batch;
-        let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("journeyd-writer".into())
-            .spawn(move || run(conn, state, rx, clock, max_batch, &thread_stats))?;
+            .spawn(move || run(conn, state, rx, clock, max_batch, &wake))?;
         Ok(Writer {
             queue,
             thread: Mutex::new(Some(thread)),
-            stats,
         })
     }
 
     /// Queues `f` and waits until the transaction it ran in has committed. Fails at once with
-    /// [`SubmitError::QueueFull`] when the queue is full, so that callers can shed load instead of
-    /// piling up.
-    pub async fn submit<T, F>(&self, f: F) -> std::result::Result<T, SubmitError>
+    /// [`Unavailable::QueueFull`] when the queue is full, so that callers can shed load instead
+    /// of piling up.
+    pub(super) async fn submit<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteCtx) -> Result<T> + Send + 'static,
@@ -179,15 +219,15 @@ impl Writer {
             reply,
         });
         self.queue.try_send(Msg::Job(job)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SubmitError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => SubmitError::Closed,
+            mpsc::error::TrySendError::Full(_) => StoreError::Unavailable(Unavailable::QueueFull),
+            mpsc::error::TrySendError::Closed(_) => stopped(),
         })?;
-        answer.await.map_err(|_| SubmitError::Closed)?
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Like [`Writer::submit`], but waits for room in the queue instead of failing: for internal
     /// work (timers, deliveries, admin calls) that must not be dropped.
-    pub async fn submit_wait<T, F>(&self, f: F) -> std::result::Result<T, SubmitError>
+    pub(super) async fn submit_wait<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriteCtx) -> Result<T> + Send + 'static,
@@ -201,12 +241,12 @@ impl Writer {
         self.queue
             .send(Msg::Job(job))
             .await
-            .map_err(|_| SubmitError::Closed)?;
-        answer.await.map_err(|_| SubmitError::Closed)?
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Runs `f` on the write connection between two transactions, and returns its result.
-    pub async fn with_connection<T, F>(&self, f: F) -> std::result::Result<T, SubmitError>
+    pub(super) async fn with_connection<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> T + Send + 'static,
@@ -218,21 +258,17 @@ impl Writer {
         self.queue
             .send(Msg::Raw(raw))
             .await
-            .map_err(|_| SubmitError::Closed)?;
-        answer.await.map_err(|_| SubmitError::Closed)
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
     }
 
     /// Jobs waiting in the queue right now.
-    pub fn depth(&self) -> usize {
+    pub(crate) fn depth(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
     }
 
-    pub fn stats(&self) -> &WriterStats {
-        &self.stats
-    }
-
     /// Lets the writer commit everything queued before this call, then stops it and waits.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         let _ = self.queue.send(Msg::Stop).await;
         let thread = self.thread.lock().await.take();
         if let Some(thread) = thread {
@@ -250,7 +286,7 @@ fn run(
     mut rx: mpsc::Receiver<Msg>,
     clock: Arc<dyn Clock>,
     max_batch: usize,
-    stats: &WriterStats,
+    wake: &Wake,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     let mut stopping = false;
@@ -283,15 +319,20 @@ fn run(
         let outcome = commit_batch(&mut conn, &mut state, clock.now_ms(), &mut batch);
         last_commit = std::time::Instant::now();
         last_batch = batch.len();
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, jobs = batch.len(), "write transaction failed");
-        }
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        stats.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let committed = match outcome {
+            Ok(effects) => {
+                effects.wake(wake);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, jobs = batch.len(), "write transaction failed");
+                Err(e)
+            }
+        };
         METRICS.commits.inc();
         METRICS.commit_batch.observe(batch.len() as f64);
         for job in batch.drain(..) {
-            job.finish(outcome.as_ref().map(|_| ()));
+            job.finish(committed.as_ref().map(|_| ()));
         }
         if let Some(f) = raw.take() {
             f(&mut conn);
@@ -306,20 +347,27 @@ fn run(
     }
 }
 
-/// Runs one job, then writes the stats counters its transitions accumulated (once per job, at
-/// its end). Returns whether both succeeded; when not, the caller rolls the job back and the job
+fn stopped() -> StoreError {
+    StoreError::Unavailable(Unavailable::Stopped)
+}
+
+/// Runs one job, then writes the stats counters its transitions moved (once per job, at its
+/// end). Returns whether both succeeded; when not, the caller rolls the job back and the job
 /// answers with the error.
-fn run_job(job: &mut dyn Job, ctx: &mut WriteCtx, conn: &Connection) -> bool {
-    if !job.run(ctx) {
-        ctx.state.live.discard_job_state();
-        return false;
+fn run_job(job: &mut dyn Job, ctx: &mut WriteCtx) -> bool {
+    let ok = job.run(ctx) && {
+        match super::stats::add(ctx.conn, std::mem::take(&mut ctx.effects.stats)) {
+            Ok(()) => true,
+            Err(e) => {
+                job.fail(e);
+                false
+            }
+        }
+    };
+    if !ok {
+        *ctx.effects = Effects::default();
     }
-    if let Err(e) = super::journeys::flush_stats(conn, &mut ctx.state.live) {
-        ctx.state.live.discard_job_state();
-        job.fail(e);
-        return false;
-    }
-    true
+    ok
 }
 
 /// Moves what is already queued into `batch`, up to `max_batch` jobs, stopping at raw work (it
@@ -341,53 +389,87 @@ fn take_queued(
     false
 }
 
+/// Runs a batch of jobs in one transaction; returns the wake-ups of the jobs that succeeded,
+/// once the transaction has committed.
 fn commit_batch(
     conn: &mut Connection,
     state: &mut WriterState,
     now: i64,
     batch: &mut [Box<dyn Job>],
-) -> Result<()> {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+) -> Result<Effects> {
+    let mut done = Effects::default();
+    let mut job_effects = Effects::default();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let [job] = batch {
         // A lone job needs no savepoint: the transaction is its unit of rollback. (A savepoint
         // is not free: SQLite copies each page the job first changes into a sub-journal.)
         let mut ctx = WriteCtx {
             conn: &tx,
-            state,
             now,
+            state,
+            effects: &mut job_effects,
         };
-        if !run_job(job.as_mut(), &mut ctx, &tx) {
-            // Dropping the transaction rolls it back: the failed job leaves no trace.
-            return Ok(());
+        if !run_job(job.as_mut(), &mut ctx) {
+            // Dropping the transaction rolls it back: the failed job leaves no trace. (Jobs that
+            // change the catalog do so after all their SQL, and write no stats, so a failed job
+            // has not changed it.)
+            return Ok(done);
         }
+        done.absorb(&mut job_effects);
     } else {
+        let mut tx = tx;
         for job in batch.iter_mut() {
             let sp = tx.savepoint()?;
             let mut ctx = WriteCtx {
                 conn: &sp,
-                state,
                 now,
+                state,
+                effects: &mut job_effects,
             };
-            if run_job(job.as_mut(), &mut ctx, &sp) {
+            if run_job(job.as_mut(), &mut ctx) {
                 sp.commit()?;
+                done.absorb(&mut job_effects);
             } else {
                 // Dropping an uncommitted savepoint rolls it back: the failed job leaves no trace.
                 drop(sp);
             }
         }
+        return finish(tx.commit(), conn, state, done);
     }
-    let committed = tx.commit();
-    if committed.is_ok() {
-        state.live.after_commit();
-    }
-    if committed.is_err() {
-        // The jobs' changes to the in-memory state were rolled back in the database but not in
-        // memory: read it back.
-        let live = std::mem::take(&mut state.live);
-        match WriterState::load(conn, live) {
-            Ok(fresh) => *state = fresh,
-            Err(e) => tracing::error!(error = %e, "reloading writer state failed"),
+    finish(tx.commit(), conn, state, done)
+}
+
+fn finish(
+    committed: rusqlite::Result<()>,
+    conn: &Connection,
+    state: &mut WriterState,
+    done: Effects,
+) -> Result<Effects> {
+    match committed {
+        Ok(()) => Ok(done),
+        Err(e) => {
+            // The jobs' changes to the in-memory state were rolled back in the database but not
+            // in memory: read it back.
+            reload(conn, state);
+            Err(e.into())
         }
     }
-    Ok(committed?)
+}
+
+/// Reads the writer's state back from the database, after work it had followed was rolled back.
+fn reload(conn: &Connection, state: &mut WriterState) {
+    match WriterState::load(conn, state.max_active) {
+        Ok(fresh) => *state = fresh,
+        Err(e) => tracing::error!(error = %e, "reloading writer state failed"),
+    }
+}
+
+impl StoreError {
+    /// The answer each job of a batch gets when its transaction failed to commit.
+    fn for_each_job(&self) -> StoreError {
+        match self {
+            StoreError::Unavailable(u) => StoreError::Unavailable(u.clone()),
+            other => StoreError::CommitFailed(other.to_string()),
+        }
+    }
 }

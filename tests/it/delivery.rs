@@ -207,7 +207,7 @@ fn delivery_retries_5xx_with_one_id_until_success() {
     let d = wait_delivery(&srv, &id, "succeeded", Duration::from_secs(10));
     assert_eq!(d["attempts"], 3, "{d}");
     assert_eq!(d["destination"], "hook", "{d}");
-    assert_eq!(d["journey_id"], "fwd", "{d}");
+    assert_eq!(d["journey"], "fwd", "{d}");
     let listed = deliveries(&srv, "status=succeeded");
     assert!(
         listed.iter().any(|x| x["id"] == id.as_str()),
@@ -504,5 +504,5 @@ fn delivery_mapping_replaces_the_body() {
     );
     let id = webhook_id(&got[0]);
     let d = wait_delivery(&srv, &id, "succeeded", Duration::from_secs(10));
-    assert_eq!(d["journey_id"], "mapped", "{d}");
+    assert_eq!(d["journey"], "mapped", "{d}");
 }

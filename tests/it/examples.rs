@@ -520,7 +520,7 @@ fn check(c: &Case) {
         let outcome = outcome_of(want.history);
         assert_eq!(got["state"], outcome, "{}: instance {id}: {got}", c.dir);
         assert_eq!(got["outcome"], outcome, "{}: instance {id}: {got}", c.dir);
-        assert_eq!(got["journey_id"], journey_id.as_str());
+        assert_eq!(got["journey"], journey_id.as_str());
         assert_eq!(got["version"], 1);
         assert_eq!(
             got["due_at"],
@@ -659,7 +659,7 @@ fn check(c: &Case) {
     for d in &outbox {
         assert_eq!(d["status"], "succeeded", "{}: {d}", c.dir);
         assert_eq!(d["attempts"], 1, "{}: {d}", c.dir);
-        assert_eq!(d["journey_id"], journey_id.as_str(), "{d}");
+        assert_eq!(d["journey"], journey_id.as_str(), "{d}");
     }
 
     // Stats: the counters agree with the histories.

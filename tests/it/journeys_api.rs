@@ -171,7 +171,7 @@ pub fn instances(srv: &Server, user: &str) -> Vec<Value> {
 pub fn instances_of(srv: &Server, user: &str, journey: &str) -> Vec<Value> {
     instances(srv, user)
         .into_iter()
-        .filter(|i| i["journey_id"] == journey)
+        .filter(|i| i["journey"] == journey)
         .collect()
 }
 
@@ -655,7 +655,7 @@ fn journeys_pause_resume_and_archive() {
     assert_eq!(got[1].json()["event"], "CTL Notice");
     let sent: Vec<Value> = deliveries(&srv, "destination=hook")
         .into_iter()
-        .filter(|d| d["journey_id"] == "pt")
+        .filter(|d| d["journey"] == "pt")
         .collect();
     assert!(sent.is_empty(), "an archived instance sent: {sent:#?}");
     assert_eq!(states(&srv, &u6, "pt"), ["archived"]);
@@ -740,7 +740,7 @@ fn journeys_stats_instances_and_timeline() {
         other => other.to_string(),
     };
     let one = admin_json(&srv, &format!("/v1/instances/{}", enc(&id)));
-    assert_eq!(one["journey_id"], "st", "{one}");
+    assert_eq!(one["journey"], "st", "{one}");
     assert_eq!(one["version"], 1, "{one}");
     assert_eq!(one["state"], "completed", "{one}");
     assert_eq!(one["context"]["S_Start"], json!({"n": 1}), "{one}");
@@ -816,8 +816,8 @@ fn journeys_stats_instances_and_timeline() {
         "timeline in order: {describe:#?}"
     );
     for t in items.iter().filter(|i| i["kind"] == "transition") {
-        assert_eq!(t["journey_id"], "st", "{t}");
-        assert!(t["instance_id"] == inst[0]["id"], "{t}");
+        assert_eq!(t["journey"], "st", "{t}");
+        assert!(t["instance"] == inst[0]["id"], "{t}");
     }
 }
 
@@ -952,7 +952,7 @@ fn journeys_reentry_unique_by_exit_rules_and_cap() {
     assert_eq!(st["active"], 0, "{st}");
     let ex_deliveries: Vec<Value> = deliveries(&srv, "destination=hook")
         .into_iter()
-        .filter(|d| d["journey_id"] == "ex")
+        .filter(|d| d["journey"] == "ex")
         .collect();
     assert_eq!(
         ex_deliveries.len(),
@@ -1026,7 +1026,7 @@ fn journeys_per_profile_cap_from_the_command_line() {
     assert_eq!(skipped.len(), 2, "{skipped:#?}");
     let journeys: Vec<&str> = skipped
         .iter()
-        .filter_map(|t| t["journey_id"].as_str())
+        .filter_map(|t| t["journey"].as_str())
         .collect();
     assert_eq!(journeys, ["cap-a", "cap-b"], "{skipped:#?}");
 }

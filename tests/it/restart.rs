@@ -205,7 +205,7 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
     for (b, a) in before.iter().zip(&after) {
         for key in [
             "id",
-            "journey_id",
+            "journey",
             "version",
             "state",
             "step",
@@ -230,7 +230,7 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
     track(&srv, "a1", "Signup_Completed");
     let a1_signup = after
         .iter()
-        .find(|i| i["profile"] == "a1" && i["journey_id"] == "signup-nudge")
+        .find(|i| i["profile"] == "a1" && i["journey"] == "signup-nudge")
         .unwrap();
     let id = a1_signup["id"].as_i64().unwrap();
     assert_eq!(
@@ -290,7 +290,7 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
             "instance {id}: {}",
             got[0]
         );
-        if inst["journey_id"] == "trial-welcome" {
+        if inst["journey"] == "trial-welcome" {
             assert_eq!(
                 history,
                 [

@@ -1,0 +1,297 @@
+//! The JSON shapes of the admin API, in one place: how each thing the store returns is shown.
+//!
+//! One vocabulary throughout: a journey is `journey`, an instance `instance` (or `id` on the
+//! instance itself), a step `step`, a profile `profile`; times are [`Timestamp`]s (RFC 3339, UTC,
+//! milliseconds), except in simulation traces, where they are offsets from the start (`+2h`).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::clock::Timestamp;
+use crate::engine::State;
+use crate::engine::stats::{Stat, TIMEOUT, Total};
+use crate::journey::{Journey, StepKind};
+use crate::sim;
+use crate::store::{
+    DeliveryView, DestinationView, InstanceView, JourneyDetail, JourneySummary, Page, ProfileView,
+    TimelineItem, TransitionRow,
+};
+
+/// A page of a list: `{"items": [...], "next_cursor": "..." | null}`.
+pub(crate) fn page<T>(page: &Page<T>, item: impl Fn(&T) -> Value) -> Value {
+    json!({
+        "items": page.items.iter().map(item).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+    })
+}
+
+fn ts(ms: i64) -> Value {
+    json!(Timestamp(ms))
+}
+
+/// The fields every transition shows, stored or simulated; `at` is the caller's.
+fn transition_fields(
+    at: Value,
+    instance: Option<i64>,
+    journey: &str,
+    version: i64,
+    what: &str,
+    step: Option<&str>,
+    detail: Option<&str>,
+) -> Map<String, Value> {
+    let mut v = Map::new();
+    v.insert("at".into(), at);
+    v.insert("instance".into(), json!(instance));
+    v.insert("journey".into(), json!(journey));
+    v.insert("version".into(), json!(version));
+    v.insert("what".into(), json!(what));
+    if let Some(step) = step {
+        v.insert("step".into(), json!(step));
+    }
+    if let Some(detail) = detail {
+        v.insert("detail".into(), json!(detail));
+    }
+    v
+}
+
+/// A stored transition: `{seq, at, instance, journey, version, what, step?, detail?}`.
+pub(crate) fn transition(t: &TransitionRow) -> Value {
+    let mut v = transition_fields(
+        ts(t.at),
+        t.instance_id,
+        &t.journey_id,
+        t.version,
+        t.what.as_str(),
+        t.step.as_deref(),
+        t.detail.as_deref(),
+    );
+    v.insert("seq".into(), json!(t.seq));
+    Value::Object(v)
+}
+
+pub(crate) fn timeline_item(item: &TimelineItem) -> Value {
+    match item {
+        TimelineItem::Event { seq, message } => {
+            json!({"kind": "event", "seq": seq, "message": message})
+        }
+        TimelineItem::Transition(t) => {
+            let mut v = transition(t);
+            v["kind"] = json!("transition");
+            v
+        }
+    }
+}
+
+pub(crate) fn instance(i: &InstanceView) -> Value {
+    let mut v = json!({
+        "id": i.id,
+        "profile": i.profile_key,
+        "journey": i.journey_id,
+        "version": i.version,
+        "state": i.state.as_str(),
+        "step": i.step,
+        "context": i.context,
+        "resets": i.resets,
+        "due_at": i.due_at.map(Timestamp),
+        "entered_at": ts(i.entered_at),
+        "updated_at": ts(i.updated_at),
+    });
+    if let Some(u) = &i.unique_value {
+        v["unique_value"] = u.clone();
+    }
+    if i.state != State::Active {
+        v["outcome"] = json!(i.state.as_str());
+    }
+    v
+}
+
+/// One instance with its history.
+pub(crate) fn instance_detail(i: &InstanceView) -> Value {
+    let mut v = instance(i);
+    v["history"] = i.history.iter().map(transition).collect();
+    v
+}
+
+pub(crate) fn profile(p: &ProfileView, instances: &[InstanceView]) -> Value {
+    json!({
+        "id": p.key,
+        "traits": p.traits,
+        "ids": p.ids,
+        "created_at": ts(p.created_at),
+        "updated_at": ts(p.updated_at),
+        "instances": instances.iter().map(instance).collect::<Vec<_>>(),
+    })
+}
+
+fn totals(counts: &BTreeMap<Total, i64>) -> Map<String, Value> {
+    counts
+        .iter()
+        .map(|(t, n)| (t.as_str().to_string(), json!(n)))
+        .collect()
+}
+
+pub(crate) fn journey_summary(s: &JourneySummary) -> Value {
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "status": s.status.as_str(),
+        "version": s.version,
+        "counts": totals(&s.counts),
+        "created_at": ts(s.created_at),
+        "updated_at": ts(s.updated_at),
+    })
+}
+
+pub(crate) fn journey_detail(d: &JourneyDetail) -> Value {
+    let mut v = journey_summary(&d.summary);
+    v["definition"] = d.definition.clone();
+    v["versions"] = d
+        .versions
+        .iter()
+        .map(|(n, at)| json!({"version": n, "created_at": ts(*at)}))
+        .collect();
+    v
+}
+
+/// The stats of a journey (SPEC §6): totals, then every step of `definition` (the version asked
+/// for, else the newest) with its reached and active counts, and every branch, each listed even
+/// at zero.
+pub(crate) fn stats(
+    id: &str,
+    version: Option<i64>,
+    definition: Option<&Journey>,
+    counters: &[(Stat, i64)],
+) -> Value {
+    let mut totals: BTreeMap<Total, i64> = Total::ALL.into_iter().map(|t| (t, 0)).collect();
+    let mut steps: BTreeMap<String, BTreeMap<&str, i64>> = BTreeMap::new();
+    let mut branches: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for step in definition.map(|j| &j.steps[..]).unwrap_or_default() {
+        steps.insert(step.id.clone(), [("reached", 0), ("active", 0)].into());
+        let labels: Vec<String> = match &step.kind {
+            StepKind::HoldUntil {
+                branches, max_hold, ..
+            } => {
+                let mut l: Vec<String> = branches.iter().map(|b| b.label()).collect();
+                if max_hold.is_some() {
+                    l.push(TIMEOUT.into());
+                }
+                l
+            }
+            StepKind::Split { branches, .. } => {
+                let mut l: Vec<String> = branches
+                    .iter()
+                    .enumerate()
+                    .map(|(n, b)| b.label(n))
+                    .collect();
+                l.push("else".into());
+                l
+            }
+            StepKind::RandomSplit { branches, .. } => branches
+                .iter()
+                .enumerate()
+                .map(|(n, b)| b.label(n))
+                .collect(),
+            _ => continue,
+        };
+        branches.insert(
+            step.id.clone(),
+            labels.into_iter().map(|l| (l, 0)).collect(),
+        );
+    }
+    for (stat, count) in counters {
+        match stat {
+            Stat::Total(t) => *totals.entry(*t).or_default() += count,
+            Stat::Reached(step) => {
+                *steps
+                    .entry(step.clone())
+                    .or_default()
+                    .entry("reached")
+                    .or_default() += count
+            }
+            Stat::Waiting(step) => {
+                *steps
+                    .entry(step.clone())
+                    .or_default()
+                    .entry("active")
+                    .or_default() += count
+            }
+            Stat::Branch(step, label) => {
+                *branches
+                    .entry(step.clone())
+                    .or_default()
+                    .entry(label.clone())
+                    .or_default() += count
+            }
+        }
+    }
+    let mut out = json!({"id": id, "version": version, "steps": steps, "branches": branches});
+    for (k, v) in self::totals(&totals) {
+        out[k] = v;
+    }
+    out
+}
+
+pub(crate) fn destination(d: &DestinationView) -> Value {
+    let mut v = d.config.clone();
+    v["id"] = json!(d.id);
+    for field in crate::delivery::SECRET_FIELDS {
+        v[format!("{field}_set")] = json!(d.secrets_set.iter().any(|s| s == field));
+    }
+    v["created_at"] = ts(d.created_at);
+    v["updated_at"] = ts(d.updated_at);
+    v
+}
+
+pub(crate) fn delivery(d: &DeliveryView) -> Value {
+    json!({
+        "id": d.id,
+        "status": d.status.as_str(),
+        "destination": d.destination,
+        "profile": d.profile_key,
+        "journey": d.journey_id,
+        "instance": d.instance_id,
+        "step": d.step_id,
+        "attempts": d.attempts,
+        "next_attempt_at": d.next_attempt_at.map(Timestamp),
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "created_at": ts(d.created_at),
+        "updated_at": ts(d.updated_at),
+        "payload": d.payload,
+    })
+}
+
+/// The answer of `POST /v1/simulate` and the output of `journeyd simulate` (SPEC §6.7).
+pub(crate) fn simulation(out: &sim::Output) -> Value {
+    let offset = |at: i64| json!(sim::format_offset(at - out.start));
+    let trace: Vec<Value> = out
+        .trace
+        .iter()
+        .map(|t| {
+            Value::Object(transition_fields(
+                offset(t.at),
+                t.instance,
+                &t.journey_id,
+                t.version,
+                t.what.as_str(),
+                t.step.as_deref(),
+                t.detail.as_deref(),
+            ))
+        })
+        .collect();
+    let deliveries: Vec<Value> = out
+        .deliveries
+        .iter()
+        .map(|d| {
+            json!({
+                "at": offset(d.at),
+                "instance": d.instance_id,
+                "step": d.step_id,
+                "destination": d.destination,
+                "payload": d.payload,
+            })
+        })
+        .collect();
+    json!({"trace": trace, "deliveries": deliveries})
+}

@@ -1,0 +1,144 @@
+//! The commands of the `journeyd` binary (SPEC §1), each taking its parsed arguments: `serve`
+//! runs the appliance; `check`, `simulate` and `backup` work offline. Exit codes: 0 ok, 1
+//! runtime failure, 2 usage or configuration error.
+
+use std::process::ExitCode;
+
+use crate::config::Command;
+
+/// Runs one command to its end and says how the process should exit.
+pub fn run(command: Command) -> ExitCode {
+    let result = match command {
+        Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Backup(args) => backup(args).map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => Ok(check(args)),
+        Command::Simulate(args) => simulate(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("journeyd: {e:#}");
+            if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn serve(args: crate::config::ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(crate::server::serve(
+        args,
+        std::sync::Arc::new(crate::clock::SystemClock),
+        |addr| println!("listening on {addr}"),
+        shutdown_signal(),
+    ))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn backup(args: crate::config::BackupArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut last_report = std::time::Instant::now();
+    crate::store::backup_to(&args.db.db, &args.dest, &mut |done, total| {
+        if last_report.elapsed().as_secs() >= 1 {
+            eprintln!("backup: {done}/{total} pages");
+            last_report = std::time::Instant::now();
+        }
+    })?;
+    let size = std::fs::metadata(&args.dest).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "backup written to {} ({size} bytes) in {:.1?}",
+        args.dest.display(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// Validates each file; prints `FILE: ok` or one line per problem.
+fn check(args: crate::config::CheckArgs) -> ExitCode {
+    let mut all_valid = true;
+    for file in &args.files {
+        let name = file.display();
+        let doc = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|text| {
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|e| format!("not valid JSON: {e}"))
+            });
+        match doc.map(|d| crate::journey::parse(&d)) {
+            Ok(Ok(_)) => println!("{name}: ok"),
+            Ok(Err(problems)) => {
+                all_valid = false;
+                for p in problems {
+                    println!("{name}: {p}");
+                }
+            }
+            Err(e) => {
+                all_valid = false;
+                println!("{name}: {e}");
+            }
+        }
+    }
+    if all_valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Runs a simulation and prints its trace as JSON, the same as `POST /v1/simulate` answers.
+fn simulate(args: crate::config::SimulateArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    use serde_json::{Value, json};
+    let journey: Value = serde_json::from_str(
+        &std::fs::read_to_string(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?,
+    )
+    .with_context(|| format!("{} is not valid JSON", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.events)
+        .with_context(|| format!("reading {}", args.events.display()))?;
+    let mut events = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event: Value = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: not valid JSON", args.events.display(), n + 1))?;
+        events.push(event);
+    }
+    let traits: Value = match &args.traits {
+        Some(t) => serde_json::from_str(t).context("--traits is not valid JSON")?,
+        None => json!({}),
+    };
+    let doc = json!({"journey": journey, "traits": traits, "events": events});
+    match crate::sim::parse(&doc) {
+        Ok(input) => {
+            let out = crate::sim::run(&input, args.max_active_per_profile);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::api::views::simulation(&out))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problems) => {
+            for p in problems {
+                println!("{p}");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}

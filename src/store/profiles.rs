@@ -1,0 +1,299 @@
+//! The engine seam on the write side: loads what the engine needs of one profile, runs it with
+//! the writer's catalog and ids, and writes back what it did (instances, journey memory,
+//! transitions, deliveries), all in the caller's transaction. Stats deltas and wake-ups go to
+//! the job's [`Effects`](super::writer::Effects); the writer applies them.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value};
+
+use super::writer::WriteCtx;
+use super::{Result, object_column};
+use crate::engine::stats::{self, StatKey};
+use crate::engine::{
+    Catalog, Effects, Engine, EventView, Ids, Instance, Memory, ProfileState, State, What,
+};
+use crate::metrics::{METRICS, label};
+
+/// Applies a stored track event to its profile's journeys.
+pub(super) fn on_event(
+    ctx: &mut WriteCtx,
+    profile_key: &str,
+    name: &str,
+    body: &Map<String, Value>,
+    now: i64,
+) -> Result<()> {
+    if !ctx.state.catalog.interested_in(name) {
+        return Ok(());
+    }
+    let message = Value::Object(body.clone());
+    let mut profile = load(ctx.conn, profile_key, None)?;
+    let event = EventView {
+        name,
+        message: &message,
+    };
+    run(ctx, &mut profile, now, |engine, profile| {
+        engine.on_event(profile, &event, now)
+    })
+}
+
+/// Fires the given due timers of one profile (a scheduler tick); returns how many transitions
+/// they made.
+pub(super) fn fire(ctx: &mut WriteCtx, profile_key: &str, ids: &[i64], now: i64) -> Result<usize> {
+    let mut profile = load(ctx.conn, profile_key, Some(ids))?;
+    let mut transitions = 0;
+    run(ctx, &mut profile, now, |engine, profile| {
+        engine.fire_due(profile, now);
+        transitions = engine.effects.transitions.len();
+    })?;
+    Ok(transitions)
+}
+
+/// Runs the engine on one profile with the writer's catalog and instance ids, then writes back
+/// what it did, with `now` as the time of the rows it writes.
+fn run(
+    ctx: &mut WriteCtx,
+    profile: &mut ProfileState,
+    now: i64,
+    f: impl FnOnce(&mut Engine, &mut ProfileState),
+) -> Result<()> {
+    let state = &mut *ctx.state;
+    // Instances from `first_new` on are new rows; the others are updated in place.
+    let first_new = state.last_instance_id + 1;
+    let effects = {
+        let mut ids = LiveIds {
+            last_instance_id: &mut state.last_instance_id,
+        };
+        let mut engine = Engine::new(&state.catalog, &mut ids, state.max_active);
+        f(&mut engine, profile);
+        engine.effects
+    };
+    persist(ctx, profile, effects, first_new, now)
+}
+
+/// Instance ids from the writer's sequence; delivery ids are time-ordered UUIDs, stable once
+/// written.
+struct LiveIds<'a> {
+    last_instance_id: &'a mut i64,
+}
+
+impl Ids for LiveIds<'_> {
+    fn instance_id(&mut self) -> i64 {
+        *self.last_instance_id += 1;
+        *self.last_instance_id
+    }
+
+    fn delivery_id(&mut self) -> String {
+        // Time-ordered (UUIDv7): new outbox rows append to the primary key's b-tree instead of
+        // dirtying a random page of it each.
+        uuid::Uuid::now_v7().to_string()
+    }
+}
+
+const INSTANCE_COLUMNS: &str = "instance_id, journey_id, version, step_id, unique_value, context, resets, due_at, ordinal, entered_at";
+
+/// Loads what the engine needs of one profile: traits, journey memory, and its active instances:
+/// all of them (`only` is `None`: an event can reach any), or only those listed (firing timers
+/// touches nothing but the instances that fire, so the cost of a firing does not grow with the
+/// profile's other instances).
+fn load(conn: &Connection, key: &str, only: Option<&[i64]>) -> Result<ProfileState> {
+    let row: Option<(bool, String)> = conn
+        .prepare_cached("SELECT anonymous, traits FROM profiles WHERE profile_key = ?1")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (anonymous, traits) = match row {
+        Some((anonymous, traits)) => (
+            anonymous,
+            object_column(&traits, || format!("traits of profile \"{key}\""))?,
+        ),
+        None => (false, Map::new()),
+    };
+    let mut instances = Vec::new();
+    match only {
+        None => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances WHERE profile_key = ?1 AND state = 'active' ORDER BY instance_id"
+            ))?;
+            let mut rows = stmt.query([key])?;
+            while let Some(r) = rows.next()? {
+                instances.push(instance(r)?);
+            }
+        }
+        Some(ids) => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?1 AND profile_key = ?2 AND state = 'active'"
+            ))?;
+            for id in ids {
+                let mut rows = stmt.query(params![id, key])?;
+                if let Some(r) = rows.next()? {
+                    instances.push(instance(r)?);
+                }
+            }
+        }
+    }
+    let mut memory = BTreeMap::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT journey_id, entries, sticky FROM journey_memory WHERE profile_key = ?1",
+    )?;
+    let mut rows = stmt.query([key])?;
+    while let Some(r) = rows.next()? {
+        let journey: String = r.get(0)?;
+        let sticky = match r.get::<_, Option<String>>(2)? {
+            None => BTreeMap::new(),
+            Some(s) => super::json_column(&s, || {
+                format!("sticky branches of profile \"{key}\" in journey \"{journey}\"")
+            })?,
+        };
+        memory.insert(
+            journey,
+            Memory {
+                entries: r.get(1)?,
+                sticky,
+                dirty: false,
+            },
+        );
+    }
+    Ok(ProfileState {
+        key: key.to_string(),
+        anonymous,
+        traits,
+        instances,
+        memory,
+    })
+}
+
+fn instance(r: &rusqlite::Row) -> Result<Instance> {
+    let id: i64 = r.get(0)?;
+    let what = |field: &str| format!("{field} of instance {id}");
+    Ok(Instance {
+        id,
+        journey_id: r.get(1)?,
+        version: r.get(2)?,
+        state: State::Active,
+        step: r.get(3)?,
+        unique_value: match r.get::<_, Option<String>>(4)? {
+            None => None,
+            Some(v) => Some(super::json_column(&v, || what("unique value"))?),
+        },
+        context: object_column(&r.get::<_, String>(5)?, || what("context"))?,
+        resets: r.get(6)?,
+        due_at: r.get(7)?,
+        ordinal: r.get(8)?,
+        entered_at: r.get(9)?,
+        dirty: false,
+    })
+}
+
+/// Writes back what the engine did: changed instances and memory, transitions, and deliveries;
+/// stats deltas, metrics and wake-ups go to the job's effects.
+fn persist(
+    ctx: &mut WriteCtx,
+    profile: &mut ProfileState,
+    effects: Effects,
+    first_new: i64,
+    now: i64,
+) -> Result<()> {
+    let conn = ctx.conn;
+    for inst in profile.instances.iter().filter(|i| i.dirty) {
+        let context = serde_json::to_string(&inst.context).expect("a JSON map serialises");
+        if inst.id >= first_new {
+            conn.prepare_cached(
+                "INSERT INTO instances (instance_id, profile_key, journey_id, version, state, step_id, unique_value, context,
+                                        resets, due_at, ordinal, entered_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                inst.id,
+                profile.key,
+                inst.journey_id,
+                inst.version,
+                inst.state.as_str(),
+                inst.step,
+                inst.unique_value.as_ref().map(Value::to_string),
+                context,
+                inst.resets,
+                inst.due_at,
+                inst.ordinal,
+                inst.entered_at,
+                now,
+            ])?;
+        } else {
+            conn.prepare_cached(
+                "UPDATE instances SET state = ?2, step_id = ?3, context = ?4, resets = ?5, due_at = ?6, updated_at = ?7
+                 WHERE instance_id = ?1",
+            )?
+            .execute(params![
+                inst.id,
+                inst.state.as_str(),
+                inst.step,
+                context,
+                inst.resets,
+                inst.due_at,
+                now,
+            ])?;
+        }
+        if let Some(due) = inst.due_at {
+            ctx.effects.timer(due);
+        }
+    }
+    for (journey, memory) in profile.memory.iter().filter(|(_, m)| m.dirty) {
+        let sticky = (!memory.sticky.is_empty())
+            .then(|| serde_json::to_string(&memory.sticky).expect("serialises"));
+        conn.prepare_cached(
+            "INSERT INTO journey_memory (profile_key, journey_id, entries, sticky) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (profile_key, journey_id) DO UPDATE SET entries = excluded.entries, sticky = excluded.sticky",
+        )?
+        .execute(params![profile.key, journey, memory.entries, sticky])?;
+    }
+    for t in &effects.transitions {
+        // One row per statement: a multi-row INSERT needs a statement journal, which costs more
+        // than the statements it saves.
+        let seq = ctx.next_seq();
+        conn.prepare_cached(
+            "INSERT INTO transitions (seq, profile_key, instance_id, journey_id, version, at, what, step_id, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![seq, profile.key, t.instance, t.journey_id, t.version, t.at, t.what.as_str(), t.step, t.detail])?;
+        let journey = ctx.state.catalog.version(&t.journey_id, t.version);
+        for (stat, by) in stats::deltas(t, journey.as_deref()) {
+            let key = StatKey {
+                journey_id: t.journey_id.clone(),
+                version: t.version,
+                stat,
+            };
+            *ctx.effects.stats.entry(key).or_default() += by;
+        }
+        let counter = match t.what {
+            What::Entered => &METRICS.entries,
+            What::Skipped => &METRICS.skipped,
+            _ => continue,
+        };
+        counter
+            .get_or_create(&label("journey", t.journey_id.clone()))
+            .inc();
+    }
+    for d in &effects.deliveries {
+        conn.prepare_cached(
+            "INSERT INTO deliveries (delivery_id, profile_key, instance_id, journey_id, step_id, destination_id, payload,
+                                     status, attempts, next_attempt_at, expires_at, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?9, ?8, ?8)",
+        )?
+        .execute(params![
+            d.id,
+            profile.key,
+            d.instance_id,
+            d.journey_id,
+            d.step_id,
+            d.destination,
+            d.payload.to_string(),
+            now,
+            now + crate::delivery::RETRY_WINDOW_MS,
+        ])?;
+        // The dispatcher sleeps until the next due attempt; new rows are due now.
+        ctx.effects.deliveries = true;
+    }
+    // Instances that ended are no longer part of the profile's active state.
+    profile.instances.retain(|i| i.state == State::Active);
+    Ok(())
+}

@@ -168,3 +168,10 @@ CREATE INDEX deliveries_by_created ON deliveries (created_at);
 
 -- Finished instances, oldest first, for the retention purge. Active instances are not in it.
 CREATE INDEX instances_finished ON instances (updated_at) WHERE state != 'active';
+
+-- One row that `GET /healthz` writes when no commit succeeded moments ago, so that "writable"
+-- means a real write reached the file.
+CREATE TABLE health (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at INTEGER NOT NULL
+);

@@ -53,7 +53,12 @@ async fn shutdown_signal() {
 fn backup(args: crate::config::BackupArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut last_report = std::time::Instant::now();
-    crate::store::backup_to(&args.db.db, &args.dest, &mut |done, total| {
+    let replace = if args.force {
+        crate::store::Replace::Anything
+    } else {
+        crate::store::Replace::Backups
+    };
+    crate::store::backup_to(&args.db.db, &args.dest, replace, &mut |done, total| {
         if last_report.elapsed().as_secs() >= 1 {
             eprintln!("backup: {done}/{total} pages");
             last_report = std::time::Instant::now();

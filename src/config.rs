@@ -87,6 +87,15 @@ pub struct ServeArgs {
     #[arg(long, env = "JOURNEYD_MAX_ACTIVE_PER_PROFILE", default_value_t = crate::engine::DEFAULT_MAX_ACTIVE)]
     pub max_active_per_profile: usize,
 
+    /// Most connections served at once; more wait in the kernel's accept queue.
+    #[arg(long, env = "JOURNEYD_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Most bytes of ingest work received and waiting to be committed (a number of bytes, or
+    /// with a unit: 64MiB, 512KiB, 1GiB); beyond it, ingest answers 503 with Retry-After.
+    #[arg(long, env = "JOURNEYD_MAX_QUEUED_BYTES", default_value = "64MiB", value_parser = byte_size)]
+    pub max_queued_bytes: u64,
+
     /// How long stored events are kept (a duration such as 30d; at least 1d, since messageId
     /// deduplication looks back 24 hours).
     #[arg(long, env = "JOURNEYD_EVENTS_RETENTION", default_value = "30d", value_parser = retention)]
@@ -104,8 +113,8 @@ pub struct ServeArgs {
     )]
     pub purge_schedule: String,
 
-    /// When the WAL is checkpointed (and truncated once past 64 MiB), keeping it bounded under
-    /// constant load.
+    /// When the WAL is checkpointed, keeping it about one interval of writes long under constant
+    /// load (see `store/checkpoint.rs`).
     #[arg(
         long,
         env = "JOURNEYD_CHECKPOINT_SCHEDULE",
@@ -165,6 +174,31 @@ impl ServeArgs {
     }
 }
 
+/// A size in bytes: a whole number, optionally with a unit (KiB, MiB, GiB; KB, MB, GB are taken
+/// as the same powers of 1024; B for bytes). At least 1 MiB, so one request of the largest
+/// size always fits.
+fn byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = t.split_at(digits);
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("\"{s}\" is not a size such as 64MiB")),
+    };
+    let bytes = n
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_bytes))
+        .ok_or_else(|| format!("\"{s}\" is not a size such as 64MiB"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("\"{s}\" is smaller than 1MiB"));
+    }
+    Ok(bytes)
+}
+
 /// A retention period: a journey-style duration of at least one day.
 fn retention(s: &str) -> Result<u64, String> {
     match crate::journey::parse_duration(s) {
@@ -183,8 +217,12 @@ pub struct DbArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct BackupArgs {
-    /// Where to write the copy (replaced if it exists).
+    /// Where to write the copy. An existing journeyd backup there is replaced; any other file
+    /// only with --force; the live database and its files never.
     pub dest: PathBuf,
+    /// Replace DEST even when it is not a journeyd backup.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub db: DbArg,
 }

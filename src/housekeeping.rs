@@ -123,8 +123,8 @@ async fn backup(store: &Store, settings: &Settings) {
     let keep = settings.backup_keep;
     let result = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)?;
-        crate::store::backup_to(&src, &dest, &mut |_, _| {})?;
-        let removed = crate::store::rotate_backups(&dir, keep)?;
+        crate::store::backup_to(&src, &dest, crate::store::Replace::Backups, &mut |_, _| {})?;
+        let removed = crate::store::rotate_backups(&dir, &src, keep)?;
         Ok::<_, crate::store::StoreError>((dest, removed))
     })
     .await;

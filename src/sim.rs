@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::engine::{Catalog, Delivery, Engine, EventView, Ids, ProfileState, State, Transition};
-use crate::ingest::{CallType, DEDUP_WINDOW_MS, Message};
+use crate::ingest::{DEDUP_WINDOW_MS, Message};
 use crate::journey::{self, Journey};
 use crate::validate::{Checker, Problem};
 
@@ -320,16 +320,14 @@ impl World<'_> {
         if let Some(other) = identity.link {
             self.link(other, &key);
         }
-        if m.call == CallType::Identify
-            && let Some(traits) = m.traits()
-        {
+        if let Some(traits) = &m.traits {
             let profile = self.profile(&key, !identity.known);
             for (k, v) in traits {
                 profile.traits.insert(k.clone(), v.clone());
             }
         }
         let Some(name) = &m.event else { return };
-        let message = Value::Object(m.body.clone());
+        let message = m.body();
         let event = EventView {
             name,
             message: &message,

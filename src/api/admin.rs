@@ -2,69 +2,12 @@
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use super::{
-    App, Body, admin_error, journeys, json_response, pagination, path_segment, store_error, views,
-};
-use crate::journey::Status;
-
-/// Routes `/v1/...` admin paths; `segments` starts after `v1`.
-pub(super) async fn route(
-    app: &App,
-    method: &Method,
-    segments: &[&str],
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let query = req.uri().query().map(str::to_string);
-    match (method, segments) {
-        (&Method::GET, ["profiles", id]) => profile(app, path_segment(id)).await,
-        (&Method::GET, ["profiles", id, "timeline"]) => {
-            timeline(app, path_segment(id), query.as_deref()).await
-        }
-        (&Method::GET, ["backup"]) => backup(app).await,
-        (&Method::GET, ["journeys"]) => journeys::list_journeys(app, query.as_deref()).await,
-        (&Method::PUT, ["journeys", id]) => journeys::put_journey(app, path_segment(id), req).await,
-        (&Method::GET, ["journeys", id]) => journeys::get_journey(app, path_segment(id)).await,
-        (&Method::DELETE, ["journeys", id]) => journeys::archive(app, path_segment(id)).await,
-        (&Method::POST, ["journeys", id, "pause"]) => {
-            journeys::set_status(app, path_segment(id), Status::Paused).await
-        }
-        (&Method::POST, ["journeys", id, "resume"]) => {
-            journeys::set_status(app, path_segment(id), Status::Active).await
-        }
-        (&Method::GET, ["journeys", id, "stats"]) => {
-            journeys::stats(app, path_segment(id), query.as_deref()).await
-        }
-        (&Method::GET, ["instances", id]) => journeys::instance(app, &path_segment(id)).await,
-        (&Method::POST, ["simulate"]) => journeys::simulate(app, req).await,
-        (&Method::GET, ["deliveries"]) => journeys::list_deliveries(app, query.as_deref()).await,
-        (&Method::GET, ["deliveries", id]) => journeys::get_delivery(app, path_segment(id)).await,
-        (&Method::POST, ["deliveries", id, "retry"]) => {
-            journeys::retry_delivery(app, path_segment(id)).await
-        }
-        (&Method::GET, ["destinations"]) => {
-            journeys::list_destinations(app, query.as_deref()).await
-        }
-        (&Method::PUT, ["destinations", id]) => {
-            journeys::put_destination(app, path_segment(id), req).await
-        }
-        (&Method::GET, ["destinations", id]) => {
-            journeys::get_destination(app, path_segment(id)).await
-        }
-        (&Method::DELETE, ["destinations", id]) => {
-            journeys::delete_destination(app, path_segment(id)).await
-        }
-        _ => admin_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no route for {method} /v1/{}", segments.join("/")),
-        ),
-    }
-}
+use super::{App, Body, admin_error, json_response, pagination, store_error, views};
 
 pub(super) async fn healthz(app: &App) -> Response<Body> {
     match app.store.health().await {
@@ -98,19 +41,19 @@ pub(super) async fn metrics(app: &App) -> Response<Body> {
     resp
 }
 
-async fn profile(app: &App, id: String) -> Response<Body> {
+pub(super) async fn profile(app: &App, id: String) -> Response<Body> {
     let p = match app.store.profile(id).await {
         Ok(p) => p,
         Err(e) => return store_error(e),
     };
-    let instances = match app.store.profile_instances(p.ids.clone(), 100).await {
+    let instances = match app.store.profile_instances(p.key.clone(), 100).await {
         Ok(i) => i,
         Err(e) => return store_error(e),
     };
     json_response(StatusCode::OK, &views::profile(&p, &instances))
 }
 
-async fn timeline(app: &App, id: String, query: Option<&str>) -> Response<Body> {
+pub(super) async fn timeline(app: &App, id: String, query: Option<&str>) -> Response<Body> {
     let (limit, cursor) = match pagination(query) {
         Ok(p) => p,
         Err(resp) => return resp,
@@ -133,7 +76,19 @@ async fn timeline(app: &App, id: String, query: Option<&str>) -> Response<Body> 
 }
 
 /// Streams a consistent snapshot of the database file.
-async fn backup(app: &App) -> Response<Body> {
+/// A backup download whose client takes no chunk for this long is abandoned.
+const BACKUP_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Streams a consistent snapshot of the database file; one at a time, since each holds a copy of
+/// the database on disk while it is sent.
+pub(super) async fn backup(app: &App) -> Response<Body> {
+    let Ok(permit) = app.backups.clone().try_acquire_owned() else {
+        return super::unavailable(admin_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "a backup is being sent already: retry when it is done",
+        ));
+    };
     let file = match app.store.backup_file().await {
         Ok(f) => f,
         Err(e) => return store_error(e),
@@ -146,6 +101,7 @@ async fn backup(app: &App) -> Response<Body> {
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         use std::io::Read;
+        let _permit = permit;
         let mut file = file;
         loop {
             let mut buf = vec![0u8; 256 * 1024];
@@ -153,7 +109,11 @@ async fn backup(app: &App) -> Response<Body> {
                 Ok(0) => break,
                 Ok(n) => {
                     buf.truncate(n);
-                    if runtime.block_on(tx.send(Frame::data(buf.into()))).is_err() {
+                    let sent = runtime.block_on(tokio::time::timeout(
+                        BACKUP_SEND_TIMEOUT,
+                        tx.send(Frame::data(buf.into())),
+                    ));
+                    if !matches!(sent, Ok(Ok(()))) {
                         break;
                     }
                 }

@@ -10,7 +10,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::{App, Body, json_response, read_body, unavailable};
-use crate::ingest::{CallType, Endpoint, MAX_REQUEST_BYTES, Parsed, RequestError};
+use crate::ingest::{CallType, Endpoint, MAX_REQUEST_BYTES, Parsed, Reject, RequestError};
 use crate::metrics::{METRICS, label};
 use crate::store::{StoreError, hash_secret};
 
@@ -69,56 +69,89 @@ pub(super) async fn handle(
         );
     }
 
-    let raw = match read_body(req, MAX_REQUEST_BYTES).await {
-        Ok(b) => b,
-        Err(None) => {
-            return request_error(RequestError::TooLarge(format!(
-                "request is larger than {MAX_REQUEST_BYTES} bytes"
-            )));
-        }
-        Err(Some(e)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                format!("could not read the body: {e}"),
-            );
-        }
+    // The bytes this request may hold while it waits for the writer, reserved before its body is
+    // read: memory stays bounded however many clients send at once (SPEC §9).
+    let reserve = match (
+        headers.get(header::CONTENT_ENCODING),
+        content_length(&headers),
+    ) {
+        (None, Some(n)) => n.min(MAX_REQUEST_BYTES),
+        _ => MAX_REQUEST_BYTES,
     };
-    let body = match decode(&headers, raw) {
-        Ok(b) => b,
-        Err(resp) => return resp,
+    let Some(_reserved) = app.reserve_queued(reserve) else {
+        tracing::debug!(bytes = reserve, "ingest refused: too much work queued");
+        return unavailable(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server has too much work queued: retry later",
+        ));
     };
-    let parsed = match Parsed::new(endpoint, &body) {
-        Ok(p) => p,
-        Err(e) => return request_error(e),
-    };
-    if header_key.is_none() {
-        match parsed.write_key() {
-            Some(key) if app.keys.write.contains(&hash_secret(key)) => {}
-            Some(_) => {
+    let (messages, mut rejected) = {
+        let raw = match read_body(req, MAX_REQUEST_BYTES).await {
+            Ok(b) => b,
+            Err(None) => {
+                return request_error(RequestError::TooLarge(format!(
+                    "request is larger than {MAX_REQUEST_BYTES} bytes"
+                )));
+            }
+            Err(Some(e)) => {
                 return error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "write key is not valid",
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!("could not read the body: {e}"),
                 );
             }
-            None => {
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "send the write key as the Basic auth user name or as \"writeKey\" in the body",
-                );
+        };
+        let body = match decode(&headers, raw) {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        let parsed = match Parsed::new(endpoint, &body) {
+            Ok(p) => p,
+            Err(e) => return request_error(e),
+        };
+        if header_key.is_none() {
+            match parsed.write_key() {
+                Some(key) if app.keys.write.contains(&hash_secret(key)) => {}
+                Some(_) => {
+                    return error(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "write key is not valid",
+                    );
+                }
+                None => {
+                    return error(
+                        StatusCode::UNAUTHORIZED,
+                        "unauthorized",
+                        "send the write key as the Basic auth user name or as \"writeKey\" in the body",
+                    );
+                }
             }
         }
-    }
-    let mut new_id = || uuid::Uuid::new_v4().to_string();
-    let (messages, rejected) = match parsed.messages(received_at, &mut new_id) {
-        Ok(m) => m,
-        Err(e) => return request_error(e),
+        let mut new_id = || uuid::Uuid::new_v4().to_string();
+        // The request's bytes are dropped at the end of this block: what waits for the writer
+        // is the messages alone.
+        match parsed.messages(received_at, &mut new_id) {
+            Ok(m) => m,
+            Err(e) => return request_error(e),
+        }
     };
     if !messages.is_empty() {
         match app.store.ingest(messages).await {
-            Ok(_) => {}
+            Ok(outcome) => {
+                for (index, message) in outcome.rejected {
+                    if let Endpoint::Single(_) = endpoint {
+                        return error(StatusCode::BAD_REQUEST, "too_many_ids", message);
+                    }
+                    rejected.push(Reject {
+                        index,
+                        code: "too_many_ids",
+                        message,
+                    });
+                }
+                rejected.sort_by_key(|r| r.index);
+            }
             Err(StoreError::Unavailable(why)) => {
                 tracing::warn!(reason = %why, "ingest refused: storage unavailable");
                 return unavailable(error(
@@ -155,6 +188,16 @@ pub(super) async fn handle(
     json_response(StatusCode::OK, &answer)
 }
 
+/// The `Content-Length` a request declares, if any.
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 /// The write key of a Basic `Authorization` header (the user name; the password is ignored and
 /// the colon optional). `Ok(None)` when there is no Basic header.
 fn basic_user(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
@@ -164,10 +207,7 @@ fn basic_user(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
     let value = value
         .to_str()
         .map_err(|_| "authorization header is not valid")?;
-    let Some(encoded) = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
-    else {
+    let Some(encoded) = super::credentials(value, "basic") else {
         return Ok(None);
     };
     let decoded = base64::engine::general_purpose::STANDARD

@@ -41,16 +41,26 @@ pub(super) async fn json_body(req: Request<Incoming>) -> Result<Value, Response<
 }
 
 /// `422` listing every problem with its JSON path.
+/// `422` listing the problems with their JSON paths: at most [`MAX_PROBLEMS`], then
+/// `"truncated"` says how many more there were (SPEC §9).
 pub(super) fn invalid(code: &str, problems: &[Problem]) -> Response<Body> {
     let message = match problems.len() {
         1 => format!("{}: {}", problems[0].path, problems[0].message),
         n => format!("{n} problems"),
     };
-    json_response(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        &json!({"error": {"code": code, "message": message, "details": problems}}),
-    )
+    let shown = &problems[..problems.len().min(MAX_PROBLEMS)];
+    let mut error = json!({"code": code, "message": message, "details": shown});
+    if problems.len() > shown.len() {
+        error["truncated"] = json!(problems.len() - shown.len());
+    }
+    json_response(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "error": error }))
 }
+
+/// Most problems a validation answer lists.
+const MAX_PROBLEMS: usize = 100;
+
+/// Most events one simulation replays (SPEC §6.7).
+const MAX_SIMULATED_EVENTS: usize = 10_000;
 
 /// JSON with every object's keys sorted: the same document always has the same text, whatever
 /// order the client wrote it in, so re-uploading it makes no new version.
@@ -200,11 +210,26 @@ pub(super) async fn simulate(app: &App, req: Request<Incoming>) -> Response<Body
         Ok(d) => d,
         Err(resp) => return resp,
     };
-    match crate::sim::parse(&doc) {
-        Ok(input) => json_response(
-            StatusCode::OK,
-            &views::simulation(&crate::sim::run(&input, app.max_active)),
-        ),
+    let events = doc
+        .get("events")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if events > MAX_SIMULATED_EVENTS {
+        return admin_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("{events} events, more than the {MAX_SIMULATED_EVENTS} one simulation replays"),
+        );
+    }
+    // Off the request-serving threads: a large simulation never delays ingest or /healthz.
+    let max_active = app.max_active;
+    let answer = tokio::task::spawn_blocking(move || {
+        crate::sim::parse(&doc).map(|input| views::simulation(&crate::sim::run(&input, max_active)))
+    })
+    .await
+    .expect("simulation panicked");
+    match answer {
+        Ok(trace) => json_response(StatusCode::OK, &trace),
         Err(problems) => invalid("invalid_simulation", &problems),
     }
 }
@@ -228,12 +253,28 @@ pub(super) async fn put_destination(
         Err(resp) => return resp,
     };
     let crate::delivery::Document {
-        destination: dest,
-        secrets,
+        destination: mut dest,
+        mut secrets,
     } = match crate::delivery::parse(&doc) {
         Ok(d) => d,
         Err(problems) => return invalid("invalid_destination", &problems),
     };
+    // Masked values sent back (a GET, edited, PUT again) stand for what is stored.
+    let stored = match app.store.destination_secrets(id.clone()).await {
+        Ok(s) => s,
+        Err(e) => return store_error(e),
+    };
+    if let Err(path) = dest.unmask(&stored) {
+        let problem = Problem::new(
+            path,
+            format!(
+                "\"{}\" stands for a stored value, and none is stored",
+                crate::delivery::MASK
+            ),
+        );
+        return invalid("invalid_destination", &[problem]);
+    }
+    secrets.extend(dest.hidden());
     if dest.kind == crate::delivery::Kind::Segment
         && !matches!(secrets.get("write_key"), Some(Value::String(_)))
     {
@@ -251,7 +292,7 @@ pub(super) async fn put_destination(
     }
     match app
         .store
-        .put_destination(id.clone(), dest.to_json(), secrets)
+        .put_destination(id.clone(), dest.public(), secrets)
         .await
     {
         Ok(created) => {

@@ -10,8 +10,10 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
+mod conn;
 mod ingest;
 mod journeys;
+mod routes;
 pub(crate) mod views;
 
 use std::convert::Infallible;
@@ -27,6 +29,8 @@ use serde_json::{Value, json};
 
 use crate::store::{KeySet, Refusal, Store, StoreError, hash_secret};
 
+pub(crate) use conn::serve;
+
 pub(crate) type Body = BoxBody<Bytes, Infallible>;
 
 /// Everything a request handler needs; shared by every connection.
@@ -35,49 +39,105 @@ pub(crate) struct App {
     keys: KeySet,
     /// The per-profile cap on active instances, for simulations to match the live engine.
     max_active: usize,
+    /// Bytes of ingest work that may be received and waiting for the writer at once, as permits.
+    queued: Arc<tokio::sync::Semaphore>,
+    /// One backup download at a time.
+    backups: Arc<tokio::sync::Semaphore>,
 }
 
 impl App {
-    pub(crate) fn new(store: Store, keys: KeySet, max_active: usize) -> Arc<App> {
+    pub(crate) fn new(
+        store: Store,
+        keys: KeySet,
+        max_active: usize,
+        max_queued_bytes: usize,
+    ) -> Arc<App> {
         Arc::new(App {
             store,
             keys,
             max_active,
+            queued: Arc::new(tokio::sync::Semaphore::new(
+                max_queued_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            backups: Arc::new(tokio::sync::Semaphore::new(1)),
         })
+    }
+
+    /// Reserves `bytes` of the queued-work budget until the returned permit is dropped, or
+    /// `None` when the budget is spent.
+    fn reserve_queued(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let n = u32::try_from(bytes.max(1)).ok()?;
+        self.queued.clone().try_acquire_many_owned(n).ok()
     }
 
     fn now(&self) -> i64 {
         self.store.clock().now_ms()
     }
 
-    /// Routes one request.
+    /// Routes one request: the route first (an unknown path is a `404`, a wrong method a `405`,
+    /// whatever the credentials), then its credentials, then its handler.
     pub(crate) async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
-        let path = req.uri().path().trim_end_matches('/').to_string();
-        let segments: Vec<&str> = path.split('/').skip(1).collect();
         let method = req.method().clone();
-        let response = match (&method, segments.as_slice()) {
-            (&Method::POST, ["v1", name]) if ingest::endpoint(name).is_some() => {
-                ingest::handle(&self, ingest::endpoint(name).expect("checked"), req).await
+        let route = match routes::resolve(&method, req.uri().path()) {
+            routes::Resolved::Route(route) => route,
+            routes::Resolved::NotFound => {
+                return Ok(admin_error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no route for {method} {}", req.uri().path()),
+                ));
             }
-            (&Method::GET, ["healthz"]) => admin::healthz(&self).await,
-            (&Method::GET, ["metrics"]) => match self.admin_auth(&req) {
-                Err(resp) => resp,
-                Ok(()) => admin::metrics(&self).await,
-            },
-            (_, ["v1", ..]) => match self.admin_auth(&req) {
-                Err(resp) => resp,
-                Ok(()) => admin::route(&self, &method, &segments[1..], req).await,
-            },
-            _ => admin_error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no route for {method} {path}"),
-            ),
+            routes::Resolved::WrongMethod(allowed) => {
+                let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+                let mut resp = admin_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{method} is not allowed here: use {}", allow.join(", ")),
+                );
+                if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                    resp.headers_mut().insert(header::ALLOW, v);
+                }
+                return Ok(resp);
+            }
         };
-        Ok(response)
+        if route.access() == routes::Access::Admin
+            && let Err(resp) = self.admin_auth(&req)
+        {
+            return Ok(resp);
+        }
+        Ok(self.dispatch(route, req).await)
+    }
+
+    async fn dispatch(&self, route: routes::Route, req: Request<Incoming>) -> Response<Body> {
+        use routes::Route as R;
+        let query = req.uri().query().map(str::to_string);
+        let query = query.as_deref();
+        match route {
+            R::Ingest(endpoint) => ingest::handle(self, endpoint, req).await,
+            R::Healthz => admin::healthz(self).await,
+            R::Metrics => admin::metrics(self).await,
+            R::Backup => admin::backup(self).await,
+            R::Simulate => journeys::simulate(self, req).await,
+            R::Profile(id) => admin::profile(self, id).await,
+            R::Timeline(id) => admin::timeline(self, id, query).await,
+            R::Journeys => journeys::list_journeys(self, query).await,
+            R::PutJourney(id) => journeys::put_journey(self, id, req).await,
+            R::Journey(id) => journeys::get_journey(self, id).await,
+            R::Archive(id) => journeys::archive(self, id).await,
+            R::SetStatus(id, status) => journeys::set_status(self, id, status).await,
+            R::Stats(id) => journeys::stats(self, id, query).await,
+            R::Instance(id) => journeys::instance(self, &id).await,
+            R::Deliveries => journeys::list_deliveries(self, query).await,
+            R::Delivery(id) => journeys::get_delivery(self, id).await,
+            R::RetryDelivery(id) => journeys::retry_delivery(self, id).await,
+            R::Destinations => journeys::list_destinations(self, query).await,
+            R::PutDestination(id) => journeys::put_destination(self, id, req).await,
+            R::Destination(id) => journeys::get_destination(self, id).await,
+            R::DeleteDestination(id) => journeys::delete_destination(self, id).await,
+        }
     }
 
     fn admin_auth(&self, req: &Request<Incoming>) -> Result<(), Response<Body>> {
@@ -85,11 +145,7 @@ impl App {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
+            .and_then(|v| credentials(v, "bearer"));
         match token {
             Some(t) if self.keys.admin.contains(&hash_secret(t)) => Ok(()),
             Some(_) => Err(admin_error(
@@ -106,17 +162,33 @@ impl App {
     }
 }
 
-/// Reads a request body up to `limit` bytes. `Err(None)` means the body was larger.
+/// The credentials of an `Authorization` header value of `scheme` (compared case-insensitively,
+/// as RFC 7235 says), trimmed; `None` for another scheme.
+fn credentials<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = value.trim_start().split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| rest.trim())
+        .filter(|c| !c.is_empty())
+}
+
+/// Reads a request body up to `limit` bytes, within [`conn::BODY`]. `Err(None)` means the body
+/// was larger.
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Option<String>> {
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
+    let read = Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout(conn::BODY, read).await {
+        Err(_) => Err(Some(format!(
+            "the body did not arrive within {} s",
+            conn::BODY.as_secs()
+        ))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e))
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
             Err(None)
         }
-        Err(e) => Err(Some(e.to_string())),
+        Ok(Err(e)) => Err(Some(e.to_string())),
     }
 }
 

@@ -234,6 +234,15 @@ pub(crate) fn stats(
 
 pub(crate) fn destination(d: &DestinationView) -> Value {
     let mut v = d.config.clone();
+    // Write-only values stay hidden, also for destinations stored before they were masked.
+    if let Some(headers) = v.get_mut("headers").and_then(Value::as_object_mut) {
+        for value in headers.values_mut() {
+            *value = json!(crate::delivery::MASK);
+        }
+    }
+    if let Some(url) = v.get("url").and_then(Value::as_str) {
+        v["url"] = json!(crate::delivery::mask_password(url));
+    }
     v["id"] = json!(d.id);
     for field in crate::delivery::SECRET_FIELDS {
         v[format!("{field}_set")] = json!(d.secrets_set.iter().any(|s| s == field));

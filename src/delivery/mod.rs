@@ -105,7 +105,7 @@ pub(crate) fn backoff_ms(attempt: u32, jitter: f64, retry_after_ms: Option<i64>)
 pub(crate) fn parse_retry_after(value: &str, now: i64) -> Option<i64> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<i64>() {
-        return Some(secs.max(0) * 1000);
+        return Some(secs.max(0).saturating_mul(1000));
     }
     chrono::DateTime::parse_from_rfc2822(value)
         .ok()
@@ -210,6 +210,13 @@ pub(crate) fn parse(doc: &Value) -> Result<Document, Vec<Problem>> {
     };
     let mut headers = BTreeMap::new();
     for (k, v) in check.optional_object(&f, "headers").into_iter().flatten() {
+        if reserved_header(k) {
+            check.report(
+                &crate::validate::join(&f.path("headers"), k),
+                format!("\"{k}\" is set by journeyd and may not be given"),
+            );
+            continue;
+        }
         match v.as_str() {
             Some(v)
                 if k.parse::<hyper::header::HeaderName>().is_ok()
@@ -261,18 +268,147 @@ pub(crate) fn parse(doc: &Value) -> Result<Document, Vec<Problem>> {
     }))
 }
 
+/// What a write-only value (a header value, a password in a URL) is shown as. Sent back in a
+/// `PUT`, it stands for the value stored before.
+pub(crate) const MASK: &str = "********";
+
 impl Destination {
-    /// The public settings, as stored and shown.
-    pub(crate) fn to_json(&self) -> Value {
+    /// The settings as stored in the clear and shown: header values and a password in the URL
+    /// masked (SPEC §5).
+    pub(crate) fn public(&self) -> Value {
+        let headers: BTreeMap<&str, &str> =
+            self.headers.keys().map(|k| (k.as_str(), MASK)).collect();
         json!({
             "type": match self.kind { Kind::Webhook => "webhook", Kind::Segment => "segment" },
-            "url": self.url,
+            "url": mask_password(&self.url),
             "method": self.method,
-            "headers": self.headers,
+            "headers": headers,
             "timeout": format!("{}s", self.timeout_ms / 1000),
             "max_attempts": self.max_attempts,
             "rate_limit": self.rate_limit,
             "concurrency": self.concurrency,
         })
+    }
+
+    /// The write-only parts, kept with the secrets: header values, and the URL when it carries
+    /// a password (`null` otherwise, which clears a stored one).
+    pub(crate) fn hidden(&self) -> Map<String, Value> {
+        let mut out = Map::new();
+        out.insert("headers".into(), json!(self.headers));
+        let url = (mask_password(&self.url) != self.url).then(|| self.url.clone());
+        out.insert("url".into(), json!(url));
+        out
+    }
+
+    /// Puts back the write-only parts that `public` masked, from stored secrets. Returns the
+    /// JSON path of a masked value with nothing stored to stand for.
+    pub(crate) fn unmask(&mut self, secrets: &Map<String, Value>) -> Result<(), String> {
+        let stored = secrets.get("headers").and_then(Value::as_object);
+        for (name, value) in self.headers.iter_mut() {
+            if value == MASK {
+                *value = stored
+                    .and_then(|h| h.get(name))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| crate::validate::join("/headers", name))?
+                    .to_string();
+            }
+        }
+        if let Some((before, MASK, after)) = split_password(&self.url) {
+            let stored = secrets.get("url").and_then(Value::as_str);
+            let password = stored
+                .and_then(split_password)
+                .map(|(_, p, _)| p.to_string());
+            let password = password.ok_or_else(|| "/url".to_string())?;
+            self.url = format!("{before}{password}{after}");
+        }
+        Ok(())
+    }
+}
+
+/// A URL's password, with what comes before and after it: `https://user:pw@host/` gives
+/// (`https://user:`, `pw`, `@host/`).
+fn split_password(url: &str) -> Option<(&str, &str, &str)> {
+    let scheme_end = url.find("://")? + 3;
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let at = url[scheme_end..authority_end].rfind('@')? + scheme_end;
+    let colon = url[scheme_end..at].find(':')? + scheme_end;
+    Some((&url[..colon + 1], &url[colon + 1..at], &url[at..]))
+}
+
+/// The URL with its password, if any, masked.
+pub(crate) fn mask_password(url: &str) -> String {
+    match split_password(url) {
+        Some((before, _, after)) => format!("{before}{MASK}{after}"),
+        None => url.to_string(),
+    }
+}
+
+/// Headers a destination may not set: they frame the request or carry the signature (SPEC §5).
+fn reserved_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+    ]
+    .contains(&name.as_str())
+        || name.starts_with("webhook-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_masked_and_restored() {
+        assert_eq!(
+            mask_password("https://u:pw@h.example/x?a=b@c"),
+            "https://u:********@h.example/x?a=b@c"
+        );
+        assert_eq!(
+            mask_password("https://u@h.example/"),
+            "https://u@h.example/"
+        );
+        assert_eq!(
+            mask_password("https://h.example/a@b"),
+            "https://h.example/a@b"
+        );
+        let doc = json!({"type": "webhook", "url": "https://u:pw@h.example/", "headers": {"X-Key": "k1"}});
+        let dest = parse(&doc).unwrap().destination;
+        let stored = dest.hidden();
+        let shown = dest.public();
+        assert_eq!(shown["url"], "https://u:********@h.example/");
+        assert_eq!(shown["headers"]["X-Key"], MASK);
+        let mut back = parse(&shown).unwrap().destination;
+        back.unmask(&stored).unwrap();
+        assert_eq!(back, dest);
+        let mut nothing_stored = parse(&shown).unwrap().destination;
+        assert_eq!(
+            nothing_stored.unmask(&Map::new()),
+            Err("/headers/X-Key".into())
+        );
+    }
+
+    #[test]
+    fn framing_and_signature_headers_are_refused() {
+        for name in [
+            "Host",
+            "content-length",
+            "Transfer-Encoding",
+            "Connection",
+            "Upgrade",
+            "webhook-id",
+            "Webhook-Signature",
+        ] {
+            let doc =
+                json!({"type": "webhook", "url": "https://h.example/", "headers": {name: "x"}});
+            let problems = parse(&doc).unwrap_err();
+            assert_eq!(problems.len(), 1, "{name}: {problems:?}");
+            assert_eq!(problems[0].path, format!("/headers/{name}"));
+        }
     }
 }

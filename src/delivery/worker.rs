@@ -65,13 +65,17 @@ struct Target {
 
 impl Target {
     fn from_row(row: &DestinationRow) -> Option<Target> {
-        let dest = match super::parse(&row.config) {
+        let mut dest = match super::parse(&row.config) {
             Ok(doc) => doc.destination,
             Err(problems) => {
                 tracing::error!(destination = %row.id, ?problems, "stored destination settings do not validate: not sending to it");
                 return None;
             }
         };
+        if let Err(path) = dest.unmask(&row.secrets) {
+            tracing::error!(destination = %row.id, path, "a masked destination setting has no stored value: not sending to it");
+            return None;
+        }
         let secret = |k: &str| {
             row.secrets
                 .get(k)

@@ -67,6 +67,8 @@ pub(crate) enum Endpoint {
 /// A validated, normalised message ready to store.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Message {
+    /// Its position in the request (a batch's index; 0 for a single call).
+    pub(crate) index: usize,
     pub(crate) call: CallType,
     pub(crate) message_id: String,
     pub(crate) user_id: Option<String>,
@@ -78,9 +80,11 @@ pub(crate) struct Message {
     pub(crate) received_at: i64,
     /// The skew-corrected event time, unix milliseconds.
     pub(crate) timestamp: i64,
-    /// The message as it is stored and shown.
-    pub(crate) body: Map<String, Value>,
-    /// `body` serialised, done on the request's task so the writer only copies it.
+    /// An identify call's `traits`, which the store merges into the profile.
+    pub(crate) traits: Option<Map<String, Value>>,
+    /// The message as it is stored and shown, serialised on the request's task so the writer
+    /// only copies it. While a message waits for the writer this is all it holds of its body,
+    /// so queued work costs about its own size in memory.
     pub(crate) json: String,
 }
 
@@ -116,9 +120,9 @@ impl Message {
         }
     }
 
-    /// The `traits` object of an identify call (or any call carrying one), if any.
-    pub(crate) fn traits(&self) -> Option<&Map<String, Value>> {
-        self.body.get("traits").and_then(Value::as_object)
+    /// The message as stored, as JSON.
+    pub(crate) fn body(&self) -> Value {
+        serde_json::from_str(&self.json).expect("the message was serialised from JSON")
     }
 }
 
@@ -292,17 +296,24 @@ impl<'a> Parsed<'a> {
                     }
                     let map = match serde_json::from_str::<Value>(text) {
                         Ok(Value::Object(map)) => map,
-                        _ => {
+                        other => {
+                            let message = match other {
+                                Ok(v) => format!(
+                                    "message must be a JSON object, got {}",
+                                    crate::validate::describe(&v)
+                                ),
+                                Err(e) => format!("message is not valid JSON: {e}"),
+                            };
                             rejected.push(Reject {
                                 index,
                                 code: "invalid_message",
-                                message: "message must be a JSON object".into(),
+                                message,
                             });
                             continue;
                         }
                     };
                     match normalise(map, None, &defaults, received_at, new_id) {
-                        Ok(m) => messages.push(m),
+                        Ok(m) => messages.push(Message { index, ..m }),
                         Err((code, message)) => rejected.push(Reject {
                             index,
                             code,
@@ -447,7 +458,12 @@ fn normalise(
     };
 
     let json = serde_json::to_string(&body).expect("a JSON map serialises");
+    let traits = match (call, body.remove("traits")) {
+        (CallType::Identify, Some(Value::Object(t))) => Some(t),
+        _ => None,
+    };
     Ok(Message {
+        index: 0,
         call,
         message_id,
         user_id,
@@ -456,7 +472,7 @@ fn normalise(
         event,
         received_at,
         timestamp,
-        body,
+        traits,
         json,
     })
 }

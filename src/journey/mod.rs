@@ -3,10 +3,11 @@
 //! all see the same rules.
 //!
 //! Layout: this file holds the definition types and small helpers; `parse.rs` turns a JSON document
-//! into a [`Journey`] while collecting every [`Problem`] with its JSON pointer; `graph.rs` checks step
-//! references (dangling, cycles, unreachable steps); `condition.rs` holds [`Condition`] and its evaluation.
+//! into a [`Journey`] while collecting every [`Problem`] with its JSON pointer (with the readers of
+//! [`crate::validate`]); `graph.rs` checks step references (dangling, cycles, unreachable steps);
+//! `condition.rs` holds [`Condition`] and its evaluation.
 //!
-//! Beyond the agreed interface this module also offers:
+//! Helpers:
 //! - [`HoldBranch::label`], [`SplitBranch::label`], [`RandomBranch::label`]: the key a branch is
 //!   counted under in stats (its `name`, else a hold branch's `event`, else `"branch {index}"` with
 //!   the branch's 0-based position, the same index its JSON pointer uses).
@@ -22,7 +23,7 @@
 //! a split path must have a key after `context.`/`traits.`. Unreachable steps are only reported once every
 //! step reference resolves and reads, since a typo such as `"remindr"` would otherwise also make its intended
 //! target look unreachable. A cycle is reported at the reference that closes it in a depth-first walk from
-//! the first step. `equals`/`in` use serde_json equality, as agreed: `1` and `1.0` are different values.
+//! the first step. `equals`/`in` use serde_json equality: `1` and `1.0` are different values.
 
 mod condition;
 mod graph;

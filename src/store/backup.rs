@@ -1,43 +1,101 @@
-//! Consistent copies of the database while it is being written.
+//! Consistent copies of the database while it is being written, and the rules that keep a backup
+//! from ever touching the live database (SPEC §9).
 //!
 //! The copy is made with SQLite's online backup API from a connection that holds one read
 //! transaction for the whole copy: in WAL mode that pins a snapshot, so the writer goes on
-//! committing and the copy is exactly the database as of the moment the backup began.
+//! committing and the copy is exactly the database as of the moment the backup began. It is
+//! written under a temporary name beside the destination (readable by the owner only) and
+//! renamed into place, so the destination is never a half-written file; the temporary file is
+//! removed on every failure.
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
+use super::files::{create_private, is_journeyd_database, is_live_file};
 use super::{Result, Store, StoreError};
 
 /// Pages copied per step: progress is reported between steps.
 const PAGES_PER_STEP: i32 = 4096;
 
-/// Copies the database at `src` to `dest` (replacing it) from one snapshot, calling `progress`
-/// with (pages done, pages in all) between steps. The copy is written beside `dest` under a
-/// temporary name and renamed into place, so `dest` is never a half-written file.
-pub(crate) fn backup_to(src: &Path, dest: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+/// What a backup may replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replace {
+    /// Only a journeyd database (an older backup); anything else is refused.
+    Backups,
+    /// Any file that is not the live database or one of its companions (`--force`).
+    Anything,
+}
+
+/// Copies the database at `src` to `dest` from one snapshot, calling `progress` with (pages
+/// done, pages in all) between steps. Refuses a `dest` that is the live database or one of its
+/// files, and an existing `dest` that `replace` does not allow.
+pub(crate) fn backup_to(
+    src: &Path,
+    dest: &Path,
+    replace: Replace,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<()> {
     if !src.exists() {
         return Err(StoreError::NotFound(format!(
             "database \"{}\"",
             src.display()
         )));
     }
+    check_destination(src, dest, replace)?;
     let source = Connection::open_with_flags(src, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     source.busy_timeout(std::time::Duration::from_secs(5))?;
     let tmp = temp_name(dest);
-    let _ = std::fs::remove_file(&tmp);
-    let result = copy(&source, &tmp, progress);
-    if let Err(e) = result {
+    let result = copy(&source, &tmp, progress).and_then(|()| Ok(std::fs::rename(&tmp, dest)?));
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        let _ = std::fs::remove_file(super::files::with_suffix(&tmp, "-journal"));
     }
-    std::fs::rename(&tmp, dest)?;
+    result
+}
+
+/// Refuses to write a backup over the live database, its companion files, or (unless told to)
+/// a file that is not a journeyd database.
+fn check_destination(src: &Path, dest: &Path, replace: Replace) -> Result<()> {
+    let refused = |why: String| Err(StoreError::Refused(super::Refusal::Destination(why)));
+    if is_live_file(src, dest) || names_a_live_file(src, dest) {
+        return refused(format!(
+            "{} is the live database or one of its files: write the backup somewhere else",
+            dest.display()
+        ));
+    }
+    if dest.is_dir() {
+        return refused(format!("{} is a directory: name a file", dest.display()));
+    }
+    if replace == Replace::Backups && dest.exists() && !is_journeyd_database(dest) {
+        return refused(format!(
+            "{} exists and is not a journeyd backup: remove it, or pass --force to replace it",
+            dest.display()
+        ));
+    }
     Ok(())
 }
 
+/// Whether `dest` names the database's path or a companion's (`-wal`, `-shm`), even when that
+/// file does not exist right now (a backup written as `j.db-wal` would be taken for the WAL).
+fn names_a_live_file(src: &Path, dest: &Path) -> bool {
+    let canonical = |p: &Path| -> Option<PathBuf> {
+        let parent = p.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = std::fs::canonicalize(parent.unwrap_or(Path::new("."))).ok()?;
+        Some(dir.join(p.file_name()?))
+    };
+    let (Some(src), Some(dest)) = (canonical(src), canonical(dest)) else {
+        return false;
+    };
+    ["", "-wal", "-shm", "-journal", ".lock"]
+        .into_iter()
+        .any(|suffix| super::files::with_suffix(&src, suffix) == dest)
+}
+
 fn copy(source: &Connection, tmp: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+    let _ = std::fs::remove_file(tmp);
+    create_private(tmp)?;
     // Open the read transaction that pins the snapshot for every step below.
     source.execute_batch("BEGIN")?;
     source.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
@@ -73,8 +131,51 @@ fn temp_name(dest: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_os_string())
         .unwrap_or_default();
-    name.push(format!(".tmp-{}", std::process::id()));
+    name.push(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
     dest.with_file_name(name)
+}
+
+/// Scheduled backups are named `journeyd-backup-<UTC timestamp>.db`, and rotation touches only
+/// files named exactly so.
+const SCHEDULED_PREFIX: &str = "journeyd-backup-";
+const SCHEDULED_TIME: &str = "%Y%m%dT%H%M%S%.3fZ";
+
+/// The file name of a scheduled backup taken at `now`: `journeyd-backup-20261128T101741.908Z.db`.
+pub(crate) fn backup_name(now: i64) -> String {
+    let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now).unwrap_or_default();
+    format!("{SCHEDULED_PREFIX}{}.db", t.format(SCHEDULED_TIME))
+}
+
+/// Whether a file name is exactly that of a scheduled backup.
+fn is_backup_name(name: &str) -> bool {
+    name.strip_prefix(SCHEDULED_PREFIX)
+        .and_then(|rest| rest.strip_suffix(".db"))
+        .and_then(|time| chrono::NaiveDateTime::parse_from_str(time, SCHEDULED_TIME).ok())
+        .is_some_and(|t| backup_name(t.and_utc().timestamp_millis()) == name)
+}
+
+/// Keeps the newest `keep` scheduled backups in `dir` and deletes the older ones: only files
+/// named exactly as [`backup_name`] names them, and never the live database `db` or its files,
+/// whatever their names. Returns the deleted paths.
+pub(crate) fn rotate_backups(dir: &Path, db: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
+    let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(is_backup_name)
+        })
+        .filter(|p| !is_live_file(db, p) && !names_a_live_file(db, p))
+        .collect();
+    // The names carry a sortable UTC timestamp: newest last.
+    backups.sort();
+    let excess = backups.len().saturating_sub(keep);
+    let old: Vec<PathBuf> = backups.drain(..excess).collect();
+    for p in &old {
+        std::fs::remove_file(p)?;
+    }
+    Ok(old)
 }
 
 impl Store {
@@ -89,12 +190,34 @@ impl Store {
                 .unwrap_or_default();
             name.push(format!(".backup-{}", uuid::Uuid::new_v4().simple()));
             let tmp = src.with_file_name(name);
-            backup_to(&src, &tmp, &mut |_, _| {})?;
-            let file = std::fs::File::open(&tmp)?;
-            std::fs::remove_file(&tmp)?;
-            Ok(file)
+            backup_to(&src, &tmp, Replace::Backups, &mut |_, _| {})?;
+            let file = std::fs::File::open(&tmp);
+            let _ = std::fs::remove_file(&tmp);
+            Ok(file?)
         })
         .await
         .expect("backup task panicked")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduled_names_are_exact() {
+        let name = backup_name(1_795_861_059_906);
+        assert_eq!(name, "journeyd-backup-20261128T101739.906Z.db");
+        assert!(is_backup_name(&name));
+        for other in [
+            "journeyd-backup-.db",
+            "journeyd-backup-latest.db",
+            "journeyd-backup-20261128T101739.906Z.db.tmp",
+            "journeyd-20261128T101739.906Z.db",
+            "journeyd.db",
+            "journeyd-backup-20261128T101739Z.db",
+        ] {
+            assert!(!is_backup_name(other), "{other}");
+        }
     }
 }

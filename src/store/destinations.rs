@@ -56,6 +56,21 @@ impl Store {
             .await
     }
 
+    /// A destination's stored secrets (empty when it does not exist), to unmask a `PUT`.
+    pub(crate) async fn destination_secrets(&self, id: String) -> Result<Map<String, Value>> {
+        self.read(move |conn| {
+            let stored: Option<Option<String>> = conn
+                .prepare_cached("SELECT secret FROM destinations WHERE destination_id = ?1")?
+                .query_row([&id], |r| r.get(0))
+                .optional()?;
+            match stored.flatten() {
+                None => Ok(Map::new()),
+                Some(s) => object_column(&s, || format!("secrets of destination \"{id}\"")),
+            }
+        })
+        .await
+    }
+
     pub(crate) async fn destination(&self, id: String) -> Result<DestinationView> {
         self.read(move |conn| {
             conn.prepare_cached(

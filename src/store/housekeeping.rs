@@ -1,7 +1,5 @@
-//! Housekeeping on the database: retention purges and scheduled backups' file rotation. Each purge deletes in bounded batches, one writer job each, so it never holds the
+//! Retention purges. Each purge deletes in bounded batches, one writer job each, so it never holds the
 //! writer for long; the caller loops until a batch comes back short.
-
-use std::path::{Path, PathBuf};
 
 use rusqlite::params;
 
@@ -114,33 +112,6 @@ fn purge_window(
     Ok((deleted as u64, next))
 }
 
-/// Keeps the newest `keep` backups named `journeyd-*.db` in `dir` and deletes the others.
-/// Returns the deleted paths.
-pub(crate) fn rotate_backups(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
-    let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("journeyd-") && n.ends_with(".db"))
-        })
-        .collect();
-    // The names carry a sortable UTC timestamp: newest last.
-    backups.sort();
-    let excess = backups.len().saturating_sub(keep);
-    let old: Vec<PathBuf> = backups.drain(..excess).collect();
-    for p in &old {
-        std::fs::remove_file(p)?;
-    }
-    Ok(old)
-}
-
-/// The file name of a scheduled backup taken at `now`: `journeyd-20261128T101741Z.db`.
-pub(crate) fn backup_name(now: i64) -> String {
-    let t = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now).unwrap_or_default();
-    format!("journeyd-{}.db", t.format("%Y%m%dT%H%M%S%.3fZ"))
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -155,7 +126,7 @@ mod tests {
     const DAY: i64 = 86_400_000;
     const T0: i64 = 1_795_000_000_000;
 
-    fn temp_db(name: &str) -> PathBuf {
+    fn temp_db(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("journeyd-hk-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -249,29 +220,5 @@ mod tests {
             Purged::default()
         );
         store.writer().shutdown().await;
-    }
-
-    #[test]
-    fn rotation_keeps_the_newest() {
-        let dir = temp_db("rotate").parent().unwrap().to_path_buf();
-        for day in 1..=5 {
-            std::fs::write(dir.join(backup_name(T0 + day * DAY)), b"x").unwrap();
-        }
-        std::fs::write(dir.join("other.db"), b"x").unwrap();
-        let removed = rotate_backups(&dir, 2).unwrap();
-        assert_eq!(removed.len(), 3);
-        let mut left: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(
-            left,
-            [
-                backup_name(T0 + 4 * DAY),
-                backup_name(T0 + 5 * DAY),
-                "other.db".to_string()
-            ]
-        );
     }
 }

@@ -7,15 +7,20 @@ use serde_json::{Map, Value};
 
 use super::writer::WriteCtx;
 use super::{Result, Store, object_column};
-use crate::ingest::{CallType, DEDUP_WINDOW_MS, Message};
+use crate::ingest::{DEDUP_WINDOW_MS, Message};
 use crate::metrics::{METRICS, label};
 
 /// What an ingest call did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct IngestOutcome {
     pub(crate) stored: usize,
     pub(crate) duplicates: usize,
+    /// Messages refused by what is stored, by their index in the request, with the reason.
+    pub(crate) rejected: Vec<(usize, String)>,
 }
+
+/// Most ids linked to one profile (SPEC §9).
+pub(crate) const MAX_LINKED_IDS: i64 = 1_000;
 
 impl Store {
     /// Stores `messages` in order, in one transaction with the state changes they cause, and
@@ -35,7 +40,10 @@ fn apply_messages(ctx: &mut WriteCtx, messages: &[Message]) -> Result<IngestOutc
             METRICS.events_duplicate.inc();
             continue;
         }
-        apply_message(ctx, m)?;
+        if let Err(why) = apply_message(ctx, m)? {
+            outcome.rejected.push((m.index, why));
+            continue;
+        }
         METRICS
             .events_received
             .get_or_create(&label("type", m.call.as_str()))
@@ -55,17 +63,25 @@ fn seen_recently(conn: &Connection, message_id: &str, now: i64) -> Result<bool> 
         .query_row(params![message_id, now - DEDUP_WINDOW_MS], |r| r.get(0))?)
 }
 
-fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<()> {
+/// Stores one message and applies it; `Ok(Err(why))` when what is stored refuses it (nothing is
+/// written then).
+fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<std::result::Result<(), String>> {
     let conn = ctx.conn;
     let identity = m.identity();
     let profile_key = resolve(conn, identity.id)?;
+    if let Some(other) = identity.link {
+        let linked = linked_after(conn, other, &profile_key)?;
+        if linked > MAX_LINKED_IDS {
+            return Ok(Err(format!(
+                "linking \"{other}\" would give profile \"{profile_key}\" {linked} linked ids, more than the limit of {MAX_LINKED_IDS}"
+            )));
+        }
+    }
     ensure_profile(conn, &profile_key, !identity.known, m.received_at)?;
     if let Some(other) = identity.link {
         link(conn, other, &profile_key, m.received_at)?;
     }
-    if m.call == CallType::Identify
-        && let Some(traits) = m.traits()
-    {
+    if let Some(traits) = &m.traits {
         merge_traits(conn, &profile_key, traits, m.received_at, true)?;
     }
 
@@ -87,9 +103,28 @@ fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<()> {
         ])?;
     // The engine seam: the journeys move in this same transaction, so a 2xx means they moved.
     if let Some(name) = &m.event {
-        super::profiles::on_event(ctx, &profile_key, name, &m.body, m.received_at)?;
+        super::profiles::on_event(ctx, &profile_key, name, &m.json, m.received_at)?;
     }
-    Ok(())
+    Ok(Ok(()))
+}
+
+/// How many ids `target` would have linked to it once `id` is linked there (`id` brings the
+/// ids already linked to it when it is a profile of its own).
+fn linked_after(conn: &Connection, id: &str, target: &str) -> Result<i64> {
+    let count = |key: &str| -> Result<i64> {
+        Ok(conn
+            .prepare_cached("SELECT count(*) FROM identities WHERE profile_key = ?1")?
+            .query_row([key], |r| r.get(0))?)
+    };
+    let current = resolve(conn, id)?;
+    let brought = if current == target {
+        0
+    } else if current == id {
+        1 + count(id)?
+    } else {
+        1
+    };
+    Ok(count(target)? + brought)
 }
 
 /// The profile key an id belongs to: its link if it has one, else the id itself.

@@ -12,6 +12,7 @@ mod catalog;
 mod checkpoint;
 mod deliveries;
 mod destinations;
+mod files;
 mod housekeeping;
 mod ingest;
 mod journeys;
@@ -27,10 +28,9 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub(crate) use backup::backup_to;
+pub(crate) use backup::{Replace, backup_name, backup_to, rotate_backups};
 pub(crate) use deliveries::{Attempt, DeliveryView, DestinationRow, DueDelivery};
 pub(crate) use destinations::DestinationView;
-pub(crate) use housekeeping::{backup_name, rotate_backups};
 pub(crate) use keys::KeySet;
 pub(crate) use query::{
     InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, TimelineItem, TransitionRow,
@@ -60,6 +60,12 @@ pub enum StoreError {
     /// The database was written by a newer journeyd, or is not a journeyd database.
     #[error("{0}")]
     Schema(String),
+    /// Another process holds the database file (SPEC invariant 8).
+    #[error("{0}")]
+    Locked(String),
+    /// The database file is damaged (`PRAGMA quick_check` found problems).
+    #[error("{0}")]
+    Damaged(String),
     /// A transaction that ran did not commit, for a reason that is not transient.
     #[error("commit failed: {0}")]
     CommitFailed(String),
@@ -97,6 +103,9 @@ pub enum Refusal {
     /// The destination is used by these journeys (not archived).
     #[error("destination is in use by journeys: {}", .0.join(", "))]
     InUse(Vec<String>),
+    /// A backup may not be written there.
+    #[error("{0}")]
+    Destination(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -190,6 +199,47 @@ fn plan_stability(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Refuses a damaged database before anything reads or writes it (SPEC §9).
+fn quick_check(conn: &rusqlite::Connection, path: &Path) -> Result<()> {
+    let found: Vec<String> = conn
+        .prepare("PRAGMA quick_check(20)")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .unwrap_or_else(|e| vec![e.to_string()]);
+    if found == ["ok"] {
+        return Ok(());
+    }
+    Err(damaged_message(path, &found.join("; ")))
+}
+
+/// An error opening the database that means the file is not a sound database.
+fn damaged(e: StoreError, path: &Path) -> StoreError {
+    use rusqlite::ErrorCode as C;
+    match &e {
+        StoreError::Sqlite(s)
+            if matches!(
+                s.sqlite_error_code(),
+                Some(C::NotADatabase | C::DatabaseCorrupt)
+            ) =>
+        {
+            damaged_message(path, &s.to_string())
+        }
+        _ => e,
+    }
+}
+
+fn damaged_message(path: &Path, found: &str) -> StoreError {
+    StoreError::Damaged(format!(
+        "{} is damaged ({}). Stop here and restore the newest good backup: \
+         `journeyd restore BACKUP --db {}` (or copy the backup over the file while journeyd is stopped)",
+        path.display(),
+        found,
+        path.display()
+    ))
+}
+
 /// Opens a connection configured as every connection of the product is (the benchmark's ceiling
 /// phase measures plain SQLite with these same settings, through [`crate::bench_support`]).
 pub fn connect(path: &Path, sync: Sync) -> Result<rusqlite::Connection> {
@@ -212,6 +262,8 @@ pub(crate) struct Store {
 
 struct Inner {
     path: PathBuf,
+    /// Held while the store is open: no other process serves this file meanwhile.
+    _lock: files::ProcessLock,
     writer: Writer,
     readers: read::ReadPool,
     clock: Arc<dyn Clock>,
@@ -276,7 +328,10 @@ impl Store {
     /// Opens (creating if needed) the database at `path`, applies the schema or its migrations,
     /// and starts the writer thread.
     pub(crate) fn open(path: &Path, clock: Arc<dyn Clock>, options: StoreOptions) -> Result<Store> {
-        let mut conn = open_connection(path, options.sync)?;
+        let lock = files::ProcessLock::acquire(path)?;
+        files::create_private(path)?;
+        let mut conn = open_connection(path, options.sync).map_err(|e| damaged(e, path))?;
+        quick_check(&conn, path)?;
         // The writer never checkpoints inside its commits (that cost it about 15% of its time and
         // made commit latency jumpy): see `checkpoint.rs`.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -290,12 +345,17 @@ impl Store {
             checkpoint::WAL_SIZE_LIMIT as i64,
         )?;
         schema::apply(&mut conn)?;
+        // Databases made before files were private, and their WAL and shared memory.
+        for suffix in ["", "-wal", "-shm"] {
+            files::make_private(&files::with_suffix(path, suffix))?;
+        }
         let wake = Arc::new(Wake::default());
         let writer = Writer::start(conn, clock.clone(), &options, wake.clone())?;
         let readers = read::ReadPool::new(path.to_path_buf(), options.readers);
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
+                _lock: lock,
                 writer,
                 readers,
                 clock,
@@ -333,10 +393,25 @@ impl Store {
             .expect("read task panicked")
     }
 
-    /// Whether the database takes writes: a job through the writer's queue, like real work.
+    /// Whether the database takes writes (SPEC §6 `/healthz`): a commit succeeded moments ago,
+    /// or a real write to the file, through the writer's queue like real work, succeeds now.
     pub(crate) async fn health(&self) -> Result<()> {
+        if self
+            .writer()
+            .committed_within(std::time::Duration::from_secs(1))
+        {
+            return Ok(());
+        }
         self.writer()
-            .submit_wait(|ctx| Ok(ctx.conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .submit_wait(|ctx| {
+                ctx.conn
+                    .prepare_cached(
+                        "INSERT INTO health (id, checked_at) VALUES (1, ?1)
+                         ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                    )?
+                    .execute([ctx.now])?;
+                Ok(())
+            })
             .await
     }
 }

@@ -21,13 +21,13 @@ pub(super) fn on_event(
     ctx: &mut WriteCtx,
     profile_key: &str,
     name: &str,
-    body: &Map<String, Value>,
+    json: &str,
     now: i64,
 ) -> Result<()> {
     if !ctx.state.catalog.interested_in(name) {
         return Ok(());
     }
-    let message = Value::Object(body.clone());
+    let message: Value = serde_json::from_str(json).expect("ingest serialised the message");
     let mut profile = load(ctx.conn, profile_key, None)?;
     let event = EventView {
         name,

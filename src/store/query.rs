@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::{Result, Store, StoreError, ingest::resolve, json_column, stats};
@@ -151,7 +151,7 @@ impl Store {
     ) -> Result<Page<TimelineItem>> {
         self.read(move |conn| {
             let profile = profile(conn, &id)?;
-            timeline(conn, &profile.ids, cursor.unwrap_or(0), limit)
+            timeline(conn, &profile.key, cursor.unwrap_or(0), limit)
         })
         .await
     }
@@ -225,16 +225,15 @@ impl Store {
     /// The newest instances of a profile (and of the ids linked to it), history left out.
     pub(crate) async fn profile_instances(
         &self,
-        keys: Vec<String>,
+        key: String,
         limit: usize,
     ) -> Result<Vec<InstanceView>> {
         self.read(move |conn| {
-            let marks = vec!["?"; keys.len()].join(",");
-            let mut stmt = conn.prepare(&format!(
-                "SELECT {INSTANCE_COLUMNS} FROM instances WHERE profile_key IN ({marks})
-                 ORDER BY instance_id DESC LIMIT {limit}"
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances WHERE profile_key IN ({PROFILE_KEYS})
+                 ORDER BY instance_id DESC LIMIT ?2"
             ))?;
-            stmt.query_map(params_from_iter(keys), raw_instance)?
+            stmt.query_map(params![key, limit as i64], raw_instance)?
                 .map(|row| row?.read())
                 .collect()
         })
@@ -272,33 +271,27 @@ fn profile(conn: &Connection, id: &str) -> Result<ProfileView> {
     })
 }
 
-fn timeline(
-    conn: &Connection,
-    keys: &[String],
-    after: i64,
-    limit: usize,
-) -> Result<Page<TimelineItem>> {
-    // Events and transitions written under any id of this profile (an anonymous id keeps what it
-    // had before it was linked), merged by their shared commit-order sequence. The id list is
-    // short: a profile and the ids linked to it.
-    let marks = vec!["?"; keys.len()].join(",");
-    let mut args: Vec<rusqlite::types::Value> = keys.iter().map(|k| k.clone().into()).collect();
-    args.push(after.into());
-    args.push((limit as i64 + 1).into());
+/// The profile keys of a profile and of the ids linked to it (an anonymous id keeps what it had
+/// before it was linked), for `profile_key IN (...)`: one statement of fixed size, however many
+/// ids are linked.
+const PROFILE_KEYS: &str = "SELECT ?1 UNION ALL SELECT id FROM identities WHERE profile_key = ?1";
+
+fn timeline(conn: &Connection, key: &str, after: i64, limit: usize) -> Result<Page<TimelineItem>> {
+    // Events and transitions of the profile, merged by their shared commit-order sequence.
     let mut items = Vec::new();
-    let mut stmt = conn.prepare(&format!(
-        "SELECT seq, body FROM events WHERE profile_key IN ({marks}) AND seq > ? ORDER BY seq LIMIT ?"
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT seq, body FROM events WHERE profile_key IN ({PROFILE_KEYS}) AND seq > ?2 ORDER BY seq LIMIT ?3"
     ))?;
-    let mut rows = stmt.query(params_from_iter(args.iter()))?;
+    let mut rows = stmt.query(params![key, after, limit as i64 + 1])?;
     while let Some(row) = rows.next()? {
         let seq: i64 = row.get(0)?;
         let message = json_column(&row.get::<_, String>(1)?, || format!("stored event {seq}"))?;
         items.push(TimelineItem::Event { seq, message });
     }
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {TRANSITION_COLUMNS} FROM transitions WHERE profile_key IN ({marks}) AND seq > ? ORDER BY seq LIMIT ?"
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TRANSITION_COLUMNS} FROM transitions WHERE profile_key IN ({PROFILE_KEYS}) AND seq > ?2 ORDER BY seq LIMIT ?3"
     ))?;
-    for row in stmt.query_map(params_from_iter(args.iter()), raw_transition)? {
+    for row in stmt.query_map(params![key, after, limit as i64 + 1], raw_transition)? {
         items.push(TimelineItem::Transition(row?.read()?));
     }
     items.sort_by_key(TimelineItem::seq);

@@ -19,10 +19,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_journeys.sql"),
     include_str!("../../migrations/0003_housekeeping.sql"),
     include_str!("../../migrations/0004_checks.sql"),
+    include_str!("../../migrations/0005_health.sql"),
 ];
 
 /// The version `schema.sql` describes.
-const VERSION: i64 = MIGRATIONS.len() as i64;
+pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the database to [`VERSION`].
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {

@@ -183,6 +183,27 @@ enum Msg {
 pub(crate) struct Writer {
     queue: mpsc::Sender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    health: Arc<Health>,
+}
+
+/// How the writer's commits have been going, for `/healthz`.
+#[derive(Debug)]
+struct Health {
+    started: std::time::Instant,
+    /// When the latest commit succeeded, in milliseconds since `started`; -1 before the first.
+    last_ok_ms: std::sync::atomic::AtomicI64,
+    /// Whether the latest commit failed.
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    fn record(&self, ok: bool) {
+        if ok {
+            let ms = self.started.elapsed().as_millis() as i64;
+            self.last_ok_ms.store(ms, Ordering::Release);
+        }
+        self.failing.store(!ok, Ordering::Release);
+    }
 }
 
 impl Writer {
@@ -195,12 +216,19 @@ impl Writer {
         let state = WriterState::load(&conn, options.max_active)?;
         let (queue, rx) = mpsc::channel(options.queue_capacity);
         let max_batch = options.max_batch;
+        let health = Arc::new(Health {
+            started: std::time::Instant::now(),
+            last_ok_ms: std::sync::atomic::AtomicI64::new(-1),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        });
+        let thread_health = health.clone();
         let thread = std::thread::Builder::new()
             .name("journeyd-writer".into())
-            .spawn(move || run(conn, state, rx, clock, max_batch, &wake))?;
+            .spawn(move || run(conn, state, rx, clock, max_batch, &wake, &thread_health))?;
         Ok(Writer {
             queue,
             thread: Mutex::new(Some(thread)),
+            health,
         })
     }
 
@@ -262,6 +290,15 @@ impl Writer {
         answer.await.map_err(|_| stopped())
     }
 
+    /// Whether the latest commit succeeded, less than `within` ago.
+    pub(super) fn committed_within(&self, within: std::time::Duration) -> bool {
+        let last = self.health.last_ok_ms.load(Ordering::Acquire);
+        let now = self.health.started.elapsed().as_millis() as i64;
+        !self.health.failing.load(Ordering::Acquire)
+            && last >= 0
+            && now - last < within.as_millis() as i64
+    }
+
     /// Jobs waiting in the queue right now.
     pub(crate) fn depth(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
@@ -287,6 +324,7 @@ fn run(
     clock: Arc<dyn Clock>,
     max_batch: usize,
     wake: &Wake,
+    health: &Health,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(max_batch);
     let mut stopping = false;
@@ -319,6 +357,7 @@ fn run(
         let outcome = commit_batch(&mut conn, &mut state, clock.now_ms(), &mut batch);
         last_commit = std::time::Instant::now();
         last_batch = batch.len();
+        health.record(outcome.is_ok());
         let committed = match outcome {
             Ok(effects) => {
                 effects.wake(wake);

@@ -39,6 +39,9 @@ mod sim;
 mod store;
 mod validate;
 
+#[doc(hidden)]
+pub mod fuzz_support;
+
 /// What the benchmark (`benches/load`) shares with the product: the schema and the connection
 /// set-up, so that its plain-SQLite ceiling runs on what the product runs on.
 #[doc(hidden)]

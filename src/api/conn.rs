@@ -25,7 +25,7 @@ use hyper::Request;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -56,7 +56,9 @@ pub(crate) async fn serve(
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(max_connections));
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new()).keep_alive(true);
+    // No timer for hyper itself: its header timeout would also cut idle keep-alive connections
+    // at its own length. `Guarded` keeps both limits.
+    http.keep_alive(true);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {

@@ -1,8 +1,6 @@
 //! The Segment-compatible Tracking API (SPEC §2): paths, write-key auth, content types, gzip, and
 //! the `{"success": ...}` response shapes.
 
-use std::io::Read;
-
 use base64::Engine;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap};
@@ -228,22 +226,9 @@ fn decode(headers: &HeaderMap, raw: bytes::Bytes) -> Result<bytes::Bytes, Respon
         .to_ascii_lowercase();
     match encoding.as_str() {
         "identity" | "" => Ok(raw),
-        "gzip" | "x-gzip" => {
-            let mut out = Vec::with_capacity(raw.len() * 4);
-            let mut decoder =
-                flate2::read::MultiGzDecoder::new(&raw[..]).take(MAX_REQUEST_BYTES as u64 + 1);
-            if let Err(e) = decoder.read_to_end(&mut out) {
-                return Err(request_error(RequestError::InvalidJson(format!(
-                    "body is not valid gzip: {e}"
-                ))));
-            }
-            if out.len() > MAX_REQUEST_BYTES {
-                return Err(request_error(RequestError::TooLarge(format!(
-                    "request is larger than {MAX_REQUEST_BYTES} bytes once decompressed"
-                ))));
-            }
-            Ok(out.into())
-        }
+        "gzip" | "x-gzip" => crate::ingest::gunzip(&raw)
+            .map(Into::into)
+            .map_err(request_error),
         other => Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",

@@ -349,13 +349,28 @@ impl Send {
     fn request(&self, row: &DueDelivery) -> Result<Request<Full<Bytes>>, String> {
         let body = Bytes::from(row.payload.clone());
         let timestamp = self.store.clock().now_ms() / 1000;
-        let uri = match self.dest.kind {
+        let url = match self.dest.kind {
             Kind::Webhook => self.dest.url.clone(),
             Kind::Segment => segment_track_url(&self.dest.url),
         };
+        // Credentials in the URL go as Basic authorization, as browsers and curl send them.
+        let (uri, userinfo) = split_userinfo(&url);
         let mut builder = Request::builder()
             .method(self.dest.method.as_str())
             .uri(uri);
+        let sets_authorization = self
+            .dest
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("authorization"));
+        if let Some(userinfo) = userinfo
+            && !sets_authorization
+            && self.dest.kind == Kind::Webhook
+        {
+            let decoded = percent_encoding::percent_decode_str(userinfo).decode_utf8_lossy();
+            let basic = base64::engine::general_purpose::STANDARD.encode(decoded.as_bytes());
+            builder = builder.header(header::AUTHORIZATION, format!("Basic {basic}"));
+        }
         for (k, v) in &self.dest.headers {
             builder = builder.header(k, v);
         }
@@ -383,6 +398,23 @@ impl Send {
         builder
             .body(Full::new(body))
             .map_err(|e| format!("bad request: {e}"))
+    }
+}
+
+/// A URL without its `user:password@`, and that userinfo.
+fn split_userinfo(url: &str) -> (String, Option<&str>) {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return (url.to_string(), None);
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => (
+            format!("{}{}", &url[..scheme_end], &url[scheme_end + at + 1..]),
+            Some(&url[scheme_end..scheme_end + at]),
+        ),
+        None => (url.to_string(), None),
     }
 }
 

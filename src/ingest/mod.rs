@@ -346,6 +346,23 @@ pub(crate) fn replayed(
     normalise(body, call, &defaults, received_at, new_id).map_err(|(_, message)| message)
 }
 
+/// Undoes `Content-Encoding: gzip`, keeping to the request size limit after decompression (a
+/// small body that inflates past it is refused without inflating the rest).
+pub(crate) fn gunzip(raw: &[u8]) -> Result<Vec<u8>, RequestError> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity((raw.len() * 4).min(MAX_REQUEST_BYTES + 1));
+    let mut decoder = flate2::read::MultiGzDecoder::new(raw).take(MAX_REQUEST_BYTES as u64 + 1);
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| RequestError::InvalidJson(format!("body is not valid gzip: {e}")))?;
+    if out.len() > MAX_REQUEST_BYTES {
+        return Err(RequestError::TooLarge(format!(
+            "request is larger than {MAX_REQUEST_BYTES} bytes once decompressed"
+        )));
+    }
+    Ok(out)
+}
+
 fn take_write_key(map: &mut Map<String, Value>) -> Option<String> {
     map.remove("writeKey").as_ref().and_then(id_string)
 }

@@ -254,6 +254,9 @@ fn open_connection(path: &Path, sync: Sync) -> Result<rusqlite::Connection> {
     Ok(conn)
 }
 
+/// How long `/healthz` waits for its write before it says the database is not writable.
+const HEALTH_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The handle the rest of the process holds: cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -402,17 +405,23 @@ impl Store {
         {
             return Ok(());
         }
-        self.writer()
-            .submit_wait(|ctx| {
-                ctx.conn
-                    .prepare_cached(
-                        "INSERT INTO health (id, checked_at) VALUES (1, ?1)
-                         ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
-                    )?
-                    .execute([ctx.now])?;
-                Ok(())
-            })
-            .await
+        let write = self.writer().submit_wait(|ctx| {
+            ctx.conn
+                .prepare_cached(
+                    "INSERT INTO health (id, checked_at) VALUES (1, ?1)
+                     ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                )?
+                .execute([ctx.now])?;
+            Ok(())
+        });
+        // A stalled disk (or a long transaction ahead in the queue) must not stall the answer.
+        match tokio::time::timeout(HEALTH_WRITE_TIMEOUT, write).await {
+            Ok(done) => done,
+            Err(_) => Err(StoreError::Unavailable(Unavailable::Storage(format!(
+                "no write reached the database within {} s",
+                HEALTH_WRITE_TIMEOUT.as_secs()
+            )))),
+        }
     }
 }
 

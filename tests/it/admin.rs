@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::{ADMIN_TOKEN, Server, WRITE_KEY, basic, bearer, check_all, uid};
+use crate::support::{ADMIN_TOKEN, Server, WRITE_KEY, basic, bearer, check_all, uid};
 
 /// GETs `path` with this `Authorization` (or none) and checks the status and, for errors, the error code.
 fn check(

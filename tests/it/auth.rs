@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::{
+use crate::support::{
     ADMIN_TOKEN, Server, WRITE_KEY, basic, basic_no_colon, bearer, check_all, uid,
 };
 
@@ -127,7 +127,7 @@ fn write_key_forms() {
 
 #[test]
 fn every_given_write_key_works() {
-    let srv = Server::start_with(crate::harness::Options {
+    let srv = Server::start_with(crate::support::Options {
         write_keys: vec!["key-one".to_string(), "key-two".to_string()],
         ..Default::default()
     });

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{ADMIN_TOKEN, Server, bearer, describe, run_cli, temp_dir};
-use crate::load::{BATCH, Load, check_stored, stored_counts};
+use crate::support::load::{BATCH, Load, check_stored, stored_counts};
+use crate::support::{ADMIN_TOKEN, Server, bearer, describe, run_cli, temp_dir};
 
 /// Takes a backup with `take` while a load runs, then checks the copy. `take` writes the copy to the path
 /// it is given.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, uid};
+use crate::support::{Server, uid};
 
 /// One message of a batch and what must become of it: `None` stored, `Some(code)` rejected with that code.
 struct Item {

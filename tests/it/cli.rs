@@ -6,9 +6,8 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, describe, run_cli, temp_dir, uid};
-use crate::journeys_api::{
-    admin_post, admin_put, cart_events, cart_journey, many_problems_journey,
+use crate::support::{
+    Server, cart_events, cart_journey, describe, many_problems_journey, run_cli, temp_dir, uid,
 };
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -52,7 +51,7 @@ fn cli_check_valid_and_invalid_files() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let srv = Server::start();
-    let resp = admin_put(&srv, "/v1/journeys/bad", &doc);
+    let resp = srv.admin_put("/v1/journeys/bad", &doc);
     let details = resp.expect(422)["error"]["details"].clone();
     let details = details.as_array().unwrap();
     assert!(details.len() >= 5, "{resp}");
@@ -113,12 +112,12 @@ fn cli_simulate_matches_the_api() {
     );
 
     let srv = Server::start();
-    let api = admin_post(
-        &srv,
-        "/v1/simulate",
-        &json!({"journey": cart_journey(), "events": events}),
-    )
-    .expect(200);
+    let api = srv
+        .admin_post(
+            "/v1/simulate",
+            &json!({"journey": cart_journey(), "events": events}),
+        )
+        .expect(200);
     assert_eq!(
         printed["trace"], api["trace"],
         "trace differs from POST /v1/simulate"

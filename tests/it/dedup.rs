@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, check_all, uid};
+use crate::support::{Server, check_all, uid};
 
 /// Sends each (path, body) in turn, every one must answer `200 {"success": true}`; then the timeline of
 /// `user` must hold `mid` exactly once, as first sent (the `properties.n` of the first copy).

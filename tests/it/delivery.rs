@@ -1,23 +1,22 @@
-//! Webhook delivery over the real binary (SPEC §5): Standard Webhooks headers and signatures,
-//! retries with backoff, `Retry-After`, dead letters and manual retry, timeouts, redelivery after
-//! `kill -9`, isolation between destinations, `segment` destinations and payload mappings.
+//! Webhook delivery (SPEC §5): Standard Webhooks headers and signatures, retries with backoff,
+//! `Retry-After`, dead letters and manual retry, timeouts, redelivery after `kill -9`, isolation
+//! between destinations, `segment` destinations and payload mappings.
 //!
 //! Each test points a destination at a scripted [`Receiver`] on loopback, publishes a forwarding
-//! journey and ingests its trigger event.
+//! journey and ingests its trigger event. Backoff is on the server's clock: those tests run on the
+//! in-process appliance and move its clock past each retry's due time; the receiver stamps each
+//! request with that clock, so the gaps between attempts are exact.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
-use crate::harness::{Server, uid};
-use crate::journeys_api::{
-    deliveries, delivery, identify, put_destination, put_journey, track_event, wait_delivery,
-    wait_for, wait_received, webhook,
+use crate::support::{
+    Appliance, Client, Receiver, Reply, Server, WAIT, deliveries, delivery, eventually, identify,
+    put_destination, put_journey, track_event, ts_ms, uid, wait_delivery, webhook,
 };
-use crate::receiver::{Received, Receiver, Reply};
 
 /// The key bytes of the `whsec_` secret used here.
 const KEY: &[u8] = b"journeyd-it-signing-key-\x00\x01\x02\xff";
@@ -33,57 +32,51 @@ fn fwd_journey(id: &str, dest: &str, trigger: &str) -> Value {
                       "event_name": "Order Confirmed", "traits": ["email"]}]})
 }
 
-/// A server with destination `hook` (these settings, pointed at `rx`'s `/in`) and journey `fwd`.
-fn setup(rx: &Receiver, extra: Value) -> Server {
-    let srv = Server::start();
+/// An appliance with destination `hook` (these settings, pointed at a receiver answering
+/// `script`) and journey `fwd`. The receiver comes second, so that it is dropped first: requests
+/// left hanging end before the appliance stops.
+fn setup(script: Vec<Reply>, extra: Value) -> (Appliance, Receiver) {
+    let srv = Appliance::start();
+    let rx = srv.receiver(script);
     put_destination(&srv, "hook", &webhook(&rx.url("/in"), extra));
     put_journey(&srv, &fwd_journey("fwd", "hook", "Order_Confirmation"));
-    srv
+    (srv, rx)
 }
 
 /// Identifies a fresh user and triggers `fwd` once; returns the user id.
-fn trigger(srv: &Server) -> String {
+fn trigger(srv: &Client) -> String {
     let user = uid("buyer");
     identify(srv, &user, json!({"email": format!("{user}@example.com")}));
     track_event(srv, &user, "Order_Confirmation", json!({"order_id": "o-1"}));
     user
 }
 
-fn webhook_id(r: &Received) -> String {
-    r.header("webhook-id")
-        .unwrap_or_else(|| panic!("no webhook-id header: {:?}", r.headers))
-        .to_string()
-}
-
-/// The HMAC-SHA256 signature of SPEC §5, computed here from the key bytes.
-fn expected_signature(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
-
-/// Does the `webhook-signature` header (space-separated `v1,<sig>` entries) hold this signature?
-fn signature_matches(r: &Received, key: &[u8]) -> bool {
-    let (Some(sig), Some(ts)) = (r.header("webhook-signature"), r.header("webhook-timestamp"))
-    else {
-        return false;
-    };
-    let want = expected_signature(key, &webhook_id(r), ts, &r.body);
-    sig.split(' ').any(|s| s == want)
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+/// Waits until attempt `n` of a delivery has been recorded as one to retry, checks its backoff
+/// (at least `min_wait_ms` on the server's clock after the failed attempt), and returns when the
+/// retry is due.
+fn retry_due(srv: &Client, id: &str, n: i64, min_wait_ms: i64) -> i64 {
+    let d = eventually(&format!("attempt {n} of {id} recorded"), WAIT, || {
+        let d = delivery(srv, id);
+        if d["attempts"] == n { Ok(d) } else { Err(d) }
+    });
+    assert_eq!(
+        d["status"], "pending",
+        "attempt {n} failed, to be retried: {d}"
+    );
+    let failed_at = ts_ms(&d["updated_at"]);
+    let due = ts_ms(&d["next_attempt_at"]);
+    assert!(
+        due - failed_at >= min_wait_ms,
+        "retry {n} is due {} ms after the failed attempt, expected at least {min_wait_ms}: {d}",
+        due - failed_at
+    );
+    due
 }
 
 #[test]
 fn delivery_headers_and_signatures() {
-    let rx = Receiver::start(vec![]);
-    let srv = Server::start();
+    let srv = Appliance::start();
+    let rx = srv.receiver(vec![]);
     let headers = json!({"headers": {"X-Api-Key": "key-123", "X-Tenant": "acme"}});
     let plain_secret = "plain secret, not base64!";
     put_destination(
@@ -112,16 +105,17 @@ fn delivery_headers_and_signatures() {
             {"id": "c", "type": "send", "destination": "nosig"}]}),
     );
     let user = trigger(&srv);
-    let got = wait_received(&rx, 3, Duration::from_secs(10));
+    let got = rx.wait_for(3, WAIT);
     assert_eq!(got.len(), 3, "one request per destination: {got:#?}");
-    let by_path = |p: &str| -> &Received {
+    let by_path = |p: &str| -> &crate::support::Received {
         got.iter()
             .find(|r| r.path == p)
             .unwrap_or_else(|| panic!("nothing received at {p}: {got:#?}"))
     };
-    let now = now_secs();
+    // The server's clock has not moved since the trigger: the time of sending, to the second.
+    let now = srv.now_ms() / 1000;
     for r in &got {
-        let id = webhook_id(r);
+        let id = r.webhook_id();
         let body = r.json();
         assert_eq!(r.method, "POST", "{r:?}");
         assert_eq!(
@@ -140,9 +134,9 @@ fn delivery_headers_and_signatures() {
             .unwrap_or_else(|| panic!("no webhook-timestamp: {r:?}"))
             .parse()
             .unwrap_or_else(|e| panic!("webhook-timestamp is not unix seconds ({e}): {r:?}"));
-        assert!(
-            (ts - now).abs() <= 10,
-            "webhook-timestamp {ts} is not within 10 s of now {now}"
+        assert_eq!(
+            ts, now,
+            "webhook-timestamp is the server's time of sending in unix seconds"
         );
         assert_eq!(r.header("x-api-key"), Some("key-123"), "{r:?}");
         assert_eq!(r.header("x-tenant"), Some("acme"), "{r:?}");
@@ -150,7 +144,7 @@ fn delivery_headers_and_signatures() {
         let d = delivery(&srv, &id);
         assert_eq!(d["id"], id.as_str(), "{d}");
     }
-    let ids: std::collections::HashSet<String> = got.iter().map(webhook_id).collect();
+    let ids: std::collections::HashSet<String> = got.iter().map(|r| r.webhook_id()).collect();
     assert_eq!(ids.len(), 3, "each delivery has its own id");
 
     let first = by_path("/whsec");
@@ -160,11 +154,11 @@ fn delivery_headers_and_signatures() {
         format!("{user}@example.com").as_str()
     );
     assert!(
-        signature_matches(first, KEY),
+        first.signature_matches(KEY),
         "whsec_ secret: the signature must verify with the base64-decoded key: {first:?}"
     );
     assert!(
-        !signature_matches(first, whsec().as_bytes()),
+        !first.signature_matches(whsec().as_bytes()),
         "whsec_ secret: signed with the text of the secret instead of its decoded key"
     );
     let second = by_path("/plain");
@@ -174,7 +168,7 @@ fn delivery_headers_and_signatures() {
         "event_name defaults to the step id"
     );
     assert!(
-        signature_matches(second, plain_secret.as_bytes()),
+        second.signature_matches(plain_secret.as_bytes()),
         "plain secret: the signature must verify with the secret's UTF-8 bytes: {second:?}"
     );
     let third = by_path("/nosig");
@@ -187,24 +181,35 @@ fn delivery_headers_and_signatures() {
 
 #[test]
 fn delivery_retries_5xx_with_one_id_until_success() {
-    let rx = Receiver::start(vec![Reply::status(500), Reply::status(500)]);
-    let srv = setup(&rx, json!({}));
+    let (srv, rx) = setup(vec![Reply::status(500), Reply::status(500)], json!({}));
     trigger(&srv);
-    let got = wait_received(&rx, 3, Duration::from_secs(15));
-    let id = webhook_id(&got[0]);
+    let id = rx.wait_for(1, WAIT)[0].webhook_id();
+    // Each failed attempt backs off on the server's clock: nothing is sent again until it passes
+    // the retry's due time.
+    for n in 1..=2 {
+        let due = retry_due(&srv, &id, n, 400);
+        assert_eq!(
+            rx.received().len(),
+            n as usize,
+            "retry {n} sent before its backoff passed"
+        );
+        srv.set_time(due);
+        rx.wait_for(n as usize + 1, WAIT);
+    }
+    let d = wait_delivery(&srv, &id, "succeeded", WAIT);
+    let got = rx.received();
     for r in &got {
-        assert_eq!(webhook_id(r), id, "the same webhook-id on every attempt");
+        assert_eq!(r.webhook_id(), id, "the same webhook-id on every attempt");
         assert_eq!(r.body, got[0].body, "the same body on every attempt");
     }
     for (n, pair) in got.windows(2).enumerate() {
-        let gap = pair[1].at - pair[0].at;
+        let gap = pair[1].clock_ms - pair[0].clock_ms;
         assert!(
-            gap >= Duration::from_millis(400),
-            "retry {} came {gap:?} after the previous attempt: no backoff",
+            gap >= 400,
+            "retry {} came {gap} ms (server time) after the previous attempt: no backoff",
             n + 1
         );
     }
-    let d = wait_delivery(&srv, &id, "succeeded", Duration::from_secs(10));
     assert_eq!(d["attempts"], 3, "{d}");
     assert_eq!(d["destination"], "hook", "{d}");
     assert_eq!(d["journey"], "fwd", "{d}");
@@ -224,33 +229,33 @@ fn delivery_retries_5xx_with_one_id_until_success() {
 
 #[test]
 fn delivery_honours_retry_after_on_429() {
-    let rx = Receiver::start(vec![Reply::Status(429, vec![("retry-after", "2".into())])]);
-    let srv = setup(&rx, json!({}));
+    let (srv, rx) = setup(
+        vec![Reply::Status(429, vec![("retry-after", "2".into())])],
+        json!({}),
+    );
     trigger(&srv);
-    let got = wait_received(&rx, 2, Duration::from_secs(15));
-    let gap = got[1].at - got[0].at;
+    let id = rx.wait_for(1, WAIT)[0].webhook_id();
+    // Retry-After: 2 asks for 2 s, more than the first backoff.
+    let due = retry_due(&srv, &id, 1, 2000);
+    srv.set_time(due);
+    let got = rx.wait_for(2, WAIT);
+    let gap = got[1].clock_ms - got[0].clock_ms;
     assert!(
-        gap >= Duration::from_millis(1900),
-        "Retry-After: 2 asked for 2 s; the retry came after {gap:?}"
+        gap >= 2000,
+        "Retry-After: 2 asked for 2 s; the retry came after {gap} ms (server time)"
     );
-    assert_eq!(webhook_id(&got[0]), webhook_id(&got[1]));
-    let d = wait_delivery(
-        &srv,
-        &webhook_id(&got[0]),
-        "succeeded",
-        Duration::from_secs(10),
-    );
+    assert_eq!(got[0].webhook_id(), got[1].webhook_id());
+    let d = wait_delivery(&srv, &id, "succeeded", WAIT);
     assert_eq!(d["attempts"], 2, "{d}");
 }
 
 #[test]
 fn delivery_4xx_fails_at_once_and_manual_retry_sends_again() {
-    let rx = Receiver::start(vec![Reply::status(400)]);
-    let srv = setup(&rx, json!({}));
+    let (mut srv, rx) = setup(vec![Reply::status(400)], json!({}));
     trigger(&srv);
-    let got = wait_received(&rx, 1, Duration::from_secs(10));
-    let id = webhook_id(&got[0]);
-    let d = wait_delivery(&srv, &id, "failed", Duration::from_secs(10));
+    let got = rx.wait_for(1, WAIT);
+    let id = got[0].webhook_id();
+    let d = wait_delivery(&srv, &id, "failed", WAIT);
     assert_eq!(d["attempts"], 1, "{d}");
     assert_eq!(d["last_status"], 400, "{d}");
     for query in [
@@ -271,46 +276,65 @@ fn delivery_4xx_fails_at_once_and_manual_retry_sends_again() {
             "?{query}: lists the failed delivery: {listed:#?}"
         );
     }
-    // No retry of a 400: the shortest backoff is well under a second.
-    std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(rx.received().len(), 1, "a 400 was retried");
+
+    // No retry of a 400, however long one waits: an hour later (far past any backoff), a second
+    // delivery to the same destination goes out. The dispatcher pass that sends it reads the
+    // destination's pending rows, oldest due first, so a 400 left to retry would go out in it too;
+    // stopping the appliance then finishes every send that pass began.
+    srv.advance(3_600_000);
+    let probe = trigger(&srv);
+    let got = rx.wait_for(2, WAIT);
+    assert_eq!(got[1].json()["userId"], probe.as_str(), "{got:#?}");
+    srv.stop();
+    assert_eq!(rx.received().len(), 2, "a 400 was retried");
+    srv.start_again();
 
     // A manual retry sends it again (the receiver now answers 200), with the same id.
-    let resp =
-        crate::journeys_api::admin_post(&srv, &format!("/v1/deliveries/{id}/retry"), &json!({}));
+    let resp = srv.admin_post(&format!("/v1/deliveries/{id}/retry"), &json!({}));
     assert_eq!(resp.status, 200, "{resp}");
-    let got = wait_received(&rx, 2, Duration::from_secs(10));
-    assert_eq!(webhook_id(&got[1]), id);
-    assert_eq!(got[1].body, got[0].body);
-    let d = wait_delivery(&srv, &id, "succeeded", Duration::from_secs(10));
+    let got = rx.wait_for(3, WAIT);
+    assert_eq!(got[2].webhook_id(), id);
+    assert_eq!(got[2].body, got[0].body);
+    let d = wait_delivery(&srv, &id, "succeeded", WAIT);
     assert_eq!(d["status"], "succeeded", "{d}");
 
     // Unknown deliveries.
-    let resp = crate::journeys_api::admin(&srv, "GET", "/v1/deliveries/no-such-id", None);
+    let resp = srv.admin_get("/v1/deliveries/no-such-id");
     assert_eq!(resp.status, 404, "{resp}");
-    let resp = crate::journeys_api::admin_post(&srv, "/v1/deliveries/no-such-id/retry", &json!({}));
+    let resp = srv.admin_post("/v1/deliveries/no-such-id/retry", &json!({}));
     assert_eq!(resp.status, 404, "{resp}");
 }
 
+/// The request timeout is real time (the receiver hangs); the backoff after it is on the server's
+/// clock.
 #[test]
 fn delivery_times_out_a_hanging_receiver_and_gives_up_after_max_attempts() {
-    let rx = Receiver::start(vec![Reply::Hang, Reply::Hang]);
-    let srv = setup(&rx, json!({"timeout": "1s", "max_attempts": 2}));
+    let (srv, rx) = setup(
+        vec![Reply::Hang, Reply::Hang],
+        json!({"timeout": "1s", "max_attempts": 2}),
+    );
     let started = Instant::now();
     trigger(&srv);
-    let got = wait_received(&rx, 2, Duration::from_secs(15));
+    let id = rx.wait_for(1, WAIT)[0].webhook_id();
+    let due = retry_due(&srv, &id, 1, 400);
+    srv.set_time(due);
+    let got = rx.wait_for(2, WAIT);
     let gap = got[1].at - got[0].at;
     assert!(
-        gap >= Duration::from_millis(1400),
-        "the first attempt should time out after 1 s, then back off: retried after {gap:?}"
+        gap >= Duration::from_millis(1000),
+        "the first attempt should time out after 1 s: retried after {gap:?}"
     );
-    let id = webhook_id(&got[0]);
-    assert_eq!(webhook_id(&got[1]), id);
-    let d = wait_delivery(&srv, &id, "failed", Duration::from_secs(10));
+    let gap = got[1].clock_ms - got[0].clock_ms;
+    assert!(
+        gap >= 400,
+        "the retry after the timeout came {gap} ms (server time) after it: no backoff"
+    );
+    assert_eq!(got[1].webhook_id(), id);
+    let d = wait_delivery(&srv, &id, "failed", WAIT);
     assert_eq!(d["attempts"], 2, "{d}");
     assert!(
         started.elapsed() < Duration::from_secs(12),
-        "a 1 s timeout took {:?}",
+        "two 1 s timeouts took {:?}",
         started.elapsed()
     );
     assert_eq!(
@@ -323,16 +347,18 @@ fn delivery_times_out_a_hanging_receiver_and_gives_up_after_max_attempts() {
 
 #[test]
 fn delivery_exhausted_attempts_end_failed_and_listed() {
-    let rx = Receiver::start(vec![
-        Reply::status(500),
-        Reply::status(502),
-        Reply::status(500),
-    ]);
-    let srv = setup(&rx, json!({"max_attempts": 3}));
+    let (srv, rx) = setup(
+        vec![Reply::status(500), Reply::status(502), Reply::status(500)],
+        json!({"max_attempts": 3}),
+    );
     trigger(&srv);
-    let got = wait_received(&rx, 3, Duration::from_secs(15));
-    let id = webhook_id(&got[0]);
-    let d = wait_delivery(&srv, &id, "failed", Duration::from_secs(10));
+    let id = rx.wait_for(1, WAIT)[0].webhook_id();
+    for n in 1..=2 {
+        let due = retry_due(&srv, &id, n, 400);
+        srv.set_time(due);
+        rx.wait_for(n as usize + 1, WAIT);
+    }
+    let d = wait_delivery(&srv, &id, "failed", WAIT);
     assert_eq!(d["attempts"], 3, "{d}");
     assert_eq!(d["last_status"], 500, "{d}");
     assert!(
@@ -347,15 +373,21 @@ fn delivery_exhausted_attempts_end_failed_and_listed() {
 #[test]
 fn delivery_survives_kill9_while_in_flight() {
     let rx = Receiver::start(vec![Reply::Hang]);
-    let mut srv = setup(&rx, json!({"timeout": "10s"}));
+    let mut srv = Server::start();
+    put_destination(
+        &srv,
+        "hook",
+        &webhook(&rx.url("/in"), json!({"timeout": "10s"})),
+    );
+    put_journey(&srv, &fwd_journey("fwd", "hook", "Order_Confirmation"));
     trigger(&srv);
-    let got = wait_received(&rx, 1, Duration::from_secs(10));
-    let id = webhook_id(&got[0]);
+    let got = rx.wait_for(1, Duration::from_secs(10));
+    let id = got[0].webhook_id();
     srv.kill9();
     srv.restart();
-    let got = wait_received(&rx, 2, Duration::from_secs(15));
+    let got = rx.wait_for(2, Duration::from_secs(15));
     assert_eq!(
-        webhook_id(&got[1]),
+        got[1].webhook_id(),
         id,
         "the redelivery after restart carries the same webhook-id"
     );
@@ -383,13 +415,13 @@ fn delivery_slow_destination_does_not_starve_another() {
         .map(|n| json!({"type": "track", "userId": format!("slow-{n}"), "event": "Slow_Event"}))
         .collect();
     srv.ingest_ok("/v1/batch", &json!({"batch": slow}));
-    wait_received(&slow_rx, 1, Duration::from_secs(10));
+    slow_rx.wait_for(1, Duration::from_secs(10));
     let sent = Instant::now();
     let fast: Vec<Value> = (0..5)
         .map(|n| json!({"type": "track", "userId": format!("fast-{n}"), "event": "Fast_Event"}))
         .collect();
     srv.ingest_ok("/v1/batch", &json!({"batch": fast}));
-    let got = wait_received(&fast_rx, 5, Duration::from_secs(5));
+    let got = fast_rx.wait_for(5, Duration::from_secs(5));
     assert_eq!(got.len(), 5, "{got:#?}");
     assert!(
         sent.elapsed() < Duration::from_secs(5),
@@ -397,7 +429,7 @@ fn delivery_slow_destination_does_not_starve_another() {
         sent.elapsed()
     );
     for r in &got {
-        let id = webhook_id(r);
+        let id = r.webhook_id();
         wait_delivery(&srv, &id, "succeeded", Duration::from_secs(5));
     }
     assert!(
@@ -415,13 +447,13 @@ fn delivery_segment_destination_to_a_second_journeyd() {
         "seg",
         &json!({"type": "segment", "url": second.url(""), "write_key": second.write_key()}),
     );
-    let shown = crate::journeys_api::admin_json(&srv, "/v1/destinations/seg");
+    let shown = srv.admin_json("/v1/destinations/seg");
     assert_eq!(shown["write_key_set"], true, "{shown}");
     assert!(shown.get("write_key").is_none(), "write_key shown: {shown}");
     put_journey(&srv, &fwd_journey("fwd", "seg", "Order_Confirmation"));
     let user = trigger(&srv);
 
-    let d = wait_for("a delivery to be written", Duration::from_secs(5), || {
+    let d = eventually("a delivery to be written", Duration::from_secs(5), || {
         deliveries(&srv, "destination=seg")
             .into_iter()
             .next()
@@ -432,7 +464,7 @@ fn delivery_segment_destination_to_a_second_journeyd() {
 
     // The second journeyd stored it as a track event of the same user, with the delivery id as its
     // messageId and the journey metadata in its properties.
-    let stored = wait_for(
+    let stored = eventually(
         "the event in the second server's timeline",
         Duration::from_secs(5),
         || {
@@ -491,7 +523,7 @@ fn delivery_mapping_replaces_the_body() {
         json!({"email": "ada@example.com", "first_name": "Ada", "plan": "pro"}),
     );
     track_event(&srv, &user, "Order_Confirmation", json!({}));
-    let got = wait_received(&rx, 1, Duration::from_secs(10));
+    let got = rx.wait_for(1, Duration::from_secs(10));
     assert_eq!(
         got[0].json(),
         json!({"email": "ada@example.com", "text": "Hi Ada",
@@ -499,10 +531,10 @@ fn delivery_mapping_replaces_the_body() {
         "exactly the mapped body"
     );
     assert!(
-        signature_matches(&got[0], KEY),
+        got[0].signature_matches(KEY),
         "a mapped body is signed as sent"
     );
-    let id = webhook_id(&got[0]);
+    let id = got[0].webhook_id();
     let d = wait_delivery(&srv, &id, "succeeded", Duration::from_secs(10));
     assert_eq!(d["journey"], "mapped", "{d}");
 }

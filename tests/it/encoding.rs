@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Server, WRITE_KEY, basic, check_all, gzip, uid};
+use crate::support::{Server, WRITE_KEY, basic, check_all, gzip, uid};
 
 /// Posts one track (or a batch of one) with these headers, gzipped or not, and expects it stored.
 fn check(srv: &Server, name: &str, path: &str, content_type: Option<&str>, gzipped: bool) {

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, WRITE_KEY, basic, check_all, gzip, uid};
+use crate::support::{Server, WRITE_KEY, basic, check_all, gzip, uid};
 
 struct Case {
     name: &'static str,

@@ -1,38 +1,28 @@
-//! The seed use cases in `examples/`, end to end through the real binary (SPEC §3-§6).
+//! The seed use cases in `examples/`, end to end (SPEC §3-§6).
 //!
 //! Each example folder holds a journey with realistic durations ("1h", "3d") and the seed's sample
-//! events with their offsets. A test scales both down linearly (the shortest duration becomes
-//! [`UNIT_MS`]; every other duration and every offset by the same factor, so the order of events
-//! and timers is kept), starts a server and a webhook receiver, replays the events in real time,
-//! and checks what the live engine did against the case's expectations and against the simulator
-//! (`POST /v1/simulate`) given the same scaled inputs: instance histories, outcomes, stats counters,
-//! the outbox, and every payload the receiver got (headers, signature, context, metadata, traits).
+//! events with their offsets. A test starts an appliance (journeyd in the test process, on a
+//! manual clock) and a webhook receiver, replays the events at their offsets on the server's clock
+//! (moving the clock, not waiting: days pass in milliseconds), and checks what the live engine did
+//! against the case's expectations and against the simulator (`POST /v1/simulate`) given the same
+//! inputs: instance histories and the time of every transition, outcomes, stats counters, the
+//! outbox, and every payload the receiver got (headers, signature, context, metadata, traits) and
+//! when it got it.
 //!
 //! The expected histories are written by hand, in the engine's trace form (`what step -> detail`).
-//! They are checked against three runs: `journeyd simulate` on the unscaled files (what a user
-//! sees when trying an example), `POST /v1/simulate` on the scaled ones (which shows the scaling
-//! kept the order of things), and the live run.
-//!
-//! Sleeps here only let real time pass for timers; outcomes are polled for with a deadline.
+//! They are checked against three runs: `journeyd simulate` on the files (what a user sees when
+//! trying an example), `POST /v1/simulate`, and the live run.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
-use crate::harness::{self, Resp, Server, check_all, describe, enc, is_stored_timestamp, run_cli};
-use crate::receiver::{Received, Receiver};
-
-/// What the shortest duration of a journey becomes in the live run. Offsets scale by the same
-/// factor, so an event written 30 minutes before a 1 h timeout lands a second before it.
-const UNIT_MS: u64 = 2000;
-/// The signing secret of the test destination: `whsec_` and the base64 of the key bytes.
-pub const SECRET: &str = "whsec_am91cm5leWQtZXhhbXBsZXMtc2lnbmluZy1rZXk=";
-/// How late a live timer may fire (or a delivery arrive) on a loaded machine, beyond its due time.
-const LATE_MS: i64 = 2500;
+use crate::support::{
+    Appliance, Client, Received, SECRET, WAIT, check_all, check_webhook, describe, enc, eventually,
+    fmt_ms, history_lines, instance, is_stored_timestamp, live_instances, run_cli,
+    settled_deliveries, signed_webhook, transition_line, ts_ms,
+};
 
 /// One instance as expected, in entry order: whose it is and its history in trace form.
 struct Inst {
@@ -437,81 +427,99 @@ fn examples_check_and_simulate_cli() {
 fn check(c: &Case) {
     let journey = read_json(&example_file(c.dir, "journey.json"));
     let events = read_events(c.dir);
-    let scale = Scale::of(&journey, &events);
-    let scaled_journey = scale.journey(&journey);
-    let scaled_events: Vec<(u64, Value)> = events
-        .iter()
-        .map(|(at, m)| (scale.offset(*at), m.clone()))
-        .collect();
     let journey_id = journey["id"].as_str().unwrap().to_string();
     let traits = identify_traits(&events);
 
-    let srv = Server::start();
-    let receiver = Receiver::start(Vec::new());
-    put_destination(&srv, "crm", &receiver.url("/hook"));
-    let resp = put_json(&srv, &format!("/v1/journeys/{journey_id}"), &scaled_journey);
+    let srv = Appliance::start();
+    let receiver = srv.receiver(Vec::new());
+    srv.admin_put(
+        "/v1/destinations/crm",
+        &signed_webhook(&receiver.url("/hook")),
+    )
+    .expect(201);
+    let resp = srv.admin_put(&format!("/v1/journeys/{journey_id}"), &journey);
     assert_eq!(
         resp.expect(201),
         json!({"id": journey_id, "version": 1}),
         "{resp}"
     );
 
-    // The simulator, given the scaled inputs, must tell the same story as for the real durations:
-    // this is what shows the scaling kept the order of events and timers.
-    let script: Vec<Value> = scaled_events
+    // The simulator, given the same inputs, tells what should happen and when.
+    let script: Vec<Value> = events
         .iter()
         .map(|(at, m)| json!({"at": format!("+{at}ms"), "message": m}))
         .collect();
     let sim = simulate(
         &srv,
-        &json!({"journey": scaled_journey, "traits": {}, "events": script}),
+        &json!({"journey": journey, "traits": {}, "events": script}),
     );
-    check_sim(c, "POST /v1/simulate (scaled)", &sim);
+    check_sim(c, "POST /v1/simulate", &sim);
     let sim_trace = trace_by_instance(&sim);
+    let sim_deliveries = sim["deliveries"].as_array().unwrap();
+    let sim_delivery_at: Vec<u64> = sim_deliveries
+        .iter()
+        .map(|d| offset_ms(d["at"].as_str().unwrap()))
+        .collect();
 
-    // Replay in real time.
-    let t0 = Instant::now();
-    let t0_ms = harness::now_micros() / 1000;
-    for (at, message) in &scaled_events {
-        let when = t0 + Duration::from_millis(*at);
-        if let Some(wait) = when.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+    // Replay on the server's clock. Every moment at which the script has an event or the
+    // simulation has something happen is visited in order: the clock is set to it, that moment's
+    // events are ingested, and the live run must catch up with the simulation up to then (every
+    // transition, at its time, and every delivery received) before the clock moves on. So each
+    // transition and delivery is seen to happen at the time the simulation says, to the ms.
+    let t0 = srv.now_ms();
+    let users: Vec<&str> = c.instances.iter().map(|i| i.user).collect();
+    let moments: BTreeSet<u64> = events
+        .iter()
+        .map(|(at, _)| *at)
+        .chain(sim_trace.iter().flatten().map(|(at, _)| *at))
+        .chain(sim_delivery_at.iter().copied())
+        .collect();
+    for &moment in &moments {
+        srv.set_time(t0 + moment as i64);
+        for (_, message) in events.iter().filter(|(at, _)| *at == moment) {
+            let kind = message["type"].as_str().unwrap_or("track");
+            srv.ingest_ok(&format!("/v1/{kind}"), message);
         }
-        let kind = message["type"].as_str().unwrap_or("track");
-        srv.ingest_ok(&format!("/v1/{kind}"), message);
+        let want: Vec<Vec<(i64, String)>> = sim_trace
+            .iter()
+            .map(|t| {
+                t.iter()
+                    .filter(|(at, _)| *at <= moment)
+                    .map(|(at, line)| (t0 + *at as i64, line.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|t| !t.is_empty())
+            .collect();
+        let want_received = sim_delivery_at.iter().filter(|at| **at <= moment).count();
+        eventually(
+            &format!(
+                "{}: the live run at +{moment}ms to be where the simulation is",
+                c.dir
+            ),
+            WAIT,
+            || {
+                let live = live_histories(&srv, &users);
+                let received = receiver.received().len();
+                if live == want && received == want_received {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "live histories {live:#?}\nsimulated {want:#?}\n{received} of {want_received} deliveries received"
+                    ))
+                }
+            },
+        );
     }
 
-    // Wait until every instance has ended and every delivery has arrived.
-    let users: Vec<&str> = c.instances.iter().map(|i| i.user).collect();
-    let last_ms = sim["trace"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| offset_ms(t["at"].as_str().unwrap()))
-        .max()
-        .unwrap_or(0);
-    let deadline = t0 + Duration::from_millis(last_ms) + Duration::from_secs(15);
-    let instances = loop {
-        let instances = live_instances(&srv, &users);
-        let ended = instances.len() == c.instances.len()
-            && instances.iter().all(|i| i["state"] != "active");
-        if ended && receiver.received().len() >= c.deliveries.len() {
-            break instances;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: not done by {:?}: instances {}, {} of {} deliveries received",
-            c.dir,
-            deadline - t0,
-            Value::Array(instances),
-            receiver.received().len(),
-            c.deliveries.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-
-    // Instances: owner, outcome, history; the history equals the simulator's trace; each
-    // transition happened when the simulation says (never early, at most a little late).
+    // Instances: owner, outcome, history; the history equals the simulator's trace, each
+    // transition at the simulation's time.
+    let instances = live_instances(&srv, &users);
+    assert_eq!(
+        instances.len(),
+        c.instances.len(),
+        "{}: {instances:#?}",
+        c.dir
+    );
     let mut live_ids = Vec::new();
     for (n, (want, got)) in c.instances.iter().zip(&instances).enumerate() {
         let id = got["id"].as_i64().unwrap();
@@ -547,11 +555,12 @@ fn check(c: &Case) {
             .iter()
             .zip(&sim_trace[n])
         {
-            let at = harness::parse_ts(t["at"].as_str().unwrap()).unwrap() / 1000 - t0_ms;
-            assert!(
-                at >= *sim_at as i64 - 20 && at <= *sim_at as i64 + LATE_MS,
-                "{}: instance {id}: `{line}` at +{at}ms, the simulation says +{sim_at}ms",
-                c.dir
+            assert_eq!(
+                t["at"],
+                fmt_ms(t0 + *sim_at as i64),
+                "{}: instance {id}: `{line}` at {}, the simulation says +{sim_at}ms",
+                c.dir,
+                t["at"]
             );
         }
     }
@@ -565,7 +574,6 @@ fn check(c: &Case) {
         c.dir,
         received.iter().map(Received::json).collect::<Vec<_>>()
     );
-    let sim_deliveries = sim["deliveries"].as_array().unwrap();
     let mut ids = BTreeSet::new();
     for want in c.deliveries {
         let instance_id = live_ids[want.instance - 1];
@@ -588,7 +596,7 @@ fn check(c: &Case) {
             want.step
         );
         let r = matching[0];
-        let body = check_webhook(r, SECRET);
+        let body = check_webhook(r, "/hook", SECRET);
         ids.insert(body["messageId"].as_str().unwrap().to_string());
         let mut context = serde_json::Map::new();
         for (key, line) in want.context {
@@ -616,7 +624,7 @@ fn check(c: &Case) {
             .find(|t| t["what"] == "send" && t["step"] == want.step)
             .unwrap();
         assert_eq!(body["timestamp"], send["at"], "{}: {body}", c.dir);
-        // It arrived no earlier than the simulation's virtual time, and not much later.
+        // It arrived at the simulation's virtual time.
         let sim_delivery = sim_deliveries
             .iter()
             .find(|d| {
@@ -625,13 +633,14 @@ fn check(c: &Case) {
                     && d["payload"]["userId"] == user
             })
             .unwrap_or_else(|| panic!("{}: no simulated delivery for {}", c.dir, want.step));
-        let due = offset_ms(sim_delivery["at"].as_str().unwrap());
-        let arrived = r.at.duration_since(t0).as_millis() as i64;
-        assert!(
-            arrived >= due as i64 - 20 && arrived <= due as i64 + LATE_MS,
-            "{}: delivery of {} arrived at +{arrived}ms, due at +{due}ms",
+        let due = offset_ms(sim_delivery["at"].as_str().unwrap()) as i64;
+        assert_eq!(
+            r.clock_ms - t0,
+            due,
+            "{}: delivery of {} arrived at +{}ms, due at +{due}ms",
             c.dir,
-            want.step
+            want.step,
+            r.clock_ms - t0
         );
         // The same payload as the simulation's, but for the ids and the time.
         assert_eq!(
@@ -650,7 +659,7 @@ fn check(c: &Case) {
     );
 
     // The outbox: every delivery succeeded at the first attempt, under the ids the receiver saw.
-    let outbox = settled_deliveries(&srv, "crm", c.deliveries.len());
+    let outbox = settled_deliveries(&srv, "destination=crm", c.deliveries.len(), WAIT);
     let outbox_ids: BTreeSet<String> = outbox
         .iter()
         .map(|d| d["id"].as_str().unwrap().to_string())
@@ -663,10 +672,8 @@ fn check(c: &Case) {
     }
 
     // Stats: the counters agree with the histories.
-    let stats = srv
-        .admin_get(&format!("/v1/journeys/{}/stats", enc(&journey_id)))
-        .expect(200);
-    let want = expected_stats(&scaled_journey, c);
+    let stats = srv.admin_json(&format!("/v1/journeys/{}/stats", enc(&journey_id)));
+    let want = expected_stats(&journey, c);
     for key in ["entered", "active", "completed", "exited", "skipped"] {
         assert_eq!(stats[key], want[key], "{}: stats.{key} in {stats:#}", c.dir);
     }
@@ -679,6 +686,21 @@ fn check(c: &Case) {
 
     // Nothing more arrives once every instance has ended.
     assert_eq!(receiver.received().len(), c.deliveries.len(), "{}", c.dir);
+}
+
+/// The histories of these users' instances, in entry order: (unix ms, `what step -> detail`).
+fn live_histories(srv: &Client, users: &[&str]) -> Vec<Vec<(i64, String)>> {
+    live_instances(srv, users)
+        .iter()
+        .map(|i| {
+            instance(srv, i["id"].as_i64().unwrap())["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| (ts_ms(&t["at"]), transition_line(t)))
+                .collect()
+        })
+        .collect()
 }
 
 /// Checks a simulation's answer against the case: the per-instance traces and the deliveries.
@@ -735,30 +757,6 @@ fn trace_by_instance(sim: &Value) -> Vec<Vec<(u64, String)>> {
             .push((offset_ms(t["at"].as_str().unwrap()), transition_line(t)));
     }
     by.into_values().collect()
-}
-
-/// A transition in the trace form `what step -> detail`, from the simulator's trace or a live history.
-pub fn transition_line(t: &Value) -> String {
-    let mut s = t["what"].as_str().unwrap().to_string();
-    if let Some(step) = t["step"].as_str() {
-        s.push(' ');
-        s.push_str(step);
-    }
-    if let Some(detail) = t["detail"].as_str() {
-        s.push_str(" -> ");
-        s.push_str(detail);
-    }
-    s
-}
-
-/// The history of an instance (`GET /v1/instances/{id}`) in trace form.
-pub fn history_lines(instance: &Value) -> Vec<String> {
-    instance["history"]
-        .as_array()
-        .unwrap_or_else(|| panic!("instance without history: {instance}"))
-        .iter()
-        .map(transition_line)
-        .collect()
 }
 
 /// The outcome an expected history ends in.
@@ -830,86 +828,8 @@ fn comparable(payload: &Value) -> Value {
     p
 }
 
-/// Scales a journey's durations and a script's offsets by one factor: the shortest duration
-/// becomes [`UNIT_MS`] (a journey without durations: the last offset becomes one second).
-pub struct Scale {
-    num: u64,
-    den: u64,
-}
-
-impl Scale {
-    fn of(journey: &Value, events: &[(u64, Value)]) -> Scale {
-        let mut durations = Vec::new();
-        collect_durations(journey, &mut durations);
-        match durations.iter().min() {
-            Some(&min) => Scale {
-                num: UNIT_MS,
-                den: min,
-            },
-            None => Scale {
-                num: 1000,
-                den: events
-                    .iter()
-                    .map(|(at, _)| *at)
-                    .max()
-                    .unwrap_or(0)
-                    .max(1000),
-            },
-        }
-    }
-
-    /// An offset in milliseconds, scaled (rounded to the millisecond).
-    pub fn offset(&self, ms: u64) -> u64 {
-        (ms * self.num + self.den / 2) / self.den
-    }
-
-    /// The journey with every duration scaled; each must come out in whole seconds.
-    pub fn journey(&self, journey: &Value) -> Value {
-        let mut j = journey.clone();
-        self.rewrite(&mut j);
-        j
-    }
-
-    fn rewrite(&self, v: &mut Value) {
-        match v {
-            Value::Object(m) => {
-                for (k, v) in m.iter_mut() {
-                    if (k == "max_hold" || k == "duration") && v.is_string() {
-                        let ms = duration_ms(v.as_str().unwrap());
-                        assert_eq!(
-                            (ms * self.num) % (self.den * 1000),
-                            0,
-                            "duration {v} does not scale to whole seconds"
-                        );
-                        *v = json!(format!("{}s", ms * self.num / (self.den * 1000)));
-                    } else {
-                        self.rewrite(v);
-                    }
-                }
-            }
-            Value::Array(a) => a.iter_mut().for_each(|v| self.rewrite(v)),
-            _ => {}
-        }
-    }
-}
-
-fn collect_durations(v: &Value, out: &mut Vec<u64>) {
-    match v {
-        Value::Object(m) => {
-            for (k, v) in m {
-                match v.as_str() {
-                    Some(s) if k == "max_hold" || k == "duration" => out.push(duration_ms(s)),
-                    _ => collect_durations(v, out),
-                }
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|v| collect_durations(v, out)),
-        _ => {}
-    }
-}
-
 /// `"90m"` to milliseconds (SPEC §3: a whole number and one of s, m, h, d, w).
-pub fn duration_ms(s: &str) -> u64 {
+fn duration_ms(s: &str) -> u64 {
     let (n, unit) = s.split_at(s.len() - 1);
     let n: u64 = n.parse().unwrap_or_else(|_| panic!("bad duration {s:?}"));
     n * match unit {
@@ -923,7 +843,7 @@ pub fn duration_ms(s: &str) -> u64 {
 }
 
 /// A script or trace offset (`+90m`, `+0s`, `+1500ms`) to milliseconds.
-pub fn offset_ms(s: &str) -> u64 {
+fn offset_ms(s: &str) -> u64 {
     let s = s.strip_prefix('+').unwrap_or(s);
     match s.strip_suffix("ms") {
         Some(ms) => ms.parse().unwrap_or_else(|_| panic!("bad offset {s:?}")),
@@ -975,116 +895,7 @@ fn identify_traits(events: &[(u64, Value)]) -> Value {
     out
 }
 
-// Admin helpers, shared with `restart`.
-
-/// A JSON `PUT` to an admin path, as the admin token.
-pub fn put_json(srv: &Server, path: &str, body: &Value) -> Resp {
-    srv.admin("PUT", path, Some(body))
-}
-
-/// A webhook destination pointing at `url`, signed with [`SECRET`].
-pub fn put_destination(srv: &Server, id: &str, url: &str) {
-    let resp = put_json(
-        srv,
-        &format!("/v1/destinations/{id}"),
-        &json!({"type": "webhook", "url": url, "secret": SECRET}),
-    );
-    resp.expect(201);
-}
-
 /// `POST /v1/simulate`.
-pub fn simulate(srv: &Server, body: &Value) -> Value {
-    srv.admin("POST", "/v1/simulate", Some(body)).expect(200)
-}
-
-/// The instances of these users' profiles, oldest first (instance ids follow entry order).
-pub fn live_instances(srv: &Server, users: &[&str]) -> Vec<Value> {
-    let mut seen = BTreeSet::new();
-    let mut all = Vec::new();
-    for user in users {
-        if !seen.insert(*user) {
-            continue;
-        }
-        let resp = srv.profile(user);
-        if resp.status == 404 {
-            continue;
-        }
-        let profile = resp.expect(200);
-        all.extend(profile["instances"].as_array().unwrap().iter().cloned());
-    }
-    all.sort_by_key(|i| i["id"].as_i64().unwrap());
-    all
-}
-
-/// `GET /v1/instances/{id}`.
-pub fn instance(srv: &Server, id: i64) -> Value {
-    srv.admin_get(&format!("/v1/instances/{id}")).expect(200)
-}
-
-/// Every delivery in the outbox for one destination.
-pub fn deliveries(srv: &Server, destination: &str) -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = format!("/v1/deliveries?destination={}&limit=1000", enc(destination));
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={}", enc(c)));
-        }
-        let page = srv.admin_get(&path).expect(200);
-        items.extend(page["items"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return items,
-        }
-    }
-}
-
-/// The outbox of a destination once it holds `n` deliveries and none is pending any more: the
-/// receiver sees a request before journeyd has recorded its outcome, so this polls (bounded).
-pub fn settled_deliveries(srv: &Server, destination: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let items = deliveries(srv, destination);
-        if items.len() >= n && items.iter().all(|d| d["status"] != "pending") {
-            return items;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the outbox of {destination} did not settle with {n} deliveries: {items:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Checks one webhook request (SPEC §5: method, Standard Webhooks headers, signature, and
-/// `messageId` = `webhook-id`) and returns its JSON body.
-pub fn check_webhook(r: &Received, secret: &str) -> Value {
-    assert_eq!(r.method, "POST", "{r:?}");
-    assert_eq!(r.path, "/hook", "{r:?}");
-    let body = r.json();
-    let id = r.header("webhook-id").expect("webhook-id header");
-    assert_eq!(body["messageId"], id, "messageId is the webhook-id: {body}");
-    let ts = r.header("webhook-timestamp").expect("webhook-timestamp");
-    let ts_secs: i64 = ts.parse().expect("webhook-timestamp is unix seconds");
-    let now = harness::now_micros() / 1_000_000;
-    assert!(
-        (now - ts_secs).abs() < 120,
-        "webhook-timestamp {ts} is not now"
-    );
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(&r.body);
-    let want = format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    );
-    let got = r.header("webhook-signature").expect("webhook-signature");
-    assert!(
-        got.split(' ').any(|s| s == want),
-        "webhook-signature {got:?}, expected {want:?}"
-    );
-    body
+fn simulate(srv: &Client, body: &Value) -> Value {
+    srv.admin_post("/v1/simulate", body).expect(200)
 }

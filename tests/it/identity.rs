@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, uid};
+use crate::support::{Server, uid};
 
 /// Reads a profile and checks its shape: `id` is `key`, every id in `ids` is listed, `instances` is a list.
 fn check_profile(srv: &Server, lookup: &str, key: &str, ids: &[&str]) -> Value {

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, check_all, is_stored_timestamp, uid};
+use crate::support::{Server, check_all, is_stored_timestamp, uid};
 
 /// The fields, beyond ids and type, that make a valid message of each type.
 fn body_of(kind: &str, user: &str) -> Value {
@@ -135,7 +135,7 @@ fn timeline_pages_by_default_limit_and_cursor() {
     let mids: Vec<String> = (0..250).map(|i| format!("{user}-m{i:03}")).collect();
     let batch: Vec<Value> = mids
         .iter()
-        .map(|m| crate::harness::track(&user, m))
+        .map(|m| crate::support::track(&user, m))
         .collect();
     srv.ingest_ok("/v1/batch", &json!({"batch": batch}));
 

@@ -1,190 +1,16 @@
-//! The journeys admin API over the real binary (SPEC §3, §4, §6): publishing and versions, validation
+//! The journeys admin API over HTTP (SPEC §3, §4, §6): publishing and versions, validation
 //! errors that list every problem and change nothing, instances draining on their version, pause,
 //! resume and archive, stats, re-entry modes, exit rules, the per-profile cap, instances and
-//! timelines, the destinations API and `POST /v1/simulate`.
-//!
-//! The first section holds the admin-call helpers that `delivery.rs` and `cli.rs` share: the harness
-//! only sends GET and POST, and these tests also need PUT and DELETE.
-
-use std::time::{Duration, Instant};
+//! timelines, the destinations API and `POST /v1/simulate`. Tests with timers run on the in-process
+//! appliance and move its clock.
 
 use serde_json::{Value, json};
 
-use crate::harness::{Options, Resp, Server, agent, bearer, enc, request, uid};
-use crate::receiver::{Received, Receiver};
-
-// ---------------------------------------------------------------------------------------------
-// Shared helpers
-// ---------------------------------------------------------------------------------------------
-
-/// Sends one admin call (any method) with the server's admin token, and a JSON body when given.
-pub fn admin(srv: &Server, method: &str, path: &str, body: Option<&Value>) -> Resp {
-    srv.admin(method, path, body)
-}
-
-pub fn admin_put(srv: &Server, path: &str, body: &Value) -> Resp {
-    admin(srv, "PUT", path, Some(body))
-}
-
-pub fn admin_post(srv: &Server, path: &str, body: &Value) -> Resp {
-    admin(srv, "POST", path, Some(body))
-}
-
-pub fn admin_delete(srv: &Server, path: &str) -> Resp {
-    admin(srv, "DELETE", path, None)
-}
-
-/// GETs an admin path and expects `200`.
-pub fn admin_json(srv: &Server, path: &str) -> Value {
-    admin(srv, "GET", path, None).expect(200)
-}
-
-/// PUTs a destination and expects success (`200` or `201`).
-pub fn put_destination(srv: &Server, id: &str, body: &Value) -> Value {
-    let resp = admin_put(srv, &format!("/v1/destinations/{}", enc(id)), body);
-    assert!(
-        resp.status == 200 || resp.status == 201,
-        "{}: expected 200/201:\n{resp}",
-        resp.request
-    );
-    resp.json()
-}
-
-/// PUTs a journey document under its own id and expects success; returns `{id, version}`.
-pub fn put_journey(srv: &Server, doc: &Value) -> Value {
-    let id = doc["id"].as_str().expect("journey document without id");
-    let resp = admin_put(srv, &format!("/v1/journeys/{}", enc(id)), doc);
-    assert!(
-        resp.status == 200 || resp.status == 201,
-        "{}: expected 200/201:\n{resp}",
-        resp.request
-    );
-    resp.json()
-}
-
-/// Ingests one track call for `user` and expects the plain success answer.
-pub fn track_event(srv: &Server, user: &str, event: &str, properties: Value) {
-    srv.ingest_ok(
-        "/v1/track",
-        &json!({"userId": user, "event": event, "properties": properties}),
-    );
-}
-
-pub fn identify(srv: &Server, user: &str, traits: Value) {
-    srv.ingest_ok("/v1/identify", &json!({"userId": user, "traits": traits}));
-}
-
-/// Polls `probe` every 20 ms until it gives a value, failing the test with `what` (and the last
-/// thing seen) once `timeout` passes.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> Result<T, String>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(last) => {
-                if Instant::now() >= deadline {
-                    panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Every delivery of `GET /v1/deliveries?<query>`, following `next_cursor`.
-pub fn deliveries(srv: &Server, query: &str) -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..1000 {
-        let mut path = format!("/v1/deliveries?limit=1000&{query}");
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={}", enc(c)));
-        }
-        let body = admin_json(srv, &path);
-        items.extend(
-            body["items"]
-                .as_array()
-                .unwrap_or_else(|| panic!("GET {path}: no items array: {body}"))
-                .iter()
-                .cloned(),
-        );
-        match &body["next_cursor"] {
-            Value::String(c) => cursor = Some(c.clone()),
-            _ => return items,
-        }
-    }
-    panic!("GET /v1/deliveries?{query} did not end after 1000 pages");
-}
-
-pub fn delivery(srv: &Server, id: &str) -> Value {
-    admin_json(srv, &format!("/v1/deliveries/{}", enc(id)))
-}
-
-/// Waits until the delivery has this status, and returns it.
-pub fn wait_delivery(srv: &Server, id: &str, status: &str, timeout: Duration) -> Value {
-    wait_for(&format!("delivery {id} to be {status}"), timeout, || {
-        let d = delivery(srv, id);
-        if d["status"] == status {
-            Ok(d)
-        } else {
-            Err(d.to_string())
-        }
-    })
-}
-
-/// Waits until the receiver holds at least `n` requests; fails the test otherwise.
-pub fn wait_received(rx: &Receiver, n: usize, timeout: Duration) -> Vec<Received> {
-    let got = rx.wait_for(n, timeout);
-    assert!(
-        got.len() >= n,
-        "expected at least {n} webhook request(s) within {timeout:?}, got {}: {:#?}",
-        got.len(),
-        got.iter()
-            .map(|r| (
-                r.path.clone(),
-                String::from_utf8_lossy(&r.body).into_owned()
-            ))
-            .collect::<Vec<_>>()
-    );
-    got
-}
-
-pub fn stats(srv: &Server, journey: &str, query: &str) -> Value {
-    admin_json(srv, &format!("/v1/journeys/{}/stats{query}", enc(journey)))
-}
-
-/// The instances listed by `GET /v1/profiles/{id}`.
-pub fn instances(srv: &Server, user: &str) -> Vec<Value> {
-    let resp = srv.profile(user);
-    let body = resp.expect(200);
-    body["instances"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{}: no instances array:\n{resp}", resp.request))
-        .clone()
-}
-
-/// The instances of one journey for one profile.
-pub fn instances_of(srv: &Server, user: &str, journey: &str) -> Vec<Value> {
-    instances(srv, user)
-        .into_iter()
-        .filter(|i| i["journey"] == journey)
-        .collect()
-}
-
-/// A webhook destination pointing at `url`, with `extra` settings merged in.
-pub fn webhook(url: &str, extra: Value) -> Value {
-    let mut d = json!({"type": "webhook", "url": url, "timeout": "1s", "max_attempts": 3});
-    if let Value::Object(m) = extra {
-        for (k, v) in m {
-            d[k] = v;
-        }
-    }
-    d
-}
+use crate::support::{
+    Appliance, Client, Options, Receiver, Resp, Server, WAIT, bearer, cart_events, cart_journey,
+    deliveries, enc, eventually, instances_of, many_problems_journey, put_destination, put_journey,
+    stats, track_event, uid, webhook,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Publishing and versions
@@ -210,7 +36,7 @@ fn journeys_publish_versions_get_and_list() {
     put_destination(&srv, "hook", &webhook(&rx.url("/in"), json!({})));
 
     let v1 = simple_journey("ver", "Versioned");
-    let resp = admin_put(&srv, "/v1/journeys/ver", &v1);
+    let resp = srv.admin_put("/v1/journeys/ver", &v1);
     assert_eq!(
         resp.expect(201),
         json!({"id": "ver", "version": 1}),
@@ -227,7 +53,7 @@ fn journeys_publish_versions_get_and_list() {
     )
     .unwrap();
     for doc in [&v1, &reordered] {
-        let resp = admin_put(&srv, "/v1/journeys/ver", doc);
+        let resp = srv.admin_put("/v1/journeys/ver", doc);
         assert_eq!(
             resp.expect(200),
             json!({"id": "ver", "version": 1}),
@@ -239,7 +65,7 @@ fn journeys_publish_versions_get_and_list() {
     let mut v2 = v1.clone();
     v2["name"] = json!("Versioned, renamed");
     v2["steps"][1]["event_name"] = json!("Ver Notice 2");
-    let resp = admin_put(&srv, "/v1/journeys/ver", &v2);
+    let resp = srv.admin_put("/v1/journeys/ver", &v2);
     assert!(
         resp.status == 200 || resp.status == 201,
         "changed body:\n{resp}"
@@ -247,11 +73,11 @@ fn journeys_publish_versions_get_and_list() {
     assert_eq!(resp.json(), json!({"id": "ver", "version": 2}));
     // And once more: still 2.
     assert_eq!(
-        admin_put(&srv, "/v1/journeys/ver", &v2).expect(200),
+        srv.admin_put("/v1/journeys/ver", &v2).expect(200),
         json!({"id": "ver", "version": 2})
     );
 
-    let got = admin_json(&srv, "/v1/journeys/ver");
+    let got = srv.admin_json("/v1/journeys/ver");
     assert_eq!(got["id"], "ver", "{got}");
     assert_eq!(got["version"], 2, "{got}");
     assert_eq!(got["status"], "active", "{got}");
@@ -267,7 +93,7 @@ fn journeys_publish_versions_get_and_list() {
         .collect();
     assert_eq!(versions, vec![1, 2], "{got}");
 
-    let list = admin_json(&srv, "/v1/journeys");
+    let list = srv.admin_json("/v1/journeys");
     let items = list["items"].as_array().unwrap_or_else(|| panic!("{list}"));
     let item = items
         .iter()
@@ -283,7 +109,7 @@ fn journeys_publish_versions_get_and_list() {
     // The counts follow entries.
     let user = uid("ver-user");
     track_event(&srv, &user, "Ver_Start", json!({}));
-    let list = admin_json(&srv, "/v1/journeys");
+    let list = srv.admin_json("/v1/journeys");
     let item = list["items"]
         .as_array()
         .unwrap()
@@ -296,7 +122,7 @@ fn journeys_publish_versions_get_and_list() {
 
     // Unknown journeys are 404 everywhere.
     for path in ["/v1/journeys/nope", "/v1/journeys/nope/stats"] {
-        let resp = admin(&srv, "GET", path, None);
+        let resp = srv.admin("GET", path, None);
         assert_eq!(resp.expect(404)["error"]["code"], "not_found", "{resp}");
     }
 }
@@ -338,28 +164,6 @@ fn problems(resp: &Resp) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A journey with many independent problems at once.
-pub fn many_problems_journey(id: &str) -> Value {
-    json!({
-        "id": id,
-        "entry": {"event": "Bad_Start"},
-        "steps": [
-            // percents total 90
-            {"id": "pick", "type": "random_split",
-             "branches": [{"name": "a", "percent": 60, "next": "wait"},
-                          {"name": "b", "percent": 30, "next": "loop1"}]},
-            // a dangling reference, a bad duration, and a branch without an event
-            {"id": "wait", "type": "hold_until", "max_hold": "2 hours",
-             "branches": [{"event": "Bad_Go", "next": "remindr"},
-                          {"name": "no event here", "next": null}]},
-            // a cycle
-            {"id": "loop1", "type": "delay", "duration": "1h", "next": "loop2"},
-            {"id": "loop2", "type": "delay", "duration": "1h", "next": "loop1"},
-            {"id": "remind", "type": "send", "destination": "hook", "next": null}
-        ]
-    })
-}
-
 /// One expected problem: the exact path (or, with a trailing `*`, a path prefix) and a word its
 /// message must contain (case-insensitive).
 fn assert_problem(got: &[(String, String)], path: &str, word: &str, context: &str) {
@@ -383,7 +187,7 @@ fn journeys_invalid_documents_list_every_problem_and_change_nothing() {
     put_destination(&srv, "hook", &webhook(&rx.url("/in"), json!({})));
 
     // Many problems in one document: every one listed with its path.
-    let resp = admin_put(&srv, "/v1/journeys/bad", &many_problems_journey("bad"));
+    let resp = srv.admin_put("/v1/journeys/bad", &many_problems_journey("bad"));
     let got = problems(&resp);
     assert!(
         got.contains(&(
@@ -402,15 +206,15 @@ fn journeys_invalid_documents_list_every_problem_and_change_nothing() {
     assert_problem(&got, "/steps/0*", "100", "random_split percents");
     assert_problem(&got, "/steps/*", "cycle", "cycle loop1 -> loop2 -> loop1");
     assert!(got.len() >= 5, "at least five problems: {got:#?}");
-    assert_eq!(admin(&srv, "GET", "/v1/journeys/bad", None).status, 404);
+    assert_eq!(srv.admin("GET", "/v1/journeys/bad", None).status, 404);
 
     // An unreachable step.
     let unreachable = json!({"id": "unreach", "entry": {"event": "U"}, "steps": [
         {"id": "first", "type": "send", "destination": "hook", "next": null},
         {"id": "orphan", "type": "send", "destination": "hook"}]});
-    let got = problems(&admin_put(&srv, "/v1/journeys/unreach", &unreachable));
+    let got = problems(&srv.admin_put("/v1/journeys/unreach", &unreachable));
     assert_problem(&got, "/steps/1", "unreachable", "unreachable step");
-    assert_eq!(admin(&srv, "GET", "/v1/journeys/unreach", None).status, 404);
+    assert_eq!(srv.admin("GET", "/v1/journeys/unreach", None).status, 404);
 
     // More than 50 steps.
     let steps: Vec<Value> = (0..51)
@@ -424,28 +228,28 @@ fn journeys_invalid_documents_list_every_problem_and_change_nothing() {
         })
         .collect();
     let too_long = json!({"id": "long", "entry": {"event": "L"}, "steps": steps});
-    let got = problems(&admin_put(&srv, "/v1/journeys/long", &too_long));
+    let got = problems(&srv.admin_put("/v1/journeys/long", &too_long));
     assert_problem(&got, "/steps", "50", "more than 50 steps");
-    assert_eq!(admin(&srv, "GET", "/v1/journeys/long", None).status, 404);
+    assert_eq!(srv.admin("GET", "/v1/journeys/long", None).status, 404);
 
     // The URL's id differs from the body's.
-    let resp = admin_put(&srv, "/v1/journeys/other", &simple_journey("ver", "x"));
+    let resp = srv.admin_put("/v1/journeys/other", &simple_journey("ver", "x"));
     let got = problems(&resp);
     assert_problem(&got, "/id", "", "URL id != body id");
-    assert_eq!(admin(&srv, "GET", "/v1/journeys/other", None).status, 404);
-    assert_eq!(admin(&srv, "GET", "/v1/journeys/ver", None).status, 404);
+    assert_eq!(srv.admin("GET", "/v1/journeys/other", None).status, 404);
+    assert_eq!(srv.admin("GET", "/v1/journeys/ver", None).status, 404);
 
     // A send step naming a destination that does not exist.
     let mut doc = simple_journey("nodest", "x");
     doc["steps"][1]["destination"] = json!("no-such-destination");
-    let got = problems(&admin_put(&srv, "/v1/journeys/nodest", &doc));
+    let got = problems(&srv.admin_put("/v1/journeys/nodest", &doc));
     assert_problem(
         &got,
         "/steps/1/destination",
         "no-such-destination",
         "unknown destination",
     );
-    assert_eq!(admin(&srv, "GET", "/v1/journeys/nodest", None).status, 404);
+    assert_eq!(srv.admin("GET", "/v1/journeys/nodest", None).status, 404);
 
     // An existing journey stays as it was when a bad version is sent.
     let good = simple_journey("keep", "Keep me");
@@ -453,7 +257,7 @@ fn journeys_invalid_documents_list_every_problem_and_change_nothing() {
     let mut bad = good.clone();
     bad["steps"][0]["branches"][0]["next"] = json!("remindr");
     bad["steps"][0]["max_hold"] = json!("forever");
-    let got = problems(&admin_put(&srv, "/v1/journeys/keep", &bad));
+    let got = problems(&srv.admin_put("/v1/journeys/keep", &bad));
     assert_problem(
         &got,
         "/steps/0/branches/0/next",
@@ -463,26 +267,25 @@ fn journeys_invalid_documents_list_every_problem_and_change_nothing() {
     assert_problem(&got, "/steps/0/max_hold", "forever", "keep: bad duration");
     let mut bad_dest = good.clone();
     bad_dest["steps"][1]["destination"] = json!("gone");
-    problems(&admin_put(&srv, "/v1/journeys/keep", &bad_dest));
+    problems(&srv.admin_put("/v1/journeys/keep", &bad_dest));
     let mut bad_id = good.clone();
     bad_id["id"] = json!("keep2");
-    problems(&admin_put(&srv, "/v1/journeys/keep", &bad_id));
-    let kept = admin_json(&srv, "/v1/journeys/keep");
+    problems(&srv.admin_put("/v1/journeys/keep", &bad_id));
+    let kept = srv.admin_json("/v1/journeys/keep");
     assert_eq!(kept["version"], 1, "{kept}");
     assert_eq!(kept["definition"], good, "{kept}");
     assert_eq!(kept["versions"].as_array().map(Vec::len), Some(1), "{kept}");
 
     // Not JSON at all: a 400, and nothing stored.
     let auth = bearer(srv.admin_token());
-    let resp = request(
-        &agent(),
+    let resp = srv.send(
         "PUT",
-        &srv.url("/v1/journeys/garbage"),
+        "/v1/journeys/garbage",
         &[("Authorization", &auth)],
         Some(b"{not json"),
     );
     assert_eq!(resp.status, 400, "non-JSON journey:\n{resp}");
-    assert_eq!(admin(&srv, "GET", "/v1/journeys/garbage", None).status, 404);
+    assert_eq!(srv.admin("GET", "/v1/journeys/garbage", None).status, 404);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -503,8 +306,8 @@ fn drain_journey(event_name: &str) -> Value {
 
 #[test]
 fn journeys_in_flight_instances_stay_on_their_version() {
-    let srv = Server::start();
-    let rx = Receiver::start(vec![]);
+    let srv = Appliance::start();
+    let rx = srv.receiver(vec![]);
     put_destination(&srv, "hook", &webhook(&rx.url("/in"), json!({})));
     assert_eq!(put_journey(&srv, &drain_journey("V1 Notice"))["version"], 1);
 
@@ -521,7 +324,9 @@ fn journeys_in_flight_instances_stay_on_their_version() {
     assert_eq!(new_inst.len(), 1, "{new_inst:?}");
     assert_eq!(new_inst[0]["version"], 2, "{new_inst:?}");
 
-    let got = wait_received(&rx, 2, Duration::from_secs(15));
+    // Both holds time out, each sending its own version's notice.
+    srv.advance(2_000);
+    let got = rx.wait_for(2, WAIT);
     let by_user = |user: &str| -> Value {
         got.iter()
             .map(|r| r.json())
@@ -554,8 +359,8 @@ fn journeys_in_flight_instances_stay_on_their_version() {
 
 #[test]
 fn journeys_pause_resume_and_archive() {
-    let srv = Server::start();
-    let rx = Receiver::start(vec![]);
+    let srv = Appliance::start();
+    let rx = srv.receiver(vec![]);
     put_destination(&srv, "hook", &webhook(&rx.url("/in"), json!({})));
     let doc = json!({
         "id": "pj",
@@ -572,9 +377,9 @@ fn journeys_pause_resume_and_archive() {
     track_event(&srv, &u1, "P_Start", json!({}));
     assert_eq!(instances_of(&srv, &u1, "pj").len(), 1);
 
-    let resp = admin_post(&srv, "/v1/journeys/pj/pause", &json!({}));
+    let resp = srv.admin_post("/v1/journeys/pj/pause", &json!({}));
     resp.expect(200);
-    assert_eq!(admin_json(&srv, "/v1/journeys/pj")["status"], "paused");
+    assert_eq!(srv.admin_json("/v1/journeys/pj")["status"], "paused");
 
     // Paused: no new entry...
     track_event(&srv, &u2, "P_Start", json!({}));
@@ -585,12 +390,13 @@ fn journeys_pause_resume_and_archive() {
     assert_eq!(stats(&srv, "pj", "")["entered"], 1);
     // ...but the instance in flight goes on.
     track_event(&srv, &u1, "P_Go", json!({}));
-    let got = wait_received(&rx, 1, Duration::from_secs(10));
+    let got = rx.wait_for(1, WAIT);
     assert_eq!(got[0].json()["userId"], u1.as_str());
     assert_eq!(instances_of(&srv, &u1, "pj")[0]["state"], "completed");
 
-    admin_post(&srv, "/v1/journeys/pj/resume", &json!({})).expect(200);
-    assert_eq!(admin_json(&srv, "/v1/journeys/pj")["status"], "active");
+    srv.admin_post("/v1/journeys/pj/resume", &json!({}))
+        .expect(200);
+    assert_eq!(srv.admin_json("/v1/journeys/pj")["status"], "active");
     track_event(&srv, &u3, "P_Start", json!({}));
     track_event(&srv, &u4, "P_Start", json!({}));
     assert_eq!(
@@ -601,17 +407,17 @@ fn journeys_pause_resume_and_archive() {
     assert_eq!(stats(&srv, "pj", "")["entered"], 3);
 
     // Archive: the active instances end as archived, and nothing more is sent for them.
-    let resp = admin_delete(&srv, "/v1/journeys/pj");
+    let resp = srv.admin_delete("/v1/journeys/pj");
     let body = resp.expect(200);
     assert_eq!(body["status"], "archived", "{body}");
-    let got = admin_json(&srv, "/v1/journeys/pj");
+    let got = srv.admin_json("/v1/journeys/pj");
     assert_eq!(got["status"], "archived", "{got}");
     for user in [&u3, &u4] {
         let inst = instances_of(&srv, user, "pj");
         assert_eq!(inst.len(), 1, "{inst:?}");
         assert_eq!(inst[0]["state"], "archived", "{inst:?}");
         let id = inst[0]["id"].to_string();
-        let one = admin_json(&srv, &format!("/v1/instances/{}", id.trim_matches('"')));
+        let one = srv.admin_json(&format!("/v1/instances/{}", id.trim_matches('"')));
         assert_eq!(one["state"], "archived", "{one}");
         let history: Vec<&str> = one["history"]
             .as_array()
@@ -636,8 +442,8 @@ fn journeys_pause_resume_and_archive() {
     assert_eq!(rx.received().len(), 1);
 
     // An archived instance's timer never fires: `pt` is archived while its instance waits on a 1 s
-    // hold; `ctl`, the same journey entered after that, times out and sends. By then `pt`'s earlier
-    // timer would have fired too.
+    // hold; `ctl`, the same journey entered a millisecond later, times out and sends. By then
+    // `pt`'s earlier timer would have fired too (due timers fire in order).
     let timed = |id: &str, prefix: &str| {
         json!({"id": id, "entry": {"event": format!("{prefix}_Start")}, "steps": [
             {"id": "wait", "type": "hold_until", "max_hold": "1s",
@@ -649,9 +455,11 @@ fn journeys_pause_resume_and_archive() {
     put_journey(&srv, &timed("ctl", "CTL"));
     let u6 = uid("p6");
     track_event(&srv, &u6, "PT_Start", json!({}));
-    admin_delete(&srv, "/v1/journeys/pt").expect(200);
+    srv.admin_delete("/v1/journeys/pt").expect(200);
+    srv.advance(1);
     track_event(&srv, &u6, "CTL_Start", json!({}));
-    let got = wait_received(&rx, 2, Duration::from_secs(10));
+    srv.advance(1_000);
+    let got = rx.wait_for(2, WAIT);
     assert_eq!(got[1].json()["event"], "CTL Notice");
     let sent: Vec<Value> = deliveries(&srv, "destination=hook")
         .into_iter()
@@ -682,8 +490,8 @@ fn stats_journey(max_hold: &str) -> Value {
 
 #[test]
 fn journeys_stats_instances_and_timeline() {
-    let srv = Server::start();
-    let rx = Receiver::start(vec![]);
+    let srv = Appliance::start();
+    let rx = srv.receiver(vec![]);
     put_destination(&srv, "hook", &webhook(&rx.url("/in"), json!({})));
     put_journey(&srv, &stats_journey("2s"));
     let (a, b, c, d) = (uid("sa"), uid("sb"), uid("sc"), uid("sd"));
@@ -697,13 +505,11 @@ fn journeys_stats_instances_and_timeline() {
     assert_eq!(put_journey(&srv, &stats_journey("1h"))["version"], 2);
     track_event(&srv, &d, "S_Start", json!({}));
 
-    let all = wait_for("b's hold to time out", Duration::from_secs(15), || {
+    // b's 2 s hold times out; d's (1 h, on version 2) does not.
+    srv.advance(2_000);
+    let all = eventually("b's hold to time out", WAIT, || {
         let s = stats(&srv, "st", "");
-        if s["completed"] == 2 {
-            Ok(s)
-        } else {
-            Err(s.to_string())
-        }
+        if s["completed"] == 2 { Ok(s) } else { Err(s) }
     });
     assert_eq!(all["entered"], 4, "{all}");
     assert_eq!(all["active"], 1, "{all}");
@@ -739,7 +545,7 @@ fn journeys_stats_instances_and_timeline() {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let one = admin_json(&srv, &format!("/v1/instances/{}", enc(&id)));
+    let one = srv.admin_json(&format!("/v1/instances/{}", enc(&id)));
     assert_eq!(one["journey"], "st", "{one}");
     assert_eq!(one["version"], 1, "{one}");
     assert_eq!(one["state"], "completed", "{one}");
@@ -776,7 +582,7 @@ fn journeys_stats_instances_and_timeline() {
 
     // Unknown instances.
     for bad in ["999999999", "nope"] {
-        let resp = admin(&srv, "GET", &format!("/v1/instances/{bad}"), None);
+        let resp = srv.admin("GET", &format!("/v1/instances/{bad}"), None);
         assert_eq!(resp.expect(404)["error"]["code"], "not_found", "{resp}");
     }
 
@@ -840,7 +646,7 @@ fn waiting_journey(id: &str, prefix: &str, entry_extra: Value) -> Value {
     })
 }
 
-fn states(srv: &Server, user: &str, journey: &str) -> Vec<String> {
+fn states(srv: &Client, user: &str, journey: &str) -> Vec<String> {
     let mut s: Vec<String> = instances_of(srv, user, journey)
         .iter()
         .map(|i| i["state"].as_str().unwrap_or("?").to_string())
@@ -939,7 +745,7 @@ fn journeys_reentry_unique_by_exit_rules_and_cap() {
     assert_eq!(states(&srv, &ex_user, "ex"), ["active"]);
     track_event(&srv, &ex_user, "X_Cancel", json!({"reason": "user"}));
     assert_eq!(states(&srv, &ex_user, "ex"), ["exited"]);
-    let got = wait_received(&rx, 1, Duration::from_secs(10));
+    let got = rx.wait_for(1, WAIT);
     let body = got[0].json();
     assert_eq!(body["event"], "Goodbye", "{body}");
     assert_eq!(body["userId"], ex_user.as_str(), "{body}");
@@ -1042,7 +848,7 @@ fn destinations_api() {
     let body = json!({"type": "webhook", "url": "http://127.0.0.1:9/in", "method": "POST",
                       "headers": {"X-Api-Key": "abc"}, "secret": secret,
                       "timeout": "5s", "max_attempts": 4});
-    let resp = admin_put(&srv, "/v1/destinations/crm", &body);
+    let resp = srv.admin_put("/v1/destinations/crm", &body);
     assert!(resp.status == 200 || resp.status == 201, "{resp}");
     let check_shown = |d: &Value, context: &str| {
         assert_eq!(d["id"], "crm", "{context}: {d}");
@@ -1059,8 +865,8 @@ fn destinations_api() {
         );
     };
     check_shown(&resp.json(), "PUT");
-    check_shown(&admin_json(&srv, "/v1/destinations/crm"), "GET");
-    let list = admin_json(&srv, "/v1/destinations");
+    check_shown(&srv.admin_json("/v1/destinations/crm"), "GET");
+    let list = srv.admin_json("/v1/destinations");
     let listed = list["items"]
         .as_array()
         .unwrap_or_else(|| panic!("{list}"))
@@ -1090,21 +896,21 @@ fn destinations_api() {
         &json!({"id": "uses-crm", "entry": {"event": "D_Start"},
                 "steps": [{"id": "s", "type": "send", "destination": "crm"}]}),
     );
-    let resp = admin_delete(&srv, "/v1/destinations/crm");
+    let resp = srv.admin_delete("/v1/destinations/crm");
     let body = resp.expect(409);
     assert_eq!(body["error"]["code"], "in_use", "{resp}");
-    assert_eq!(admin(&srv, "GET", "/v1/destinations/crm", None).status, 200);
+    assert_eq!(srv.admin("GET", "/v1/destinations/crm", None).status, 200);
 
-    let resp = admin_delete(&srv, "/v1/destinations/plain");
+    let resp = srv.admin_delete("/v1/destinations/plain");
     assert_eq!(resp.status, 200, "{resp}");
-    let resp = admin(&srv, "GET", "/v1/destinations/plain", None);
+    let resp = srv.admin("GET", "/v1/destinations/plain", None);
     assert_eq!(resp.expect(404)["error"]["code"], "not_found", "{resp}");
-    let resp = admin_delete(&srv, "/v1/destinations/plain");
+    let resp = srv.admin_delete("/v1/destinations/plain");
     assert_eq!(resp.status, 404, "deleting twice: {resp}");
 
     // Once the journey is archived, crm is no longer in use.
-    admin_delete(&srv, "/v1/journeys/uses-crm").expect(200);
-    assert_eq!(admin_delete(&srv, "/v1/destinations/crm").status, 200);
+    srv.admin_delete("/v1/journeys/uses-crm").expect(200);
+    assert_eq!(srv.admin_delete("/v1/destinations/crm").status, 200);
 
     // Invalid destinations: 422 with paths; nothing stored.
     let cases = [
@@ -1121,14 +927,14 @@ fn destinations_api() {
         ),
     ];
     for (name, doc, path) in cases {
-        let resp = admin_put(&srv, "/v1/destinations/broken", &doc);
+        let resp = srv.admin_put("/v1/destinations/broken", &doc);
         let got = problems(&resp);
         assert!(
             got.iter().any(|(p, _)| p == path),
             "{name}: expected a problem at {path}: {got:#?}"
         );
         assert_eq!(
-            admin(&srv, "GET", "/v1/destinations/broken", None).status,
+            srv.admin("GET", "/v1/destinations/broken", None).status,
             404,
             "{name}: stored anyway"
         );
@@ -1147,18 +953,16 @@ fn destinations_segment_write_key_is_kept_when_left_out() {
     );
     assert_eq!(first["write_key_set"], true, "{first}");
     assert!(first.get("write_key").is_none(), "{first}");
-    let resp = admin_put(
-        &srv,
+    let resp = srv.admin_put(
         "/v1/destinations/seg",
         &json!({"type": "segment", "url": "http://127.0.0.1:9", "max_attempts": 2}),
     );
     assert_eq!(resp.status, 200, "re-PUT without write_key:\n{resp}");
-    let shown = admin_json(&srv, "/v1/destinations/seg");
+    let shown = srv.admin_json("/v1/destinations/seg");
     assert_eq!(shown["write_key_set"], true, "{shown}");
     assert_eq!(shown["max_attempts"], 2, "{shown}");
     // A new segment destination without any write_key is invalid.
-    let resp = admin_put(
-        &srv,
+    let resp = srv.admin_put(
         "/v1/destinations/seg2",
         &json!({"type": "segment", "url": "http://127.0.0.1:9"}),
     );
@@ -1170,49 +974,6 @@ fn destinations_segment_write_key_is_kept_when_left_out() {
 // Simulation
 // ---------------------------------------------------------------------------------------------
 
-/// The cart-abandonment journey of SPEC §3; its destination `crm` need not exist for simulation.
-pub fn cart_journey() -> Value {
-    json!({
-        "id": "cart-abandonment",
-        "name": "Cart abandonment (cart modified)",
-        "entry": {"event": "Product_Added", "where": [{"property": "cart_ID", "exists": true}],
-                  "reentry": "every_time", "unique_by": "cart_ID"},
-        "exit": {"events": [{"event": "Account_Deleted"}], "send": "notify_exit"},
-        "steps": [
-            {"id": "wait_for_order", "type": "hold_until", "max_hold": "2h",
-             "branches": [
-                 {"name": "cart changed", "event": "Cart_Modified", "reset_timer": true},
-                 {"name": "ordered", "event": "Order_Confirmation", "next": null}
-             ],
-             "on_timeout": "remind"},
-            {"id": "remind", "type": "send", "destination": "crm", "event_name": "Cart Reminder",
-             "traits": ["email", "first_name"], "next": null},
-            {"id": "notify_exit", "type": "send", "destination": "crm"}
-        ]
-    })
-}
-
-/// Timed events for the cart journey: one cart abandoned (its timer reset at +1h, so reminded at
-/// +3h), one ordered at +10m, one exited at +45m.
-pub fn cart_events(user: &str) -> Vec<Value> {
-    let other = format!("{user}-b");
-    let third = format!("{user}-c");
-    vec![
-        json!({"at": "+0s", "message": {"type": "track", "userId": user, "event": "Product_Added",
-                                        "properties": {"cart_ID": "c-1"}}}),
-        json!({"at": "+1h", "message": {"type": "track", "userId": user, "event": "Cart_Modified",
-                                        "properties": {"cart_ID": "c-1", "items": 2}}}),
-        json!({"at": "+1m", "message": {"type": "track", "userId": other, "event": "Product_Added",
-                                        "properties": {"cart_ID": "c-2"}}}),
-        json!({"at": "+10m", "message": {"type": "track", "userId": other, "event": "Order_Confirmation",
-                                         "properties": {"cart_ID": "c-2"}}}),
-        json!({"at": "+0s", "message": {"type": "track", "userId": third, "event": "Product_Added",
-                                        "properties": {"cart_ID": "c-3"}}}),
-        json!({"at": "+45m", "message": {"type": "track", "userId": third, "event": "Account_Deleted",
-                                         "properties": {"cart_ID": "c-3"}}}),
-    ]
-}
-
 #[test]
 fn simulate_api() {
     let srv = Server::start();
@@ -1222,7 +983,7 @@ fn simulate_api() {
         "traits": {"email": "ada@example.com", "first_name": "Ada"},
         "events": cart_events(&user),
     });
-    let out = admin_post(&srv, "/v1/simulate", &input).expect(200);
+    let out = srv.admin_post("/v1/simulate", &input).expect(200);
     let trace = out["trace"]
         .as_array()
         .unwrap_or_else(|| panic!("no trace: {out}"));
@@ -1294,7 +1055,7 @@ fn simulate_api() {
     assert_eq!(exit["at"], "+45m", "{exit}");
 
     // The same input gives the same output.
-    assert_eq!(admin_post(&srv, "/v1/simulate", &input).expect(200), out);
+    assert_eq!(srv.admin_post("/v1/simulate", &input).expect(200), out);
 
     // Nothing written: no profiles, journeys or deliveries.
     for u in [user.clone(), format!("{user}-b"), format!("{user}-c")] {
@@ -1305,7 +1066,8 @@ fn simulate_api() {
         );
     }
     assert_eq!(
-        admin(&srv, "GET", "/v1/journeys/cart-abandonment", None).status,
+        srv.admin("GET", "/v1/journeys/cart-abandonment", None)
+            .status,
         404
     );
     assert!(
@@ -1313,7 +1075,7 @@ fn simulate_api() {
         "simulation wrote deliveries"
     );
     assert_eq!(
-        admin_json(&srv, "/v1/journeys")["items"],
+        srv.admin_json("/v1/journeys")["items"],
         json!([]),
         "simulation published a journey"
     );
@@ -1341,7 +1103,7 @@ fn simulate_api() {
         ),
     ];
     for (name, doc, path) in cases {
-        let got = problems(&admin_post(&srv, "/v1/simulate", &doc));
+        let got = problems(&srv.admin_post("/v1/simulate", &doc));
         assert!(
             got.iter().any(|(p, _)| p == path),
             "{name}: expected a problem at {path}: {got:#?}"

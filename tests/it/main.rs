@@ -1,14 +1,15 @@
-//! Black-box tests of the `journeyd` binary: each test starts the real binary on a loopback port with a
-//! database in a temp dir of its own (see `harness`) and talks to it over HTTP only.
+//! Black-box tests of journeyd: each test starts a server with a database in a temp dir of its own
+//! and talks to it over HTTP only. The server is the real binary as a child process
+//! (`support::Server`) where the process is under test (kill -9, signals, the command line,
+//! metrics), and otherwise `serve` in the test process on a manual clock (`support::Appliance`),
+//! so that timers, holds and retries are driven by moving the clock rather than by waiting.
 //!
-//! One file per family; each family runs its cases through one `check` function.
+//! One file per family; shared support lives in `support/`.
 
 // Case tables are tuples and boxed closures by design: one row per case, read at a glance.
 #![allow(clippy::type_complexity)]
 
-mod harness;
-mod load;
-mod receiver;
+mod support;
 
 mod admin;
 mod auth;

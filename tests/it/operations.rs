@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{ADMIN_TOKEN, Options, Server, bearer, temp_dir, uid};
-use crate::receiver::Receiver;
+use crate::support::{
+    ADMIN_TOKEN, Options, Receiver, Server, WAIT, bearer, eventually, temp_dir, uid,
+};
 
 /// Parses the samples of an OpenMetrics text page: `name{labels}` to value.
 fn samples(text: &str) -> HashMap<String, f64> {
@@ -23,26 +24,6 @@ fn samples(text: &str) -> HashMap<String, f64> {
 fn metrics(srv: &Server) -> HashMap<String, f64> {
     let resp = srv.get("/metrics", &[("Authorization", &bearer(ADMIN_TOKEN))]);
     samples(&resp.text())
-}
-
-/// Polls the metrics until `want` holds, or fails with the page.
-fn wait_metric(
-    srv: &Server,
-    what: &str,
-    want: impl Fn(&HashMap<String, f64>) -> bool,
-) -> HashMap<String, f64> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let m = metrics(srv);
-        if want(&m) {
-            return m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} never held; metrics: {m:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
@@ -104,11 +85,18 @@ fn metrics_follow_traffic() {
     .expect(200);
     assert_eq!(srv.post("/v1/track", &[], b"{}").status, 401);
 
-    let m = wait_metric(&srv, "two deliveries and one timer", |m| {
-        get(m, "journeyd_delivery_attempts_total{outcome=\"delivered\"}") >= 2.0
-            && get(m, "journeyd_timers_fired_total") >= 1.0
+    // The 1 s hold times out on the wall clock: this server is the binary, for its own metrics.
+    let m = eventually("two deliveries and one timer in the metrics", WAIT, || {
+        let m = metrics(&srv);
+        if get(&m, "journeyd_delivery_attempts_total{outcome=\"delivered\"}") >= 2.0
+            && get(&m, "journeyd_timers_fired_total") >= 1.0
             // Counters move inside the transaction, the pending gauge is read after it commits.
-            && get(m, "journeyd_timers_pending") == 0.0
+            && get(&m, "journeyd_timers_pending") == 0.0
+        {
+            Ok(m)
+        } else {
+            Err(format!("{m:#?}"))
+        }
     });
     let delta = |key: &str| get(&m, key) - get(&before, key);
     assert_eq!(
@@ -170,18 +158,17 @@ fn scheduled_backups_keep_the_newest_copies_and_they_open() {
         names.sort();
         names
     };
-    // Every second a backup; after four of them only the newest two are left.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Every second a backup (the cron jobs run on the wall clock); after four of them only the
+    // newest two are left.
     let mut seen = std::collections::BTreeSet::new();
-    while seen.len() < 4 {
+    eventually("four scheduled backups", Duration::from_secs(20), || {
         seen.extend(list());
-        assert!(
-            Instant::now() < deadline,
-            "scheduled backups did not appear: {seen:?}\n{}",
-            srv.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        if seen.len() >= 4 {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}\n{}", srv.log_tail()))
+        }
+    });
     let left = list();
     assert!(left.len() <= 2, "keep 2, found {left:?}");
     for path in &left {
@@ -215,7 +202,7 @@ fn wal_stays_bounded_under_load() {
     // The default checkpoint schedule: what an operator gets.
     let srv = Server::start();
     let wal = srv.db_path().with_extension("db-wal");
-    let mut load = crate::load::Load::start(&srv, 4, 50, Duration::from_secs(secs));
+    let mut load = crate::support::load::Load::start(&srv, 4, 50, Duration::from_secs(secs));
     let started = Instant::now();
     let mut max_wal = 0u64;
     while started.elapsed() < Duration::from_secs(secs) {

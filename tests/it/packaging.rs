@@ -18,7 +18,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use crate::harness::{describe, temp_dir};
+use crate::support::{describe, temp_dir};
 
 /// The package, its binary and the files under test, by the names the packaging uses for them.
 const PACKAGE: &str = env!("CARGO_PKG_NAME");

@@ -4,8 +4,8 @@
 
 use serde_json::json;
 
-use crate::harness::{Options, Server, bearer, check_all, describe, run_cli, temp_dir, track, uid};
-use crate::load::{BATCH, Load, check_stored, stored_counts};
+use crate::support::load::{BATCH, Load, check_stored, stored_counts};
+use crate::support::{Options, Server, bearer, check_all, describe, run_cli, temp_dir, track, uid};
 
 #[test]
 fn sigterm_exits_zero_and_keeps_acknowledged_events() {

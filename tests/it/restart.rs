@@ -1,33 +1,28 @@
-//! Timers and deliveries across a `kill -9` and restart (SPEC §0.1, §0.3, §4: "a timer due at T
-//! fires at T or later, also after a restart (timers that fell due while stopped fire at start)").
+//! Timers and deliveries across restarts (SPEC §0.1, §0.3, §4: "a timer due at T fires at T or
+//! later, also after a restart (timers that fell due while stopped fire at start)").
 //!
-//! - Instances holding when the process dies resume after restart: events still reach them and
-//!   their timers fire at their due time, not earlier and not much later.
-//! - Holds that fell due while the process was down time out right at start, each with exactly one
-//!   delivery, at the logical time they fell due.
-//! - Nothing fires twice, whatever the number of restarts; a delivery in flight at the kill is sent
-//!   again with the same `webhook-id`.
+//! - Instances holding when the process is killed (kill -9) are there after the restart, unchanged,
+//!   and events still reach them.
+//! - After a restart, holding instances resume: events reach them and their timers fire at their
+//!   due time, exactly.
+//! - Holds that fell due while the server was stopped time out as soon as it starts, each with
+//!   exactly one delivery, at the logical time they fell due.
+//! - Nothing fires twice, whatever the number of restarts; a delivery in flight at a kill -9 is
+//!   sent again with the same `webhook-id`.
 //! - And, as the baseline for all of this, a running server sends each delivery once.
 //!
-//! Sleeps here only let real time pass for timers (and for the downtime); outcomes are polled for
-//! with a deadline.
+//! The kill -9 cases run the binary. The others run the in-process appliance on its manual clock,
+//! stopped gracefully and started again on the same database and the same clock: time passes
+//! (also while it is stopped) only when the test moves the clock, so due times are met exactly.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::examples::{
-    SECRET, check_webhook, deliveries, history_lines, instance, live_instances, put_destination,
-    put_json, settled_deliveries,
+use crate::support::{
+    Appliance, Client, Received, Receiver, Reply, SECRET, Server, WAIT, check_webhook, fmt_ms,
+    history_lines, instance, live_instances, settled_deliveries, signed_webhook, ts_ms,
 };
-use crate::harness::{self, Server, fmt_ts};
-use crate::receiver::{Received, Receiver, Reply};
-
-/// How late a timer may fire, or a delivery arrive, on a loaded machine.
-const LATE_MS: i64 = 2500;
-/// How soon after a restart the timers that fell due while down must have been delivered.
-const AT_START_MS: i64 = 1500;
 
 /// The history of a signup hold that timed out and sent its nudge.
 const TIMED_OUT: &[&str] = &[
@@ -38,6 +33,9 @@ const TIMED_OUT: &[&str] = &[
     "send nudge -> crm",
     "completed nudge",
 ];
+
+/// Far past any timer or retry of these tests.
+const AN_HOUR: i64 = 3_600_000;
 
 fn signup_journey(hold: &str, reminder: &str) -> Value {
     json!({
@@ -67,15 +65,17 @@ fn welcome_journey(delay: &str) -> Value {
     })
 }
 
-/// A server with a `crm` destination pointing at a fresh receiver, these journeys, and users
-/// identified with an email and a first name.
-fn setup(journeys: &[Value], script: Vec<Reply>, users: &[&str]) -> (Server, Receiver) {
-    let srv = Server::start();
-    let receiver = Receiver::start(script);
-    put_destination(&srv, "crm", &receiver.url("/hook"));
+/// A `crm` destination pointing at `receiver`, these journeys, and users identified with an email
+/// and a first name.
+fn configure(srv: &Client, receiver: &Receiver, journeys: &[Value], users: &[&str]) {
+    srv.admin_put(
+        "/v1/destinations/crm",
+        &signed_webhook(&receiver.url("/hook")),
+    )
+    .expect(201);
     for j in journeys {
         let id = j["id"].as_str().unwrap();
-        put_json(&srv, &format!("/v1/journeys/{id}"), j).expect(201);
+        srv.admin_put(&format!("/v1/journeys/{id}"), j).expect(201);
     }
     for u in users {
         srv.ingest_ok(
@@ -83,77 +83,42 @@ fn setup(journeys: &[Value], script: Vec<Reply>, users: &[&str]) -> (Server, Rec
             &json!({"userId": u, "traits": {"email": format!("{u}@example.com"), "first_name": u.to_uppercase()}}),
         );
     }
+}
+
+/// An appliance set up by [`configure`], with a receiver on its clock. The receiver comes second,
+/// so that it is dropped first.
+fn appliance(journeys: &[Value], users: &[&str]) -> (Appliance, Receiver) {
+    let srv = Appliance::start();
+    let receiver = srv.receiver(Vec::new());
+    configure(&srv, &receiver, journeys, users);
     (srv, receiver)
 }
 
-fn track(srv: &Server, user: &str, event: &str) {
+/// The binary set up by [`configure`], for the kill -9 cases.
+fn server(journeys: &[Value], script: Vec<Reply>, users: &[&str]) -> (Server, Receiver) {
+    let srv = Server::start();
+    let receiver = Receiver::start(script);
+    configure(&srv, &receiver, journeys, users);
+    (srv, receiver)
+}
+
+fn track(srv: &Client, user: &str, event: &str) {
     srv.ingest_ok(
         "/v1/track",
         &json!({"userId": user, "event": event, "properties": {"plan": "pro"}}),
     );
 }
 
-/// Maps receiver arrival instants to wall-clock milliseconds, to compare with the server's due times.
-struct Clock {
-    instant: Instant,
-    wall_ms: i64,
-}
-
-impl Clock {
-    fn now() -> Clock {
-        Clock {
-            instant: Instant::now(),
-            wall_ms: harness::now_micros() / 1000,
-        }
-    }
-
-    fn wall(&self, at: Instant) -> i64 {
-        self.wall_ms + at.duration_since(self.instant).as_millis() as i64
-    }
-}
-
-fn now_ms() -> i64 {
-    harness::now_micros() / 1000
-}
-
-/// Sleeps until the wall clock passes `ms`.
-fn sleep_until_wall(ms: i64) {
-    let left = ms - now_ms();
-    if left > 0 {
-        std::thread::sleep(Duration::from_millis(left as u64));
-    }
-}
-
 fn due_at(inst: &Value) -> i64 {
-    let s = inst["due_at"]
-        .as_str()
-        .unwrap_or_else(|| panic!("instance without due_at: {inst}"));
-    harness::parse_ts(s).unwrap() / 1000
+    ts_ms(&inst["due_at"])
 }
 
-/// Waits until `n` requests have arrived; fails naming what did arrive.
-fn wait_deliveries(
-    srv: &Server,
-    receiver: &Receiver,
-    n: usize,
-    timeout: Duration,
-) -> Vec<Received> {
-    let got = receiver.wait_for(n, timeout);
-    assert!(
-        got.len() >= n,
-        "{} of {n} deliveries arrived within {timeout:?}: {:#?}\noutbox: {:#?}",
-        got.len(),
-        got.iter().map(Received::json).collect::<Vec<_>>(),
-        deliveries(srv, "crm")
-    );
-    got
-}
-
-/// The requests by the instance id in their payload's journey metadata.
+/// The requests by the instance id in their payload's journey metadata, each checked as a signed
+/// webhook.
 fn by_instance(received: &[Received]) -> BTreeMap<String, Vec<Value>> {
     let mut by: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for r in received {
-        let body = check_webhook(r, SECRET);
+        let body = check_webhook(r, "/hook", SECRET);
         let id = body["properties"]["journey_metadata"]["instance_id"]
             .as_str()
             .unwrap()
@@ -163,46 +128,10 @@ fn by_instance(received: &[Received]) -> BTreeMap<String, Vec<Value>> {
     by
 }
 
-/// Timers pending at a kill -9 survive it: the instances are still there, at the same step with
-/// the same due time and context; an event reaches a holding instance after the restart; the
-/// timers of the others fire at their due time; and instances keep the journey version they
-/// entered (a version published before the kill applies only to entries after it, SPEC §4).
-#[test]
-fn restart_resumes_holds_and_timers_fire_on_time() {
-    let users = ["a1", "a2", "a3", "a4"];
-    let (mut srv, receiver) = setup(
-        &[
-            signup_journey("4s", "Signup Reminder"),
-            welcome_journey("3s"),
-        ],
-        Vec::new(),
-        &users,
-    );
-    let clock = Clock::now();
-    for u in &users[..3] {
-        track(&srv, u, "Signup_Started");
-    }
-    track(&srv, "a1", "Trial_Started");
-    let before = live_instances(&srv, &users);
-    assert_eq!(before.len(), 4, "{before:#?}");
-    for i in &before {
-        assert_eq!(i["state"], "active", "{i}");
-        let _ = due_at(i);
-    }
-    // Version 2 is published while version 1 instances hold.
-    let v2 = put_json(
-        &srv,
-        "/v1/journeys/signup-nudge",
-        &signup_journey("2s", "Signup Reminder v2"),
-    );
-    assert_eq!(v2.expect(200)["version"], 2, "{v2}");
-
-    srv.kill9();
-    srv.restart();
-
-    let after = live_instances(&srv, &users);
+/// Asserts that a restart left these instances as they were.
+fn assert_unchanged(before: &[Value], after: &[Value]) {
     assert_eq!(after.len(), before.len(), "{after:#?}");
-    for (b, a) in before.iter().zip(&after) {
+    for (b, a) in before.iter().zip(after) {
         for key in [
             "id",
             "journey",
@@ -220,6 +149,110 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
             );
         }
     }
+}
+
+/// Holding instances survive a kill -9: after the restart they are there with the same step, due
+/// time and context, an event still reaches one, and instances keep the journey version they
+/// entered (a version published before the kill applies only to entries after it, SPEC §4). That
+/// their timers then fire at their due time is `restart_resumes_holds_and_timers_fire_on_time`.
+#[test]
+fn restart_after_kill9_keeps_holding_instances() {
+    let users = ["k1", "k2", "k3"];
+    let (mut srv, receiver) = server(
+        &[
+            signup_journey("1h", "Signup Reminder"),
+            welcome_journey("1h"),
+        ],
+        Vec::new(),
+        &users,
+    );
+    track(&srv, "k1", "Signup_Started");
+    track(&srv, "k2", "Signup_Started");
+    track(&srv, "k1", "Trial_Started");
+    let before = live_instances(&srv, &users);
+    assert_eq!(before.len(), 3, "{before:#?}");
+    for i in &before {
+        assert_eq!(i["state"], "active", "{i}");
+        let _ = due_at(i);
+    }
+    let v2 = srv.admin_put(
+        "/v1/journeys/signup-nudge",
+        &signup_journey("2h", "Signup Reminder v2"),
+    );
+    assert_eq!(v2.expect(200)["version"], 2, "{v2}");
+
+    srv.kill9();
+    srv.restart();
+
+    let after = live_instances(&srv, &users);
+    assert_unchanged(&before, &after);
+
+    // An event still reaches a holding instance.
+    track(&srv, "k1", "Signup_Completed");
+    let k1_signup = after
+        .iter()
+        .find(|i| i["profile"] == "k1" && i["journey"] == "signup-nudge")
+        .unwrap();
+    let id = k1_signup["id"].as_i64().unwrap();
+    assert_eq!(
+        history_lines(&instance(&srv, id)),
+        [
+            "entered",
+            "step wait",
+            "branch wait -> completed",
+            "completed wait"
+        ],
+        "instance {id} of k1"
+    );
+    // A new entry after the restart runs on version 2; the others stay on version 1.
+    track(&srv, "k3", "Signup_Started");
+    let k3 = live_instances(&srv, &["k3"]);
+    assert_eq!(k3.len(), 1, "{k3:#?}");
+    assert_eq!(k3[0]["version"], 2, "{}", k3[0]);
+    let k2 = live_instances(&srv, &["k2"]);
+    assert_eq!(k2[0]["version"], 1, "{}", k2[0]);
+    assert_eq!(k2[0]["state"], "active", "{}", k2[0]);
+    assert!(
+        receiver.received().is_empty(),
+        "nothing was due: {:?}",
+        receiver.received()
+    );
+}
+
+/// After a restart, holding instances resume: the instances are still there, at the same step with
+/// the same due time and context; an event reaches a holding instance; the timers of the others
+/// fire at their due time; and instances keep the journey version they entered.
+#[test]
+fn restart_resumes_holds_and_timers_fire_on_time() {
+    let users = ["a1", "a2", "a3", "a4"];
+    let (mut srv, receiver) = appliance(
+        &[
+            signup_journey("4s", "Signup Reminder"),
+            welcome_journey("3s"),
+        ],
+        &users,
+    );
+    for u in &users[..3] {
+        track(&srv, u, "Signup_Started");
+    }
+    track(&srv, "a1", "Trial_Started");
+    let before = live_instances(&srv, &users);
+    assert_eq!(before.len(), 4, "{before:#?}");
+    for i in &before {
+        assert_eq!(i["state"], "active", "{i}");
+        let _ = due_at(i);
+    }
+    // Version 2 is published while version 1 instances hold.
+    let v2 = srv.admin_put(
+        "/v1/journeys/signup-nudge",
+        &signup_journey("2s", "Signup Reminder v2"),
+    );
+    assert_eq!(v2.expect(200)["version"], 2, "{v2}");
+
+    srv.restart();
+
+    let after = live_instances(&srv, &users);
+    assert_unchanged(&before, &after);
     assert!(
         receiver.received().is_empty(),
         "nothing is due yet: {:?}",
@@ -250,15 +283,21 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
     assert_eq!(a4.len(), 1, "{a4:#?}");
     assert_eq!(a4[0]["version"], 2, "{}", a4[0]);
 
-    // The other timers fire at their due time: a2's and a3's holds, a1's delay, a4's hold.
+    // The other timers fire at their due time: a2's and a3's holds, a1's delay, a4's hold. The
+    // clock visits each due time in turn, and the deliveries due by then must have arrived
+    // before it moves on, so each arrives on the server's clock exactly when its timer is due.
     let mut timed: Vec<&Value> = after
         .iter()
         .filter(|i| i["id"] != a1_signup["id"])
         .collect();
     timed.push(&a4[0]);
-    let last_due = timed.iter().map(|i| due_at(i)).max().unwrap();
-    let wait = Duration::from_millis((last_due - now_ms() + LATE_MS).max(0) as u64);
-    let received = wait_deliveries(&srv, &receiver, timed.len(), wait);
+    let dues: BTreeSet<i64> = timed.iter().map(|i| due_at(i)).collect();
+    for &due in &dues {
+        srv.set_time(due);
+        let n = timed.iter().filter(|i| due_at(i) <= due).count();
+        receiver.wait_for(n, WAIT);
+    }
+    let received = receiver.received();
     let by = by_instance(&received);
     for inst in &timed {
         let id = inst["id"].as_i64().unwrap();
@@ -271,19 +310,19 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
             .iter()
             .find(|r| r.json()["messageId"] == got[0]["messageId"])
             .unwrap();
-        let arrived = clock.wall(r.at);
-        assert!(
-            arrived >= due - 20 && arrived <= due + LATE_MS,
+        assert_eq!(
+            r.clock_ms,
+            due,
             "instance {id}: due at {}, delivered at {}",
-            fmt_ts(due * 1000),
-            fmt_ts(arrived * 1000)
+            fmt_ms(due),
+            fmt_ms(r.clock_ms)
         );
         // The step ran at the due time, which is also the payload's timestamp.
-        assert_eq!(got[0]["timestamp"], fmt_ts(due * 1000), "{}", got[0]);
+        assert_eq!(got[0]["timestamp"], fmt_ms(due), "{}", got[0]);
         let detail = instance(&srv, id);
         let history = history_lines(&detail);
         let fired = &detail["history"].as_array().unwrap()[2];
-        assert_eq!(fired["at"], fmt_ts(due * 1000), "instance {id}: {detail:#}");
+        assert_eq!(fired["at"], fmt_ms(due), "instance {id}: {detail:#}");
         let version = inst["version"].as_i64().unwrap();
         assert_eq!(
             got[0]["properties"]["journey_metadata"]["journey_version"], version,
@@ -320,41 +359,35 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
     assert_eq!(receiver.received().len(), timed.len());
 }
 
-/// Holds that fell due while the process was down time out as soon as it starts again, at the
-/// logical time they fell due, each with exactly one delivery; an event for one of them arriving
-/// right after the restart loses the race to the timeout (decisions.md: due timers fire first).
+/// Holds that fell due while the server was stopped time out as soon as it starts, at the logical
+/// time they fell due, each with exactly one delivery; an event for one of them arriving right
+/// after the restart loses the race to the timeout (decisions.md: due timers fire first).
 #[test]
 fn restart_fires_holds_that_fell_due_while_down_once() {
     let users = ["b1", "b2", "b3", "b4"];
-    let (mut srv, receiver) = setup(
-        &[signup_journey("2s", "Signup Reminder")],
-        Vec::new(),
-        &users,
-    );
+    let (mut srv, receiver) = appliance(&[signup_journey("2s", "Signup Reminder")], &users);
     for u in users {
         track(&srv, u, "Signup_Started");
     }
     let before = live_instances(&srv, &users);
     assert_eq!(before.len(), 4, "{before:#?}");
-    srv.kill9();
+    srv.stop();
 
     let last_due = before.iter().map(due_at).max().unwrap();
-    sleep_until_wall(last_due + 1000);
-    srv.restart();
-    let restarted = Clock::now();
+    srv.set_time(last_due + 1000);
+    srv.start_again();
+    let restarted = srv.now_ms();
     track(&srv, "b4", "Signup_Completed");
 
-    let received = wait_deliveries(
-        &srv,
-        &receiver,
-        4,
-        Duration::from_millis((AT_START_MS + LATE_MS) as u64),
-    );
+    // The clock has not moved since the start: whatever arrives, arrives at start.
+    let received = receiver.wait_for(4, WAIT);
     for r in &received {
-        let after = r.at.duration_since(restarted.instant).as_millis() as i64;
-        assert!(
-            after <= AT_START_MS,
-            "a delivery due before the restart arrived {after} ms after it"
+        assert_eq!(
+            r.clock_ms,
+            restarted,
+            "a delivery due before the restart arrived at {}, after the start at {}",
+            fmt_ms(r.clock_ms),
+            fmt_ms(restarted)
         );
     }
     let by = by_instance(&received);
@@ -373,21 +406,21 @@ fn restart_fires_holds_that_fell_due_while_down_once() {
         ids.insert(got[0]["messageId"].as_str().unwrap().to_string());
         assert_eq!(got[0]["userId"], inst["profile"]);
         assert_eq!(got[0]["event"], "Signup Reminder");
-        // Logical time: the hold timed out when it fell due, while the process was down.
-        assert_eq!(got[0]["timestamp"], fmt_ts(due * 1000), "{}", got[0]);
+        // Logical time: the hold timed out when it fell due, while the server was stopped.
+        assert_eq!(got[0]["timestamp"], fmt_ms(due), "{}", got[0]);
         let detail = instance(&srv, id);
         assert_eq!(
             history_lines(&detail),
             TIMED_OUT,
             "instance {id}: {detail:#}"
         );
-        assert_eq!(detail["history"][2]["at"], fmt_ts(due * 1000), "{detail:#}");
+        assert_eq!(detail["history"][2]["at"], fmt_ms(due), "{detail:#}");
         assert_eq!(detail["state"], "completed");
     }
     assert_eq!(ids.len(), 4, "webhook ids repeat");
 
     // The outbox holds one succeeded delivery per instance, under the ids the receiver saw.
-    let outbox = settled_deliveries(&srv, "crm", 4);
+    let outbox = settled_deliveries(&srv, "destination=crm", 4, WAIT);
     assert_eq!(outbox.len(), 4, "{outbox:#?}");
     let outbox_ids: BTreeSet<String> = outbox
         .iter()
@@ -399,8 +432,10 @@ fn restart_fires_holds_that_fell_due_while_down_once() {
         assert_eq!(d["attempts"], 1, "{d}");
     }
 
-    // Later, still exactly one request per instance.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Later (past any retry), still exactly one request per instance: a stop finishes every
+    // send begun, so the count is final.
+    srv.advance(AN_HOUR);
+    srv.stop();
     assert_eq!(
         receiver.received().len(),
         4,
@@ -409,53 +444,40 @@ fn restart_fires_holds_that_fell_due_while_down_once() {
     );
 }
 
-/// Nothing fires twice across restarts: one timer fired before the kill, one fell due during the
-/// downtime, one was set after the restart; after another kill and restart, and waiting past every
+/// Nothing fires twice across restarts: one timer fired before a restart, one fell due while the
+/// server was stopped, one was set after the restart; after another restart, and past every
 /// timer, each instance has exactly one timeout, one send and one completion, the receiver got
 /// one request per instance, and the stats count each once.
 #[test]
 fn restart_never_fires_twice() {
     let users = ["c1", "c2", "c3"];
-    let (mut srv, receiver) = setup(
-        &[signup_journey("2s", "Signup Reminder")],
-        Vec::new(),
-        &users,
-    );
+    let (mut srv, receiver) = appliance(&[signup_journey("2s", "Signup Reminder")], &users);
 
-    // c1's timer fires while the server runs. Each kill below comes only once the outbox has
+    // c1's timer fires while the server runs. Each restart below comes only once the outbox has
     // recorded every delivery's outcome: a delivery whose request reached the receiver but whose
     // outcome was not yet recorded is rightly sent again after a restart (at least once, SPEC §0.3),
     // which is `restart_resends_in_flight_delivery_with_same_id`, not this test.
     track(&srv, "c1", "Signup_Started");
-    wait_deliveries(
-        &srv,
-        &receiver,
-        1,
-        Duration::from_millis(2000 + LATE_MS as u64),
-    );
-    settled_deliveries(&srv, "crm", 1);
+    srv.advance(2_000);
+    receiver.wait_for(1, WAIT);
+    settled_deliveries(&srv, "destination=crm", 1, WAIT);
 
-    // c2's falls due while it is down.
+    // c2's falls due while it is stopped.
     track(&srv, "c2", "Signup_Started");
     let c2 = live_instances(&srv, &["c2"]);
-    srv.kill9();
-    sleep_until_wall(due_at(&c2[0]) + 500);
-    srv.restart();
+    srv.stop();
+    srv.set_time(due_at(&c2[0]) + 500);
+    srv.start_again();
 
     // c3's is set after the restart.
     track(&srv, "c3", "Signup_Started");
-    wait_deliveries(
-        &srv,
-        &receiver,
-        3,
-        Duration::from_millis(2000 + LATE_MS as u64),
-    );
-    settled_deliveries(&srv, "crm", 3);
+    srv.advance(2_000);
+    receiver.wait_for(3, WAIT);
+    settled_deliveries(&srv, "destination=crm", 3, WAIT);
 
-    // Once more, and wait past everything.
-    srv.kill9();
+    // Once more, and past everything.
     srv.restart();
-    std::thread::sleep(Duration::from_millis(1500));
+    srv.advance(AN_HOUR);
 
     let instances = live_instances(&srv, &users);
     assert_eq!(instances.len(), 3, "{instances:#?}");
@@ -473,25 +495,14 @@ fn restart_never_fires_twice() {
         assert_eq!(inst["state"], "completed");
     }
 
-    let received = receiver.received();
-    let by = by_instance(&received);
-    assert_eq!(by.len(), 3, "{by:#?}");
-    for (id, got) in &by {
-        assert_eq!(
-            got.len(),
-            1,
-            "instance {id} was delivered {} times: {got:#?}",
-            got.len()
-        );
-    }
-    let outbox = settled_deliveries(&srv, "crm", 3);
+    let outbox = settled_deliveries(&srv, "destination=crm", 3, WAIT);
     assert_eq!(outbox.len(), 3, "{outbox:#?}");
     for d in &outbox {
         assert_eq!(d["status"], "succeeded", "{d}");
         assert_eq!(d["attempts"], 1, "{d}");
     }
 
-    let stats = srv.admin_get("/v1/journeys/signup-nudge/stats").expect(200);
+    let stats = srv.admin_json("/v1/journeys/signup-nudge/stats");
     let want = json!({
         "entered": 3, "active": 0, "completed": 3, "exited": 0, "skipped": 0,
         "steps": {"wait": {"reached": 3, "active": 0}, "nudge": {"reached": 3, "active": 0}},
@@ -508,35 +519,40 @@ fn restart_never_fires_twice() {
     ] {
         assert_eq!(stats[key], want[key], "stats.{key}: {stats:#}");
     }
+
+    // A stop finishes every send begun: the receiver's count is final.
+    srv.stop();
+    let received = receiver.received();
+    let by = by_instance(&received);
+    assert_eq!(by.len(), 3, "{by:#?}");
+    for (id, got) in &by {
+        assert_eq!(
+            got.len(),
+            1,
+            "instance {id} was delivered {} times: {got:#?}",
+            got.len()
+        );
+    }
 }
 
 /// A delivery in flight when the process is killed is sent again after the restart with the same
 /// `webhook-id` and body (at least once, SPEC §0.3), and the instance did not run its step again.
 #[test]
 fn restart_resends_in_flight_delivery_with_same_id() {
-    let (mut srv, receiver) = setup(
+    let (mut srv, receiver) = server(
         &[signup_journey("1s", "Signup Reminder")],
         vec![Reply::Hang],
         &["d1"],
     );
+    // The 1 s hold times out on the wall clock (this is the binary, for kill -9).
     track(&srv, "d1", "Signup_Started");
-    let first = wait_deliveries(
-        &srv,
-        &receiver,
-        1,
-        Duration::from_millis(1000 + LATE_MS as u64),
-    );
-    let first_body = check_webhook(&first[0], SECRET);
+    let first = receiver.wait_for(1, WAIT);
+    let first_body = check_webhook(&first[0], "/hook", SECRET);
 
     srv.kill9();
     srv.restart();
-    let received = wait_deliveries(
-        &srv,
-        &receiver,
-        2,
-        Duration::from_millis((AT_START_MS + LATE_MS) as u64),
-    );
-    let again = check_webhook(&received[1], SECRET);
+    let received = receiver.wait_for(2, WAIT);
+    let again = check_webhook(&received[1], "/hook", SECRET);
     assert_eq!(
         received[1].header("webhook-id"),
         first[0].header("webhook-id"),
@@ -544,7 +560,7 @@ fn restart_resends_in_flight_delivery_with_same_id() {
     );
     assert_eq!(again, first_body, "the resend has another body");
 
-    let outbox = settled_deliveries(&srv, "crm", 1);
+    let outbox = settled_deliveries(&srv, "destination=crm", 1, WAIT);
     assert_eq!(outbox.len(), 1, "{outbox:#?}");
     assert_eq!(outbox[0]["id"], first_body["messageId"]);
     assert_eq!(outbox[0]["status"], "succeeded", "{}", outbox[0]);
@@ -555,7 +571,9 @@ fn restart_resends_in_flight_delivery_with_same_id() {
         TIMED_OUT,
         "instance {id}"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // SIGTERM finishes every send begun: the receiver's count is final.
+    let status = srv.terminate();
+    assert_eq!(status.code(), Some(0), "{status}\n{}", srv.log_tail());
     assert_eq!(receiver.received().len(), 2);
 }
 
@@ -570,28 +588,45 @@ fn restart_resends_in_flight_delivery_with_same_id() {
 /// start of a pass, before its reads).
 #[test]
 fn running_server_sends_each_delivery_once() {
-    let srv = Server::start();
-    let receiver = Receiver::start(Vec::new());
-    put_destination(&srv, "crm", &receiver.url("/hook"));
-    put_json(
+    let mut srv = Appliance::start();
+    let receiver = srv.receiver(Vec::new());
+    configure(
         &srv,
-        "/v1/journeys/signup-nudge",
-        &signup_journey("1s", "Signup Reminder"),
-    )
-    .expect(201);
-    // Entries spread over a second or so: their timers fall due one after another, so deliveries are
-    // written (and wake the dispatcher) while earlier ones are in flight.
+        &receiver,
+        &[signup_journey("1s", "Signup Reminder")],
+        &[],
+    );
+    // Entries spread over 1.2 s of the server's clock, ten every 20 ms, so that their timers fall
+    // due one group after another, from 1 s on while entries still arrive. After each step of the
+    // clock the test waits only until the deliveries due by then have reached the receiver, not
+    // for their outcomes to be recorded: so deliveries are written (and wake the dispatcher) while
+    // earlier ones are being recorded.
     const N: usize = 600;
-    for n in 0..N {
-        srv.ingest_ok(
-            "/v1/track",
-            &json!({"userId": format!("burst-{n}"), "event": "Signup_Started"}),
-        );
+    const GROUP: usize = 10;
+    const STEP_MS: i64 = 20;
+    let start = srv.now_ms();
+    let groups = N / GROUP;
+    let hold_steps = (1000 / STEP_MS) as usize;
+    for step in 1..=groups + hold_steps {
+        srv.advance(STEP_MS);
+        if step <= groups {
+            let batch: Vec<Value> = (0..GROUP)
+                .map(|i| {
+                    json!({"type": "track", "userId": format!("burst-{}", (step - 1) * GROUP + i),
+                           "event": "Signup_Started"})
+                })
+                .collect();
+            srv.ingest_ok("/v1/batch", &json!({"batch": batch}));
+        }
+        // The group that entered at step k falls due at step k + hold_steps.
+        let due_groups = step.saturating_sub(hold_steps).min(groups);
+        receiver.wait_for(due_groups * GROUP, WAIT);
     }
-    wait_deliveries(&srv, &receiver, N, Duration::from_secs(30));
-    let outbox = settled_deliveries(&srv, "crm", N);
+    assert_eq!(srv.now_ms() - start, (groups + hold_steps) as i64 * STEP_MS);
+    let outbox = settled_deliveries(&srv, "destination=crm", N, WAIT);
     assert!(outbox.iter().all(|d| d["status"] == "succeeded"));
-    std::thread::sleep(Duration::from_millis(500));
+    // A stop finishes every send begun: the receiver's count is final.
+    srv.stop();
     let mut per_id: BTreeMap<String, usize> = BTreeMap::new();
     for r in receiver.received() {
         *per_id

@@ -8,7 +8,7 @@ use std::path::Path;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::harness::{Options, Server};
+use crate::support::{Options, Server};
 
 /// The JSON text of the top-level `"body"` member of a fixture, exactly as written in the file.
 fn raw_body(text: &str) -> Option<&str> {
@@ -184,7 +184,7 @@ fn check(name: &str, expect: Expect) {
     for got in &stored {
         for field in ["receivedAt", "timestamp"] {
             assert!(
-                crate::harness::is_stored_timestamp(&got[field]),
+                crate::support::is_stored_timestamp(&got[field]),
                 "{name}: {field} of {}: {got:#}",
                 got["messageId"]
             );

@@ -2,9 +2,10 @@
 //! client's value is kept as `originalTimestamp`; without `sentAt`, `timestamp` is the client's value, or
 //! `receivedAt` when the client sent none. Every stored timestamp is RFC 3339 UTC with milliseconds and `Z`.
 
+use chrono::TimeDelta;
 use serde_json::{Value, json};
 
-use crate::harness::{Server, check_all, fmt_ts, is_stored_timestamp, now_micros, parse_ts, uid};
+use crate::support::{Server, check_all, fmt_ts, is_stored_timestamp, now, parse_ts, uid};
 
 /// What the stored `timestamp` must be.
 enum Expect {
@@ -48,9 +49,9 @@ fn check(srv: &Server, c: &Case) {
     } else {
         msg
     };
-    let before = now_micros();
+    let before = now();
     let resp = srv.ingest(if c.batch { "/v1/batch" } else { "/v1/track" }, &body);
-    let after = now_micros();
+    let after = now();
     assert_eq!(
         resp.expect(200),
         json!({"success": true}),
@@ -68,8 +69,9 @@ fn check(srv: &Server, c: &Case) {
     }
     let received = parse_ts(stored["receivedAt"].as_str().unwrap()).unwrap();
     // Stored values have milliseconds; allow for the truncation on both sides.
+    let ms = TimeDelta::milliseconds(1);
     assert!(
-        received >= before - 1000 && received <= after + 1000,
+        received >= before - ms && received <= after + ms,
         "receivedAt {} is not between {} and {}: {ctx}",
         fmt_ts(received),
         fmt_ts(before),
@@ -78,9 +80,9 @@ fn check(srv: &Server, c: &Case) {
     let timestamp = parse_ts(stored["timestamp"].as_str().unwrap()).unwrap();
     match &c.expect {
         Expect::ReceivedMinus(skew) => {
-            let want = received - skew;
+            let want = received - TimeDelta::microseconds(*skew);
             assert!(
-                (timestamp - want).abs() <= 1000,
+                (timestamp - want).abs() <= ms,
                 "timestamp {} should be receivedAt - {} ms = {}: {ctx}",
                 fmt_ts(timestamp),
                 *skew as f64 / 1000.0,
@@ -107,10 +109,10 @@ fn check(srv: &Server, c: &Case) {
 fn timestamps_are_corrected_for_skew() {
     let srv = Server::start();
     let s = |v: &str| Some(v.to_string());
-    let now = now_micros();
+    let now = now();
     // A client whose clock runs an hour fast: the event happened 2 s before it was sent.
-    let ahead_ts = fmt_ts(now + 3_600_000_000);
-    let ahead_sent = fmt_ts(now + 3_602_000_000);
+    let ahead_ts = fmt_ts(now + TimeDelta::seconds(3600));
+    let ahead_sent = fmt_ts(now + TimeDelta::seconds(3602));
     let base = || Case {
         name: "",
         batch: false,

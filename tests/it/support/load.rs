@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, agent, basic, try_request, uid};
+use super::{Client, agent, basic, eventually, try_request, uid};
 
 pub const BATCH: usize = 10;
 
@@ -35,7 +35,7 @@ pub struct Load {
 
 impl Load {
     /// Starts `threads` clients against `srv`, for at most `max` time.
-    pub fn start(srv: &Server, threads: usize, profiles: usize, max: Duration) -> Load {
+    pub fn start(srv: &Client, threads: usize, profiles: usize, max: Duration) -> Load {
         let run = uid("load");
         let users: Vec<String> = (0..profiles).map(|i| format!("{run}-u{i}")).collect();
         let shared = Arc::new(Shared::default());
@@ -110,19 +110,20 @@ impl Load {
         self.shared.acked.lock().unwrap().clone()
     }
 
-    /// Polls until at least `n` messages are acknowledged; fails the test if that takes longer than `max`.
+    /// Waits until at least `n` messages are acknowledged; fails the test if that takes longer than `max`.
     pub fn wait_for_acks(&self, n: usize, max: Duration) {
-        let deadline = Instant::now() + max;
-        while self.acked_count() < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of {n} messages acknowledged within {max:?}; other answers: {:?}; transport errors: {}",
-                self.acked_count(),
-                self.shared.other_answers.lock().unwrap(),
-                self.shared.transport_errors.load(Ordering::Relaxed)
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        eventually(&format!("{n} acknowledged messages"), max, || {
+            let acked = self.acked_count();
+            if acked >= n {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{acked} acknowledged; other answers: {:?}; transport errors: {}",
+                    self.shared.other_answers.lock().unwrap(),
+                    self.shared.transport_errors.load(Ordering::Relaxed)
+                ))
+            }
+        });
     }
 
     /// Stops the clients and waits for them.
@@ -145,7 +146,7 @@ impl Drop for Load {
 }
 
 /// How many times each messageId appears in the timelines of `users`.
-pub fn stored_counts(srv: &Server, users: &[String]) -> HashMap<String, usize> {
+pub fn stored_counts(srv: &Client, users: &[String]) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for user in users {
         for m in srv.events(user) {

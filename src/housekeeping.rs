@@ -33,6 +33,23 @@ pub(crate) fn validate_schedule(expr: &str) -> Result<(), String> {
         .map_err(|e| format!("bad schedule \"{expr}\": {e}"))
 }
 
+/// A cron job running `task` with the store and settings on `schedule`.
+fn job<F, Fut>(
+    schedule: &str,
+    store: &Store,
+    settings: &Arc<Settings>,
+    task: F,
+) -> Result<Job, JobSchedulerError>
+where
+    F: Fn(Store, Arc<Settings>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (store, settings) = (store.clone(), settings.clone());
+    Job::new_async(schedule, move |_, _| {
+        Box::pin(task(store.clone(), settings.clone()))
+    })
+}
+
 impl Housekeeping {
     pub(crate) async fn start(
         store: Store,
@@ -41,39 +58,31 @@ impl Housekeeping {
         let scheduler = JobScheduler::new().await?;
         let settings = Arc::new(settings);
 
-        let (s, st) = (store.clone(), settings.clone());
-        scheduler
-            .add(Job::new_async(
-                settings.purge_schedule.as_str(),
-                move |_, _| {
-                    let (store, settings) = (s.clone(), st.clone());
-                    Box::pin(async move { purge(&store, &settings).await })
-                },
-            )?)
-            .await?;
-
-        let s = store.clone();
-        scheduler
-            .add(Job::new_async(
-                settings.checkpoint_schedule.as_str(),
-                move |_, _| {
-                    let store = s.clone();
-                    Box::pin(async move { checkpoint(&store).await })
-                },
-            )?)
-            .await?;
-
-        if settings.backup_dir.is_some() {
-            let (s, st) = (store.clone(), settings.clone());
-            scheduler
-                .add(Job::new_async(
-                    settings.backup_schedule.as_str(),
-                    move |_, _| {
-                        let (store, settings) = (s.clone(), st.clone());
-                        Box::pin(async move { backup(&store, &settings).await })
-                    },
-                )?)
-                .await?;
+        let jobs = [
+            Some(job(
+                &settings.purge_schedule,
+                &store,
+                &settings,
+                |st, se| async move { purge(&st, &se).await },
+            )?),
+            Some(job(
+                &settings.checkpoint_schedule,
+                &store,
+                &settings,
+                |st, _| async move { checkpoint(&st).await },
+            )?),
+            match settings.backup_dir {
+                Some(_) => Some(job(
+                    &settings.backup_schedule,
+                    &store,
+                    &settings,
+                    |st, se| async move { backup(&st, &se).await },
+                )?),
+                None => None,
+            },
+        ];
+        for j in jobs.into_iter().flatten() {
+            scheduler.add(j).await?;
         }
         scheduler.start().await?;
         Ok(Housekeeping { scheduler })

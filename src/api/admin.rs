@@ -7,7 +7,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
-use super::{App, Body, admin_error, json_response, pagination, store_error, views};
+use super::{App, Body, admin_error, json_response, ok, pagination, store_error, views};
 
 pub(super) async fn healthz(app: &App) -> Response<Body> {
     match app.store.health().await {
@@ -69,10 +69,9 @@ pub(super) async fn timeline(app: &App, id: String, query: Option<&str>) -> Resp
             );
         }
     };
-    match app.store.timeline(id, cursor, limit).await {
-        Ok(page) => json_response(StatusCode::OK, &views::page(&page, views::timeline_item)),
-        Err(e) => store_error(e),
-    }
+    ok(app.store.timeline(id, cursor, limit).await, |page| {
+        views::page(page, views::timeline_item)
+    })
 }
 
 /// Streams a consistent snapshot of the database file.

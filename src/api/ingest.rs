@@ -78,6 +78,9 @@ pub(super) async fn handle(
     };
     let Some(_reserved) = app.reserve_queued(reserve) else {
         tracing::debug!(bytes = reserve, "ingest refused: too much work queued");
+        // Read and drop the body before answering, so the client is not cut off mid-send and
+        // sees the 503 (SDKs retry it).
+        super::discard_body(req).await;
         return unavailable(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",

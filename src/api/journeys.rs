@@ -6,7 +6,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
-use super::{App, Body, admin_error, json_response, pagination, read_body, store_error, views};
+use super::{App, Body, admin_error, json_response, ok, pagination, read_body, store_error, views};
 use crate::journey::{self, Problem, Status};
 
 /// Most bytes in an admin request body (journey files, simulations).
@@ -121,17 +121,13 @@ pub(super) async fn list_journeys(app: &App, query: Option<&str>) -> Response<Bo
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    match app.store.journeys(cursor, limit).await {
-        Ok(page) => json_response(StatusCode::OK, &views::page(&page, views::journey_summary)),
-        Err(e) => store_error(e),
-    }
+    ok(app.store.journeys(cursor, limit).await, |page| {
+        views::page(page, views::journey_summary)
+    })
 }
 
 pub(super) async fn get_journey(app: &App, id: String) -> Response<Body> {
-    match app.store.journey(id).await {
-        Ok(d) => json_response(StatusCode::OK, &views::journey_detail(&d)),
-        Err(e) => store_error(e),
-    }
+    ok(app.store.journey(id).await, views::journey_detail)
 }
 
 pub(super) async fn set_status(app: &App, id: String, status: Status) -> Response<Body> {
@@ -199,10 +195,7 @@ pub(super) async fn instance(app: &App, id: &str) -> Response<Body> {
             format!("instance \"{id}\" not found"),
         );
     };
-    match app.store.instance(id).await {
-        Ok(i) => json_response(StatusCode::OK, &views::instance_detail(&i)),
-        Err(e) => store_error(e),
-    }
+    ok(app.store.instance(id).await, views::instance_detail)
 }
 
 pub(super) async fn simulate(app: &App, req: Request<Incoming>) -> Response<Body> {
@@ -311,10 +304,7 @@ pub(super) async fn put_destination(
 }
 
 pub(super) async fn get_destination(app: &App, id: String) -> Response<Body> {
-    match app.store.destination(id).await {
-        Ok(d) => json_response(StatusCode::OK, &views::destination(&d)),
-        Err(e) => store_error(e),
-    }
+    ok(app.store.destination(id).await, views::destination)
 }
 
 pub(super) async fn list_destinations(app: &App, query: Option<&str>) -> Response<Body> {
@@ -322,10 +312,9 @@ pub(super) async fn list_destinations(app: &App, query: Option<&str>) -> Respons
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    match app.store.destinations(cursor, limit).await {
-        Ok(page) => json_response(StatusCode::OK, &views::page(&page, views::destination)),
-        Err(e) => store_error(e),
-    }
+    ok(app.store.destinations(cursor, limit).await, |page| {
+        views::page(page, views::destination)
+    })
 }
 
 pub(super) async fn delete_destination(app: &App, id: String) -> Response<Body> {
@@ -383,10 +372,7 @@ pub(super) async fn list_deliveries(app: &App, query: Option<&str>) -> Response<
 }
 
 pub(super) async fn get_delivery(app: &App, id: String) -> Response<Body> {
-    match app.store.delivery(id).await {
-        Ok(d) => json_response(StatusCode::OK, &views::delivery(&d)),
-        Err(e) => store_error(e),
-    }
+    ok(app.store.delivery(id).await, views::delivery)
 }
 
 pub(super) async fn retry_delivery(app: &App, id: String) -> Response<Body> {

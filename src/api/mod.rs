@@ -260,6 +260,31 @@ fn store_error(e: StoreError) -> Response<Body> {
     }
 }
 
+/// Reads a request body to its end (at most the largest request, within [`conn::BODY`]) and
+/// drops it as it arrives.
+async fn discard_body(req: Request<Incoming>) {
+    let mut body = req.into_body();
+    let mut left = crate::ingest::MAX_REQUEST_BYTES;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len());
+            if n >= left {
+                break;
+            }
+            left -= n;
+        }
+    };
+    let _ = tokio::time::timeout(conn::BODY, drain).await;
+}
+
+/// `200` with the view of what the store answered, or its error.
+fn ok<T>(answer: Result<T, StoreError>, view: impl FnOnce(&T) -> Value) -> Response<Body> {
+    match answer {
+        Ok(t) => json_response(StatusCode::OK, &view(&t)),
+        Err(e) => store_error(e),
+    }
+}
+
 /// Adds the `Retry-After` header that tells clients (and Segment SDKs) to come back.
 fn unavailable(mut resp: Response<Body>) -> Response<Body> {
     resp.headers_mut()

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use crate::clock::Timestamp;
-use crate::engine::State;
 use crate::engine::stats::{Stat, TIMEOUT, Total};
+use crate::engine::{State, Transition};
 use crate::journey::{Journey, StepKind};
 use crate::sim;
 use crate::store::{
@@ -30,44 +30,30 @@ fn ts(ms: i64) -> Value {
     json!(Timestamp(ms))
 }
 
-/// The fields every transition shows, stored or simulated; `at` is the caller's.
-fn transition_fields(
-    at: Value,
-    instance: Option<i64>,
-    journey: &str,
-    version: i64,
-    what: &str,
-    step: Option<&str>,
-    detail: Option<&str>,
-) -> Map<String, Value> {
-    let mut v = Map::new();
-    v.insert("at".into(), at);
-    v.insert("instance".into(), json!(instance));
-    v.insert("journey".into(), json!(journey));
-    v.insert("version".into(), json!(version));
-    v.insert("what".into(), json!(what));
-    if let Some(step) = step {
-        v.insert("step".into(), json!(step));
+/// A transition, stored or simulated: `{at, instance, journey, version, what, step?, detail?}`,
+/// its time shown as the caller says (a timestamp, or an offset in a simulation).
+fn transition_at(t: &Transition, at: Value) -> Value {
+    let mut v = json!({
+        "at": at,
+        "instance": t.instance,
+        "journey": t.journey_id,
+        "version": t.version,
+        "what": t.what.as_str(),
+    });
+    if let Some(step) = &t.step {
+        v["step"] = json!(step);
     }
-    if let Some(detail) = detail {
-        v.insert("detail".into(), json!(detail));
+    if let Some(detail) = &t.detail {
+        v["detail"] = json!(detail);
     }
     v
 }
 
-/// A stored transition: `{seq, at, instance, journey, version, what, step?, detail?}`.
-pub(crate) fn transition(t: &TransitionRow) -> Value {
-    let mut v = transition_fields(
-        ts(t.at),
-        t.instance_id,
-        &t.journey_id,
-        t.version,
-        t.what.as_str(),
-        t.step.as_deref(),
-        t.detail.as_deref(),
-    );
-    v.insert("seq".into(), json!(t.seq));
-    Value::Object(v)
+/// A stored transition: its fields and its `seq` in the commit order.
+pub(crate) fn transition(row: &TransitionRow) -> Value {
+    let mut v = transition_at(&row.transition, ts(row.transition.at));
+    v["seq"] = json!(row.seq);
+    v
 }
 
 pub(crate) fn timeline_item(item: &TimelineItem) -> Value {
@@ -277,17 +263,7 @@ pub(crate) fn simulation(out: &sim::Output) -> Value {
     let trace: Vec<Value> = out
         .trace
         .iter()
-        .map(|t| {
-            Value::Object(transition_fields(
-                offset(t.at),
-                t.instance,
-                &t.journey_id,
-                t.version,
-                t.what.as_str(),
-                t.step.as_deref(),
-                t.detail.as_deref(),
-            ))
-        })
+        .map(|t| transition_at(t, offset(t.at)))
         .collect();
     let deliveries: Vec<Value> = out
         .deliveries

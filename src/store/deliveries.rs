@@ -235,7 +235,7 @@ impl Store {
                    AND (created_at < ?3 OR (created_at = ?3 AND (?4 = '' OR delivery_id < ?4)))
                  ORDER BY created_at DESC, delivery_id DESC LIMIT ?5"
             ))?;
-            let mut items: Vec<DeliveryView> = stmt
+            let items: Vec<DeliveryView> = stmt
                 .query_map(
                     params![
                         status.map(Status::as_str),
@@ -248,14 +248,9 @@ impl Store {
                 )?
                 .map(|row| row?.read())
                 .collect::<Result<_>>()?;
-            let more = items.len() > limit;
-            items.truncate(limit);
-            let next_cursor = if more {
-                items.last().map(|d| format!("{}:{}", d.created_at, d.id))
-            } else {
-                None
-            };
-            Ok(Page { items, next_cursor })
+            Ok(Page::of(items, limit, |d| {
+                format!("{}:{}", d.created_at, d.id)
+            }))
         })
         .await
     }

@@ -94,21 +94,14 @@ impl Store {
                 "SELECT destination_id, config, secret, created_at, updated_at FROM destinations
                  WHERE destination_id > ?1 ORDER BY destination_id LIMIT ?2",
             )?;
-            let mut items: Vec<DestinationView> = stmt
+            let items: Vec<DestinationView> = stmt
                 .query_map(
                     params![after.unwrap_or_default(), limit as i64 + 1],
                     raw_view,
                 )?
                 .map(|row| row?.read())
                 .collect::<Result<_>>()?;
-            let more = items.len() > limit;
-            items.truncate(limit);
-            let next_cursor = if more {
-                items.last().map(|d| d.id.clone())
-            } else {
-                None
-            };
-            Ok(Page { items, next_cursor })
+            Ok(Page::of(items, limit, |d| d.id.clone()))
         })
         .await
     }

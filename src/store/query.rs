@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{Result, Store, StoreError, ingest::resolve, json_column, stats};
 use crate::engine::stats::Total;
-use crate::engine::{State, What};
+use crate::engine::{State, Transition, What};
 use crate::journey::Status;
 
 /// A page of a list, with the cursor of the next page when there is one.
@@ -22,7 +22,7 @@ pub(crate) struct Page<T> {
 impl<T> Page<T> {
     /// The first `limit` of `items` (read with one more than `limit`, to know whether another
     /// page follows), the cursor taken from the last item kept.
-    fn of(mut items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> String) -> Page<T> {
+    pub(super) fn of(mut items: Vec<T>, limit: usize, cursor: impl Fn(&T) -> String) -> Page<T> {
         let more = items.len() > limit;
         items.truncate(limit);
         let next_cursor = if more { items.last().map(cursor) } else { None };
@@ -108,17 +108,11 @@ pub(crate) struct InstanceView {
     pub(crate) history: Vec<TransitionRow>,
 }
 
-/// A stored transition.
+/// A stored transition, with its place in the commit order.
 #[derive(Debug, Clone)]
 pub(crate) struct TransitionRow {
     pub(crate) seq: i64,
-    pub(crate) instance_id: Option<i64>,
-    pub(crate) journey_id: String,
-    pub(crate) version: i64,
-    pub(crate) at: i64,
-    pub(crate) what: What,
-    pub(crate) step: Option<String>,
-    pub(crate) detail: Option<String>,
+    pub(crate) transition: Transition,
 }
 
 impl Store {
@@ -306,7 +300,7 @@ struct RawTransition(TransitionRow, String);
 impl RawTransition {
     fn read(self) -> Result<TransitionRow> {
         let RawTransition(mut row, what) = self;
-        row.what = What::parse(&what).ok_or_else(|| {
+        row.transition.what = What::parse(&what).ok_or_else(|| {
             StoreError::Corrupt(format!("transition {} has kind \"{what}\"", row.seq))
         })?;
         Ok(row)
@@ -317,13 +311,15 @@ fn raw_transition(r: &rusqlite::Row) -> rusqlite::Result<RawTransition> {
     Ok(RawTransition(
         TransitionRow {
             seq: r.get(0)?,
-            instance_id: r.get(1)?,
-            journey_id: r.get(2)?,
-            version: r.get(3)?,
-            at: r.get(4)?,
-            what: What::Step,
-            step: r.get(6)?,
-            detail: r.get(7)?,
+            transition: Transition {
+                instance: r.get(1)?,
+                journey_id: r.get(2)?,
+                version: r.get(3)?,
+                at: r.get(4)?,
+                what: What::Step,
+                step: r.get(6)?,
+                detail: r.get(7)?,
+            },
         },
         r.get(5)?,
     ))

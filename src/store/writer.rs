@@ -240,17 +240,7 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut WriteCtx) -> Result<T> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job = Box::new(Call {
-            f: Some(f),
-            out: None,
-            reply,
-        });
-        self.queue.try_send(Msg::Job(job)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Unavailable(Unavailable::QueueFull),
-            mpsc::error::TrySendError::Closed(_) => stopped(),
-        })?;
-        answer.await.map_err(|_| stopped())?
+        self.queue_job(f, false).await
     }
 
     /// Like [`Writer::submit`], but waits for room in the queue instead of failing: for internal
@@ -260,16 +250,30 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut WriteCtx) -> Result<T> + Send + 'static,
     {
+        self.queue_job(f, true).await
+    }
+
+    async fn queue_job<T, F>(&self, f: F, wait_for_room: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx) -> Result<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(Call {
+        let job = Msg::Job(Box::new(Call {
             f: Some(f),
             out: None,
             reply,
-        });
-        self.queue
-            .send(Msg::Job(job))
-            .await
-            .map_err(|_| stopped())?;
+        }));
+        if wait_for_room {
+            self.queue.send(job).await.map_err(|_| stopped())?;
+        } else {
+            self.queue.try_send(job).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    StoreError::Unavailable(Unavailable::QueueFull)
+                }
+                mpsc::error::TrySendError::Closed(_) => stopped(),
+            })?;
+        }
         answer.await.map_err(|_| stopped())?
     }
 

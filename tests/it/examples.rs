@@ -361,7 +361,7 @@ fn examples_complex_multi_step_onboarding() {
 }
 
 /// Every folder in `examples/` has a case here and the three files; every journey passes
-/// `journeyd check`; `journeyd simulate` on the unscaled files gives the expected histories and
+/// `journeyd check`; `journeyd simulate` on the files gives the expected histories and
 /// deliveries, which is what each README tells a user to run.
 #[test]
 fn examples_check_and_simulate_cli() {
@@ -418,7 +418,7 @@ fn examples_check_and_simulate_cli() {
             let sim: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
                 panic!("simulate output is not JSON ({e}): {}", describe(&out))
             });
-            check_sim(c, "journeyd simulate (unscaled)", &sim);
+            check_sim(c, "journeyd simulate", &sim);
         },
     );
 }

@@ -462,12 +462,13 @@ fn restart_never_fires_twice() {
     receiver.wait_for(1, WAIT);
     settled_deliveries(&srv, "destination=crm", 1, WAIT);
 
-    // c2's falls due while it is stopped.
+    // c2's falls due while it is stopped, and fires at start.
     track(&srv, "c2", "Signup_Started");
     let c2 = live_instances(&srv, &["c2"]);
     srv.stop();
     srv.set_time(due_at(&c2[0]) + 500);
     srv.start_again();
+    receiver.wait_for(2, WAIT);
 
     // c3's is set after the restart.
     track(&srv, "c3", "Signup_Started");

@@ -91,3 +91,89 @@ pub fn conditions(journey: &Value, root: &Value) {
 pub fn mapping(template: &Value, payload: &Value) {
     let _ = crate::engine::render_mapping(template, payload);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::path::Path;
+
+    use serde_json::Value;
+
+    /// The fuzz targets in `fuzz/fuzz_targets/`, each with the entry point above it runs.
+    const TARGETS: [&str; 8] = [
+        "ingest_single",
+        "ingest_batch",
+        "ingest_batch_gzip",
+        "journey",
+        "destination",
+        "simulation",
+        "conditions",
+        "mapping",
+    ];
+
+    /// The first `N` values of a JSON text stream (`{"a": 1} {"b": 2}`).
+    fn json_values<const N: usize>(data: &[u8]) -> [Value; N] {
+        let values: Vec<Value> = serde_json::Deserializer::from_slice(data)
+            .into_iter::<Value>()
+            .take(N)
+            .collect::<Result<_, _>>()
+            .expect("the input of a JSON target is JSON text");
+        values
+            .try_into()
+            .unwrap_or_else(|v: Vec<Value>| panic!("expected {N} JSON values, found {}", v.len()))
+    }
+
+    fn replay(target: &str, data: &[u8]) {
+        match target {
+            "ingest_single" => super::ingest(data, false, false),
+            "ingest_batch" => super::ingest(data, true, false),
+            "ingest_batch_gzip" => super::ingest(data, true, true),
+            "journey" => super::journey(&json_values::<1>(data)[0]),
+            "destination" => super::destination(&json_values::<1>(data)[0]),
+            "simulation" => super::simulation(&json_values::<1>(data)[0]),
+            "conditions" => {
+                let [journey, root] = json_values(data);
+                super::conditions(&journey, &root);
+            }
+            "mapping" => {
+                let [template, payload] = json_values(data);
+                super::mapping(&template, &payload);
+            }
+            other => panic!("no fuzz target is named {other}"),
+        }
+    }
+
+    /// Every file under `fuzz/regressions/<target>/` goes through that target's entry point, as
+    /// the fuzz target feeds it: raw bytes for the ingest targets, JSON text for the others (two
+    /// values one after the other for `conditions` and `mapping`). These are the inputs the
+    /// fuzzers crashed on, minimized, and edge cases kept on purpose (see fuzz/README.md). Each
+    /// target has at least one.
+    #[test]
+    fn fuzz_regressions_do_not_panic() {
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions"));
+        let mut failed = Vec::new();
+        for target in TARGETS {
+            let mut files: Vec<_> = std::fs::read_dir(root.join(target))
+                .unwrap_or_else(|e| panic!("fuzz/regressions/{target}: {e}"))
+                .map(|entry| entry.expect("a directory entry").path())
+                .collect();
+            files.sort();
+            assert!(!files.is_empty(), "fuzz/regressions/{target} is empty");
+            for file in files {
+                let data = std::fs::read(&file).expect("a regression input");
+                if catch_unwind(AssertUnwindSafe(|| replay(target, &data))).is_err() {
+                    failed.push(file.display().to_string());
+                }
+            }
+        }
+        for dir in std::fs::read_dir(root).expect("fuzz/regressions") {
+            let name = dir.expect("a directory entry").file_name();
+            let name = name.to_string_lossy();
+            assert!(
+                TARGETS.contains(&name.as_ref()),
+                "fuzz/regressions/{name}: no fuzz target has this name"
+            );
+        }
+        assert!(failed.is_empty(), "these inputs panicked: {failed:#?}");
+    }
+}

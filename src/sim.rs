@@ -194,9 +194,9 @@ impl Catalog for OneJourney {
         (journey_id == self.0.id && version == 1).then(|| self.0.clone())
     }
 
-    fn entries_for(&self, event: &str) -> Vec<(i64, Arc<Journey>)> {
+    fn entries_for(&self, event: &str) -> Vec<(i64, Arc<Journey>, bool)> {
         if self.0.entry.event == event {
-            vec![(1, self.0.clone())]
+            vec![(1, self.0.clone(), true)]
         } else {
             Vec::new()
         }
@@ -216,7 +216,7 @@ impl Ids for Counters {
         self.instances
     }
 
-    fn delivery_id(&mut self) -> String {
+    fn delivery_id(&mut self, _instance: i64, _step: &str, _exit: bool) -> String {
         self.deliveries += 1;
         format!("sim-{}", self.deliveries)
     }

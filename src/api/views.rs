@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::clock::Timestamp;
 use crate::engine::stats::{Stat, TIMEOUT, Total};
-use crate::engine::{State, Transition};
+use crate::engine::{State, Transition, What};
 use crate::journey::{Journey, StepKind};
 use crate::sim;
 use crate::store::{
@@ -263,7 +263,32 @@ pub(crate) fn simulation(out: &sim::Output) -> Value {
     let trace: Vec<Value> = out
         .trace
         .iter()
-        .map(|t| transition_at(t, offset(t.at)))
+        .map(|t| {
+            let mut v = transition_at(t, offset(t.at));
+            // A simulation explains what did nothing: why a trigger entered no instance (the
+            // per-profile cap included), which exit event ended none.
+            let explained = match t.what {
+                What::NotEntered => Some("reason"),
+                What::Skipped => {
+                    v["what"] = json!("not_entered");
+                    v["reason"] = json!("cap");
+                    None
+                }
+                What::ExitUnmatched => Some("event"),
+                _ => None,
+            };
+            if let (Some(key), Some(obj)) = (explained, v.as_object_mut()) {
+                let detail = obj.remove("detail").unwrap_or(Value::Null);
+                obj.insert(key.into(), detail);
+            }
+            if t.what.is_note() || t.what == What::Skipped {
+                if let Some(obj) = v.as_object_mut() {
+                    obj.remove("instance");
+                    obj.remove("detail");
+                }
+            }
+            v
+        })
         .collect();
     let deliveries: Vec<Value> = out
         .deliveries

@@ -108,14 +108,18 @@ pub(crate) struct ProfileState {
 pub(crate) trait Catalog {
     /// A version of a journey (instances stay on the version they entered).
     fn version(&self, journey_id: &str, version: i64) -> Option<Arc<Journey>>;
-    /// The journeys accepting new entries on `event` (active, newest version), in a stable order.
-    fn entries_for(&self, event: &str) -> Vec<(i64, Arc<Journey>)>;
+    /// The journeys whose trigger is `event` (newest version), in a stable order, each with
+    /// whether it takes entries now (a paused journey does not).
+    fn entries_for(&self, event: &str) -> Vec<(i64, Arc<Journey>, bool)>;
 }
 
 /// Where new ids come from: the store's sequences live, counters in a simulation.
 pub(crate) trait Ids {
     fn instance_id(&mut self) -> i64;
-    fn delivery_id(&mut self) -> String;
+    /// The id of the delivery a send step writes for an instance: a function of the instance,
+    /// the step, and whether it is the exit send, so that a step run again (after a crash or a
+    /// restore) writes the same id (SPEC invariant 9).
+    fn delivery_id(&mut self, instance: i64, step: &str, exit: bool) -> String;
 }
 
 /// What happened, in order, to record in the timeline, count in stats and show in traces.
@@ -154,6 +158,12 @@ pub(crate) enum What {
     Completed,
     Exited,
     Archived,
+    /// A trigger event that started no instance (detail: the reason); traced in simulations,
+    /// not stored.
+    NotEntered,
+    /// An exit event that ended no instance (detail: the event); traced in simulations, not
+    /// stored.
+    ExitUnmatched,
 }
 
 impl What {
@@ -170,7 +180,14 @@ impl What {
             What::Completed => "completed",
             What::Exited => "exited",
             What::Archived => "archived",
+            What::NotEntered => "not_entered",
+            What::ExitUnmatched => "exit_unmatched",
         }
+    }
+
+    /// Whether it only explains a simulation (and is neither stored nor counted).
+    pub(crate) fn is_note(self) -> bool {
+        matches!(self, What::NotEntered | What::ExitUnmatched)
     }
 
     pub(crate) fn parse(s: &str) -> Option<What> {
@@ -186,6 +203,8 @@ impl What {
             "completed" => What::Completed,
             "exited" => What::Exited,
             "archived" => What::Archived,
+            "not_entered" => What::NotEntered,
+            "exit_unmatched" => What::ExitUnmatched,
             _ => return None,
         })
     }
@@ -274,15 +293,47 @@ impl<'a> Engine<'a> {
     pub(crate) fn on_event(&mut self, profile: &mut ProfileState, event: &EventView, now: i64) {
         self.fire_due(profile, now);
         let existing = profile.instances.len();
+        // Exit events per journey version that carries them, and whether one ended anything.
+        let mut exits: Vec<(String, i64, bool)> = Vec::new();
         for i in 0..existing {
-            self.exit_rules(profile, i, event, now);
+            if let Some(key) = self.exit_rules(profile, i, event, now) {
+                match exits
+                    .iter_mut()
+                    .find(|(j, v, _)| *j == key.0 && *v == key.1)
+                {
+                    Some(e) => e.2 |= key.2,
+                    None => exits.push(key),
+                }
+            }
+        }
+        for (journey_id, version, ended) in exits {
+            if !ended {
+                self.note(now, journey_id, version, What::ExitUnmatched, event.name);
+            }
         }
         for i in 0..existing {
             self.hold_event(profile, i, event, now);
         }
-        for (version, journey) in self.catalog.entries_for(event.name) {
-            self.entry(profile, &journey, version, event, now);
+        for (version, journey, accepting) in self.catalog.entries_for(event.name) {
+            if accepting {
+                self.entry(profile, &journey, version, event, now);
+            } else {
+                self.note(now, journey.id.clone(), version, What::NotEntered, "paused");
+            }
         }
+    }
+
+    /// Records why an event did nothing, for simulation traces.
+    fn note(&mut self, at: i64, journey_id: String, version: i64, what: What, detail: &str) {
+        self.effects.transitions.push(Transition {
+            at,
+            instance: None,
+            journey_id,
+            version,
+            what,
+            step: None,
+            detail: Some(detail.to_string()),
+        });
     }
 
     /// Fires every timer of the profile due at or before `now`, earliest first, each at its own
@@ -358,29 +409,43 @@ impl<'a> Engine<'a> {
             None => true,
             Some(prop) => {
                 let value = event.message.get("properties").and_then(|p| p.get(prop));
-                value.is_some() && value == inst.unique_value.as_ref()
+                match (value, &inst.unique_value) {
+                    (Some(v), Some(u)) => crate::journey::same(v, u),
+                    _ => false,
+                }
             }
         }
     }
 
+    /// Applies the exit rules of instance `index`'s journey to `event` (SPEC §3.4): by default
+    /// an exit event ends every active instance of the journey for the profile; one with
+    /// `match_unique_by` only the instance whose `unique_by` value it carries. Returns, when the
+    /// event is an exit event of that journey, the journey version and whether it ended this
+    /// instance.
     fn exit_rules(
         &mut self,
         profile: &mut ProfileState,
         index: usize,
         event: &EventView,
         now: i64,
-    ) {
+    ) -> Option<(String, i64, bool)> {
         let inst = &profile.instances[index];
-        let Some(journey) = self.active_journey(inst) else {
-            return;
-        };
-        let hit = journey
+        let journey = self.active_journey(inst)?;
+        let rules: Vec<&crate::journey::ExitEvent> = journey
             .exit
             .events
             .iter()
-            .any(|e| e.event == event.name && all_hold(&e.conditions, event.message));
-        if !hit || !Self::reaches(&journey, inst, event) {
-            return;
+            .filter(|e| e.event == event.name && all_hold(&e.conditions, event.message))
+            .collect();
+        if rules.is_empty() {
+            return None;
+        }
+        let key = (inst.journey_id.clone(), inst.version);
+        let ends = rules
+            .iter()
+            .any(|e| !e.match_unique_by || Self::reaches(&journey, inst, event));
+        if !ends {
+            return Some((key.0, key.1, false));
         }
         let inst = &mut profile.instances[index];
         inst.state = State::Exited;
@@ -389,8 +454,11 @@ impl<'a> Engine<'a> {
         let step = inst.step.clone();
         self.transition(inst, now, What::Exited, step.as_deref(), None);
         if let Some(send) = &journey.exit.send {
-            self.send(profile, index, &journey, send, now);
+            // The exit send counts as reached; the instance stays where it exited.
+            self.transition(&profile.instances[index], now, What::Step, Some(send), None);
+            self.send(profile, index, &journey, send, now, true);
         }
+        Some((key.0, key.1, true))
     }
 
     fn hold_event(
@@ -453,8 +521,14 @@ impl<'a> Engine<'a> {
         now: i64,
     ) {
         let entry = &journey.entry;
-        if entry.event != event.name || !all_hold(&entry.conditions, event.message) {
+        if entry.event != event.name {
             return;
+        }
+        let not_entered = |engine: &mut Self, reason| {
+            engine.note(now, journey.id.clone(), version, What::NotEntered, reason)
+        };
+        if !all_hold(&entry.conditions, event.message) {
+            return not_entered(self, "where");
         }
         let active = |p: &ProfileState| {
             p.instances
@@ -466,7 +540,7 @@ impl<'a> Engine<'a> {
             None => None,
             Some(prop) => match event.message.get("properties").and_then(|p| p.get(prop)) {
                 // A trigger without the unique_by property cannot be told apart: it does not enter.
-                None | Some(Value::Null) => return,
+                None | Some(Value::Null) => return not_entered(self, "missing_unique_by"),
                 Some(v) => Some(v.clone()),
             },
         };
@@ -474,10 +548,12 @@ impl<'a> Engine<'a> {
             && profile.instances.iter().any(|i| {
                 i.state == State::Active
                     && i.journey_id == journey.id
-                    && i.unique_value.as_ref() == Some(v)
+                    && i.unique_value
+                        .as_ref()
+                        .is_some_and(|u| crate::journey::same(u, v))
             })
         {
-            return;
+            return not_entered(self, "unique_by");
         }
         let entered_before = profile
             .memory
@@ -485,9 +561,9 @@ impl<'a> Engine<'a> {
             .is_some_and(|m| m.entries > 0);
         match entry.reentry {
             Reentry::EveryTime => {}
-            Reentry::IfNotActive if active(profile) > 0 => return,
+            Reentry::IfNotActive if active(profile) > 0 => return not_entered(self, "reentry"),
             Reentry::IfNotActive => {}
-            Reentry::Once if entered_before => return,
+            Reentry::Once if entered_before => return not_entered(self, "reentry"),
             Reentry::Once => {}
         }
         let all_active = profile
@@ -610,7 +686,7 @@ impl<'a> Engine<'a> {
                     next = branches[n].next.clone();
                 }
                 StepKind::Send { next: to, .. } => {
-                    self.send(profile, index, journey, &step_id, at);
+                    self.send(profile, index, journey, &step_id, at, false);
                     next = to.clone();
                 }
             }
@@ -667,6 +743,7 @@ impl<'a> Engine<'a> {
         journey: &Journey,
         step_id: &str,
         at: i64,
+        exit: bool,
     ) {
         let Some(StepKind::Send {
             destination,
@@ -679,7 +756,7 @@ impl<'a> Engine<'a> {
             return;
         };
         let inst = &profile.instances[index];
-        let id = self.ids.delivery_id();
+        let id = self.ids.delivery_id(inst.id, step_id, exit);
         let payload = payload::default_payload(profile, inst, step_id, event_name, traits, &id, at);
         let payload = match mapping {
             Some(template) => render_mapping(template, &payload),

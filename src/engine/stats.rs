@@ -122,7 +122,7 @@ pub(crate) fn deltas(t: &Transition, journey: Option<&Journey>) -> Vec<(Stat, i6
             out.push((Stat::Waiting(step.clone()), -1));
         }
         What::Timer => out.push((Stat::Waiting(step.clone()), -1)),
-        What::Send => {}
+        What::Send | What::NotEntered | What::ExitUnmatched => {}
         What::Completed | What::Exited | What::Archived => {
             let total = match t.what {
                 What::Completed => Total::Completed,

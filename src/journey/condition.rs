@@ -58,10 +58,10 @@ impl Condition {
     pub(crate) fn holds(&self, root: &Value) -> bool {
         let value = self.target.lookup(root);
         match &self.op {
-            Op::Equals(expected) => value == Some(expected),
-            Op::NotEquals(expected) => value != Some(expected),
-            Op::In(list) => value.is_some_and(|v| list.contains(v)),
-            Op::NotIn(list) => !value.is_some_and(|v| list.contains(v)),
+            Op::Equals(expected) => value.is_some_and(|v| same(v, expected)),
+            Op::NotEquals(expected) => !value.is_some_and(|v| same(v, expected)),
+            Op::In(list) => value.is_some_and(|v| list.iter().any(|item| same(v, item))),
+            Op::NotIn(list) => !value.is_some_and(|v| list.iter().any(|item| same(v, item))),
             Op::Exists(wanted) => value.is_some_and(|v| !v.is_null()) == *wanted,
             Op::Gt(bound) => number(value).is_some_and(|n| n > *bound),
             Op::Gte(bound) => number(value).is_some_and(|n| n >= *bound),
@@ -76,6 +76,27 @@ impl Condition {
                 .and_then(Value::as_str)
                 .is_some_and(|s| s.starts_with(prefix.as_str())),
         }
+    }
+}
+
+/// JSON equality, except that numbers compare by value (`10` equals `10.0`: SDKs send either),
+/// at any depth.
+pub(crate) fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+                (Some(x), Some(y), _, _) => x == y,
+                (_, _, Some(x), Some(y)) => x == y,
+                _ => x.as_f64() == y.as_f64(),
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
     }
 }
 
@@ -156,7 +177,13 @@ mod tests {
             (prop("tier", Op::Equals(json!("Premium"))), true),
             (prop("tier", Op::Equals(json!("premium"))), false),
             (prop("count", Op::Equals(json!(3))), true),
-            // Exact JSON equality: a string is never equal to a number.
+            // Numbers compare by value, as SDKs send either form.
+            (prop("count", Op::Equals(json!(3.0))), true),
+            (prop("total", Op::Equals(json!(120.5))), true),
+            (prop("count", Op::NotEquals(json!(3.0))), false),
+            (prop("count", Op::In(vec![json!(1), json!(3.0)])), true),
+            (prop("count", Op::NotIn(vec![json!(3.0)])), false),
+            // A string is never equal to a number.
             (prop("count_text", Op::Equals(json!(3))), false),
             (prop("absent", Op::Equals(json!(null))), false),
             (prop("missing", Op::Equals(json!(null))), true),

@@ -100,6 +100,17 @@ pub(super) fn check(graph: &Graph, problems: &mut Vec<Problem>) {
                         ),
                     );
                 }
+                // The exit send runs once, on exit, and goes nowhere after (SPEC §3.4).
+                let is_send = graph.nodes[to].type_name == Some("send");
+                for next in graph.nodes[to].refs.iter().filter(|_| is_send) {
+                    report(
+                        &next.path,
+                        format!(
+                            "\"{}\" is exit.send: it runs once on exit and goes nowhere, so its next must be null or absent",
+                            r.target
+                        ),
+                    );
+                }
                 Some(to)
             }
         });

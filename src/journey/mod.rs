@@ -23,7 +23,7 @@
 //! a split path must have a key after `context.`/`traits.`. Unreachable steps are only reported once every
 //! step reference resolves and reads, since a typo such as `"remindr"` would otherwise also make its intended
 //! target look unreachable. A cycle is reported at the reference that closes it in a depth-first walk from
-//! the first step. `equals`/`in` use serde_json equality: `1` and `1.0` are different values.
+//! the first step. `equals`/`in` compare JSON values, numbers by value (`1` equals `1.0`).
 
 mod condition;
 mod graph;
@@ -32,7 +32,7 @@ mod parse;
 mod tests;
 
 pub(crate) use crate::validate::Problem;
-pub(crate) use condition::{Condition, all_hold};
+pub(crate) use condition::{Condition, all_hold, same};
 #[cfg(test)]
 pub(crate) use condition::{Op, Target};
 
@@ -122,6 +122,9 @@ pub(crate) struct ExitEvent {
     pub(crate) event: String,
     /// JSON `where`; empty when absent.
     pub(crate) conditions: Vec<Condition>,
+    /// Ends only the instance whose `unique_by` value the event carries (SPEC §3.4); otherwise
+    /// every active instance of the journey for the profile.
+    pub(crate) match_unique_by: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -23,7 +23,7 @@ pub(super) fn parse(doc: &Value) -> Result<Journey, Vec<Problem>> {
 const TOP_KEYS: &[&str] = &["id", "name", "entry", "exit", "steps"];
 const ENTRY_KEYS: &[&str] = &["event", "where", "reentry", "unique_by"];
 const EXIT_KEYS: &[&str] = &["events", "send"];
-const EXIT_EVENT_KEYS: &[&str] = &["event", "where"];
+const EXIT_EVENT_KEYS: &[&str] = &["event", "where", "match_unique_by"];
 const HOLD_KEYS: &[&str] = &["id", "type", "branches", "max_hold", "on_timeout"];
 const HOLD_BRANCH_KEYS: &[&str] = &["name", "event", "where", "reset_timer", "as", "next"];
 const DELAY_KEYS: &[&str] = &["id", "type", "duration", "next"];
@@ -144,13 +144,82 @@ impl Parser {
         let steps = self.steps(&f);
 
         let id = id?;
-        Some(Journey {
+        let mut journey = Journey {
             name: name.unwrap_or_else(|| id.clone()),
             id,
             entry: entry?,
             exit,
             steps,
-        })
+        };
+        for (i, e) in journey.exit.events.iter().enumerate() {
+            if e.match_unique_by && journey.entry.unique_by.is_none() {
+                self.check.report(
+                    &format!("/exit/events/{i}/match_unique_by"),
+                    "match_unique_by needs entry.unique_by",
+                );
+            }
+        }
+        // Split paths into the journey context name a context key, which may contain dots: they
+        // can only be read once every key is known. (Skipped while other problems stand: the
+        // paths below count parsed steps, which are the document's steps only when all parsed.)
+        if self.check.problems.is_empty() {
+            self.resolve_context_paths(&mut journey);
+        }
+        Some(journey)
+    }
+
+    /// Resolves each split condition's `context.<key>.<rest>` path against the journey's
+    /// context keys (SPEC §3.1), longest key first; a path that names none is a problem.
+    fn resolve_context_paths(&mut self, journey: &mut Journey) {
+        let mut keys: Vec<String> = std::iter::once(journey.entry.event.clone())
+            .chain(journey.steps.iter().flat_map(|s| {
+                match &s.kind {
+                    StepKind::HoldUntil { branches, .. } => branches
+                        .iter()
+                        .map(|b| b.context_key().to_string())
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            }))
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
+        keys.dedup();
+        for (i, step) in journey.steps.iter_mut().enumerate() {
+            let StepKind::Split { branches, .. } = &mut step.kind else {
+                continue;
+            };
+            for (b, branch) in branches.iter_mut().enumerate() {
+                for (c, condition) in branch.conditions.iter_mut().enumerate() {
+                    let Target::Path(segments) = &mut condition.target else {
+                        continue;
+                    };
+                    if segments[0] != "context" {
+                        continue;
+                    }
+                    let rest = segments[1..].join(".");
+                    let key = keys
+                        .iter()
+                        .find(|k| rest == **k || rest.starts_with(&format!("{k}.")));
+                    match key {
+                        Some(key) => {
+                            let after = rest[key.len()..].trim_start_matches('.');
+                            let mut resolved = vec!["context".to_string(), key.clone()];
+                            if !after.is_empty() {
+                                resolved.extend(after.split('.').map(str::to_string));
+                            }
+                            *segments = resolved;
+                        }
+                        None => self.check.report(
+                            &format!("/steps/{i}/branches/{b}/where/{c}/path"),
+                            format!(
+                                "\"context.{rest}\" names no context key of this journey (its keys: {})",
+                                keys.join(", ")
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
     }
 
     fn entry(&mut self, value: &Value) -> Option<Entry> {
@@ -209,8 +278,16 @@ impl Parser {
                 };
                 let event = self.check.required_string(&ef, "event");
                 let conditions = self.conditions(&ef, false, false);
+                let match_unique_by = self
+                    .check
+                    .optional_bool(&ef, "match_unique_by")
+                    .unwrap_or(false);
                 if let Some(event) = event {
-                    events.push(ExitEvent { event, conditions });
+                    events.push(ExitEvent {
+                        event,
+                        conditions,
+                        match_unique_by,
+                    });
                 }
             }
         }

@@ -142,6 +142,7 @@ fn spec_example_parses() {
             events: vec![ExitEvent {
                 event: "Account_Deleted".into(),
                 conditions: vec![],
+                match_unique_by: false,
             }],
             send: Some("notify_exit".into()),
         },
@@ -988,12 +989,23 @@ fn graph() {
             ("/steps/2", "unreachable step \"y\""),
         ],
     );
-    // exit.send starts its own path: the steps after it are reachable.
+    // exit.send runs once on exit and goes nowhere (SPEC §3.4): a next there is a problem, and
+    // the exit send alone makes the step reachable.
     check(
         &json!({"id": "g", "entry": {"event": "E"}, "exit": {"events": [{"event": "X"}], "send": "bye"}, "steps": [
             {"id": "a", "type": "send", "destination": "d"},
             {"id": "bye", "type": "send", "destination": "d", "next": "after"},
             {"id": "after", "type": "delay", "duration": "1h"}
+        ]}),
+        &[(
+            "/steps/1/next",
+            "\"bye\" is exit.send: it runs once on exit and goes nowhere, so its next must be null or absent",
+        )],
+    );
+    check(
+        &json!({"id": "g", "entry": {"event": "E"}, "exit": {"events": [{"event": "X"}], "send": "bye"}, "steps": [
+            {"id": "a", "type": "send", "destination": "d"},
+            {"id": "bye", "type": "send", "destination": "d"}
         ]}),
         &[],
     );

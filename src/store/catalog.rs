@@ -125,12 +125,13 @@ impl Catalog for LiveCatalog {
             .and_then(|j| j.versions.get(&version).cloned())
     }
 
-    fn entries_for(&self, event: &str) -> Vec<(i64, Arc<Journey>)> {
+    fn entries_for(&self, event: &str) -> Vec<(i64, Arc<Journey>, bool)> {
         self.journeys
             .values()
-            .filter(|j| j.status == Status::Active)
-            .filter_map(|j| j.versions.get(&j.version).map(|v| (j.version, v.clone())))
-            .filter(|(_, v)| v.entry.event == event)
+            .filter_map(|j| {
+                let v = j.versions.get(&j.version)?;
+                (v.entry.event == event).then(|| (j.version, v.clone(), j.status == Status::Active))
+            })
             .collect()
     }
 }

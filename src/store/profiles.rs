@@ -64,6 +64,7 @@ fn run(
     let effects = {
         let mut ids = LiveIds {
             last_instance_id: &mut state.last_instance_id,
+            now,
         };
         let mut engine = Engine::new(&state.catalog, &mut ids, state.max_active);
         f(&mut engine, profile);
@@ -72,23 +73,54 @@ fn run(
     persist(ctx, profile, effects, first_new, now)
 }
 
-/// Instance ids from the writer's sequence; delivery ids are time-ordered UUIDs, stable once
-/// written.
+/// Ids that no restore from a backup can make repeat (SPEC invariant 9).
+///
+/// An instance id is at least the time it was made, in milliseconds, times [`IDS_PER_MS`]:
+/// instances made after a database was restored from an older backup get ids above any the
+/// newer, lost database handed out (unless the clock went back), so their deliveries never
+/// repeat a `webhook-id` a receiver has seen. (Below 2^53 until the year 2248, so JavaScript
+/// reads them exactly.)
+///
+/// A delivery id is a function of (instance, step, exit or not): a step run again after a crash
+/// or a restore writes the same id. It is a UUID (version 8) whose first 48 bits are the
+/// instance's creation time, so new outbox rows still land at the end of the primary key's
+/// b-tree rather than on a random page of it, and whose other bits come from a SHA-256 of the
+/// three.
 struct LiveIds<'a> {
     last_instance_id: &'a mut i64,
+    now: i64,
 }
+
+/// Instance ids per millisecond of the clock.
+const IDS_PER_MS: i64 = 1024;
 
 impl Ids for LiveIds<'_> {
     fn instance_id(&mut self) -> i64 {
-        *self.last_instance_id += 1;
-        *self.last_instance_id
+        let id = (*self.last_instance_id + 1).max(self.now.saturating_mul(IDS_PER_MS));
+        *self.last_instance_id = id;
+        id
     }
 
-    fn delivery_id(&mut self) -> String {
-        // Time-ordered (UUIDv7): new outbox rows append to the primary key's b-tree instead of
-        // dirtying a random page of it each.
-        uuid::Uuid::now_v7().to_string()
+    fn delivery_id(&mut self, instance: i64, step: &str, exit: bool) -> String {
+        delivery_id(instance, step, exit)
     }
+}
+
+/// The delivery id of a send step of an instance; see [`LiveIds`].
+fn delivery_id(instance: i64, step: &str, exit: bool) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(instance.to_be_bytes());
+    hash.update([u8::from(exit)]);
+    hash.update(step.as_bytes());
+    let digest = hash.finalize();
+    let created_ms = (instance / IDS_PER_MS).max(0) as u64;
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&created_ms.to_be_bytes()[2..]);
+    bytes[6..].copy_from_slice(&digest[..10]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 const INSTANCE_COLUMNS: &str = "instance_id, journey_id, version, step_id, unique_value, context, resets, due_at, ordinal, entered_at";
@@ -246,7 +278,7 @@ fn persist(
         )?
         .execute(params![profile.key, journey, memory.entries, sticky])?;
     }
-    for t in &effects.transitions {
+    for t in effects.transitions.iter().filter(|t| !t.what.is_note()) {
         // One row per statement: a multi-row INSERT needs a statement journal, which costs more
         // than the statements it saves.
         let seq = ctx.next_seq();
@@ -296,4 +328,40 @@ fn persist(
     // Instances that ended are no longer part of the profile's active state.
     profile.instances.retain(|i| i.state == State::Active);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_ids_are_a_function_of_instance_step_and_exit() {
+        let t = 1_795_000_000_000 * IDS_PER_MS;
+        let a = delivery_id(t + 1, "remind", false);
+        assert_eq!(a, delivery_id(t + 1, "remind", false));
+        for other in [
+            delivery_id(t + 2, "remind", false),
+            delivery_id(t + 1, "remind2", false),
+            delivery_id(t + 1, "remind", true),
+        ] {
+            assert_ne!(a, other);
+        }
+        let u = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(u.get_version_num(), 8);
+        // Time-ordered by the instance's creation.
+        assert!(delivery_id(t + IDS_PER_MS * 5, "a", false) > delivery_id(t, "z", true));
+    }
+
+    #[test]
+    fn instance_ids_never_fall_behind_the_clock() {
+        let mut last = 7;
+        let mut ids = LiveIds {
+            last_instance_id: &mut last,
+            now: 1_795_000_000_000,
+        };
+        let first = ids.instance_id();
+        assert_eq!(first, 1_795_000_000_000 * IDS_PER_MS);
+        assert_eq!(ids.instance_id(), first + 1);
+        assert!(first < 1 << 53);
+    }
 }

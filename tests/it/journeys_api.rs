@@ -725,8 +725,9 @@ fn journeys_reentry_unique_by_exit_rules_and_cap() {
         "c1 ended, so c1 may enter again"
     );
 
-    // Exit rules: only a matching exit event ends the instance, which then runs exit.send once.
-    let exit_doc = json!({
+    // Exit rules: only a matching exit event ends the instance, which then runs exit.send once
+    // (counted as reached). An exit send step with a next is refused: it goes nowhere.
+    let mut exit_doc = json!({
         "id": "ex",
         "entry": {"event": "X_Start"},
         "exit": {"events": [{"event": "X_Cancel", "where": [{"property": "reason", "equals": "user"}]}],
@@ -738,6 +739,14 @@ fn journeys_reentry_unique_by_exit_rules_and_cap() {
             {"id": "never_followed", "type": "send", "destination": "hook", "event_name": "Not Sent"}
         ]
     });
+    let refused = srv.admin_put("/v1/journeys/ex", &exit_doc);
+    assert_eq!(
+        refused.expect(422)["error"]["details"][0]["path"],
+        "/steps/1/next",
+        "{refused}"
+    );
+    exit_doc["steps"][1].as_object_mut().unwrap().remove("next");
+    exit_doc["steps"].as_array_mut().unwrap().pop();
     put_journey(&srv, &exit_doc);
     let ex_user = uid("ex");
     track_event(&srv, &ex_user, "X_Start", json!({"k": 1}));
@@ -756,6 +765,7 @@ fn journeys_reentry_unique_by_exit_rules_and_cap() {
     let st = stats(&srv, "ex", "");
     assert_eq!(st["exited"], 1, "{st}");
     assert_eq!(st["active"], 0, "{st}");
+    assert_eq!(st["steps"]["bye"]["reached"], 1, "{st}");
     let ex_deliveries: Vec<Value> = deliveries(&srv, "destination=hook")
         .into_iter()
         .filter(|d| d["journey"] == "ex")
@@ -854,7 +864,8 @@ fn destinations_api() {
         assert_eq!(d["id"], "crm", "{context}: {d}");
         assert_eq!(d["type"], "webhook", "{context}: {d}");
         assert_eq!(d["url"], "http://127.0.0.1:9/in", "{context}: {d}");
-        assert_eq!(d["headers"]["X-Api-Key"], "abc", "{context}: {d}");
+        // Header values are write-only (SPEC §5): the name shows, the value is masked.
+        assert_eq!(d["headers"]["X-Api-Key"], "********", "{context}: {d}");
         assert_eq!(d["max_attempts"], 4, "{context}: {d}");
         assert_eq!(d["timeout"], "5s", "{context}: {d}");
         assert_eq!(d["secret_set"], true, "{context}: {d}");

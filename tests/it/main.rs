@@ -22,6 +22,7 @@ mod delivery;
 mod encoding;
 mod errors;
 mod examples;
+mod hardening;
 mod identity;
 mod ingest_paths;
 mod journeys_api;

@@ -118,6 +118,17 @@ CREATE TABLE transitions (
 );
 CREATE INDEX transitions_by_profile ON transitions (profile_key, seq);
 
+-- Profile merges (SPEC §2 Identity), recorded in the timeline of both profiles: one row under the
+-- surviving profile's key and one under the absorbed profile's, in the shared commit order.
+CREATE TABLE merges (
+    seq         INTEGER PRIMARY KEY,
+    profile_key TEXT NOT NULL,
+    absorbed    TEXT NOT NULL,
+    survivor    TEXT NOT NULL,
+    at          INTEGER NOT NULL
+);
+CREATE INDEX merges_by_profile ON merges (profile_key, seq);
+
 -- Counters behind GET /v1/journeys/{id}/stats, kept in the transaction of each transition.
 -- kind: 'total' (label: entered, active, completed, exited, skipped, archived), 'reached' and
 -- 'waiting' (per step), 'branch' (per step and branch label, 'timeout' included).

@@ -282,28 +282,34 @@ impl World<'_> {
             })
     }
 
-    /// Links `id` to the profile `target`, as the store does: when `id` was a profile of its
-    /// own, its traits fill the keys `target` lacks and the ids linked to it follow it.
-    fn link(&mut self, id: &str, target: &str) {
+    /// Links `id` to the profile `survivor`, as the store does: an id that is a profile of its
+    /// own merges into the survivor ([`crate::engine::merge`]), with the ids linked to it; an id
+    /// linked elsewhere moves; a new id is linked.
+    fn link(&mut self, id: &str, survivor: &str) {
         let current = self.resolve(id);
-        if current == target {
+        if current == survivor {
             return;
         }
         if current == id {
-            if let Some(own) = self.profiles.get(id) {
-                let traits = own.traits.clone();
-                let profile = self.profile(target, false);
-                for (k, v) in traits {
-                    profile.traits.entry(k).or_insert(v);
+            if let Some(absorbed) = self.profiles.remove(id) {
+                let moved: Vec<(i64, i64)> = absorbed
+                    .instances
+                    .iter()
+                    .filter_map(|i| i.due_at.map(|d| (d, i.id)))
+                    .collect();
+                crate::engine::merge(self.profile(survivor, false), absorbed);
+                // Their timers now belong to the survivor.
+                for (due, id) in moved {
+                    self.timers.push(Reverse((due, id, survivor.to_string())));
                 }
             }
             for linked in self.links.values_mut() {
                 if linked == id {
-                    *linked = target.to_string();
+                    *linked = survivor.to_string();
                 }
             }
         }
-        self.links.insert(id.to_string(), target.to_string());
+        self.links.insert(id.to_string(), survivor.to_string());
     }
 
     fn apply(&mut self, m: &Message) {

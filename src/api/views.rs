@@ -66,6 +66,14 @@ pub(crate) fn timeline_item(item: &TimelineItem) -> Value {
             v["kind"] = json!("transition");
             v
         }
+        TimelineItem::Merged {
+            seq,
+            at,
+            absorbed,
+            survivor,
+        } => {
+            json!({"kind": "merged", "seq": seq, "at": ts(*at), "from": absorbed, "into": survivor})
+        }
     }
 }
 

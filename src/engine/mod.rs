@@ -91,6 +91,39 @@ pub(crate) struct Memory {
     pub(crate) dirty: bool,
 }
 
+impl Memory {
+    /// Takes over what another profile remembers of the same journey, when the two profiles
+    /// merge: entries add up (so `once` holds if either entered, and new entries get fresh
+    /// ordinals); a sticky branch the survivor has wins, the other's fill the rest.
+    pub(crate) fn absorb(&mut self, other: &Memory) {
+        self.entries += other.entries;
+        for (step, branch) in &other.sticky {
+            self.sticky.entry(step.clone()).or_insert(*branch);
+        }
+        self.dirty = true;
+    }
+}
+
+/// Merges profile `absorbed` into `survivor` (SPEC §2 Identity): traits fill the keys the
+/// survivor lacks; active instances, with their timers, and journey memory move to it. Nothing
+/// ends and nothing is duplicated: two active instances of one journey both go on. The store
+/// does the same in SQL; the simulator calls this.
+pub(crate) fn merge(survivor: &mut ProfileState, absorbed: ProfileState) {
+    for (k, v) in absorbed.traits {
+        survivor.traits.entry(k).or_insert(v);
+    }
+    survivor.instances.extend(
+        absorbed
+            .instances
+            .into_iter()
+            .filter(|i| i.state == State::Active),
+    );
+    survivor.instances.sort_by_key(|i| i.id);
+    for (journey, memory) in absorbed.memory {
+        survivor.memory.entry(journey).or_default().absorb(&memory);
+    }
+}
+
 /// The part of one profile's state the engine reads and changes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ProfileState {

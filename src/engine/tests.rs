@@ -3,6 +3,10 @@
 //! Each case is a journey, a script of `+offset userId Event {properties}` lines, and the trace
 //! expected, one transition a line (`+2h #1 j timeout hold -> remind`). Set
 //! `JOURNEYD_PRINT_TRACES=1` to print the actual traces when writing a new case.
+//!
+//! In scripts, a user named `anon-…` sends as an `anonymousId`; the event `identify` is an
+//! identify call with the properties as traits, `identify:<anonymousId>` one that also carries
+//! that anonymousId, and `alias:<previousId>` an alias call.
 
 use serde_json::{Value, json};
 
@@ -22,11 +26,21 @@ fn script(lines: &str) -> Vec<Value> {
                 .next()
                 .map(|p| serde_json::from_str(p).unwrap())
                 .unwrap_or(json!({}));
-            let message = if event == "identify" {
-                json!({"type": "identify", "userId": user, "traits": props})
+            let id_field = if user.starts_with("anon-") {
+                "anonymousId"
             } else {
-                json!({"type": "track", "userId": user, "event": event, "properties": props})
+                "userId"
             };
+            let mut message = if event == "identify" {
+                json!({"type": "identify", "traits": props})
+            } else if let Some(anon) = event.strip_prefix("identify:") {
+                json!({"type": "identify", "anonymousId": anon, "traits": props})
+            } else if let Some(previous) = event.strip_prefix("alias:") {
+                json!({"type": "alias", "previousId": previous})
+            } else {
+                json!({"type": "track", "event": event, "properties": props})
+            };
+            message[id_field] = json!(user);
             json!({"at": at, "message": message})
         })
         .collect()
@@ -383,4 +397,199 @@ fn properties_over_generated_scripts() {
             );
         }
     }
+}
+
+/// Anonymous first, identified later (SPEC §2): the cart instance started under the
+/// anonymousId moves to the userId's profile at the identify, so the order placed under the
+/// userId reaches it, and no reminder goes out.
+#[test]
+fn a_merge_moves_the_anonymous_instance_to_the_user() {
+    check(
+        cart(),
+        "+0s anon-1 Product_Added {\"cart_ID\": \"c1\"}
+         +10m u1 identify:anon-1 {\"email\": \"u1@example.com\"}
+         +20m u1 Order_Confirmation {\"cart_ID\": \"c1\"}",
+        "+0s #1 cart entered
+         +0s #1 cart step wait
+         +20m #1 cart branch wait -> ordered
+         +20m #1 cart completed wait",
+    );
+}
+
+/// The reminder of a merged instance carries the userId and the traits of the merged profile.
+#[test]
+fn a_merged_instance_sends_as_the_user() {
+    let out = simulate(
+        cart(),
+        "+0s anon-1 identify {\"first_name\": \"Ada\"}
+         +1s anon-1 Product_Added {\"cart_ID\": \"c1\"}
+         +10m u1 identify:anon-1 {\"email\": \"u1@example.com\"}",
+    );
+    assert_eq!(out.deliveries.len(), 1, "{:?}", out.lines());
+    let p = &out.deliveries[0].payload;
+    assert_eq!(p["userId"], "u1", "{p}");
+    assert!(p.get("anonymousId").is_none(), "{p}");
+    assert_eq!(p["properties"]["email"], "u1@example.com", "{p}");
+}
+
+/// Identified first: the user's profile exists, anonymous browsing starts an instance, and the
+/// identify merges it in; later events under either id reach it.
+#[test]
+fn a_merge_into_an_existing_user_and_events_under_either_id() {
+    check(
+        cart(),
+        "+0s u1 identify {\"email\": \"u1@example.com\"}
+         +1m anon-1 Product_Added {\"cart_ID\": \"c1\"}
+         +2m u1 identify:anon-1 {}
+         +3m anon-1 Cart_Modified {\"cart_ID\": \"c1\"}
+         +4m u1 Order_Confirmation {\"cart_ID\": \"c1\"}",
+        "+1m #1 cart entered
+         +1m #1 cart step wait
+         +3m #1 cart reset wait -> changed
+         +4m #1 cart branch wait -> ordered
+         +4m #1 cart completed wait",
+    );
+}
+
+/// Both sides hold an instance of the same journey with the same unique_by value: both go on,
+/// and the next hold event for that value reaches both.
+#[test]
+fn a_merge_keeps_both_instances_of_one_journey() {
+    check(
+        cart(),
+        "+0s u1 Product_Added {\"cart_ID\": \"c1\"}
+         +1m anon-1 Product_Added {\"cart_ID\": \"c1\"}
+         +2m u1 identify:anon-1 {}
+         +3m u1 Order_Confirmation {\"cart_ID\": \"c1\"}",
+        "+0s #1 cart entered
+         +0s #1 cart step wait
+         +1m #2 cart entered
+         +1m #2 cart step wait
+         +3m #1 cart branch wait -> ordered
+         +3m #1 cart completed wait
+         +3m #2 cart branch wait -> ordered
+         +3m #2 cart completed wait",
+    );
+}
+
+/// An alias from one userId to another merges the two, and a chain of merges ends in one
+/// profile that every id reaches.
+#[test]
+fn alias_and_chains_of_merges() {
+    check(
+        cart(),
+        "+0s anon-1 Product_Added {\"cart_ID\": \"c1\"}
+         +1m old identify:anon-1 {}
+         +2m new alias:old
+         +3m anon-1 Order_Confirmation {\"cart_ID\": \"c1\"}",
+        "+0s #1 cart entered
+         +0s #1 cart step wait
+         +3m #1 cart branch wait -> ordered
+         +3m #1 cart completed wait",
+    );
+    // Journey memory moves too: `once` holds across the merged profiles.
+    let once = json!({"id": "once", "entry": {"event": "Go", "reentry": "once"},
+                      "steps": [{"id": "d", "type": "delay", "duration": "1m"}]});
+    check(
+        once,
+        "+0s anon-1 Go
+         +1h u1 identify:anon-1 {}
+         +2h u1 Go",
+        "+0s #1 once entered
+         +0s #1 once step d
+         +1m #1 once timer d
+         +1m #1 once completed d
+         +2h - once not_entered -> reentry",
+    );
+}
+
+/// A merge at the moment a timer of the absorbed profile falls due: the timer fires first, as
+/// on a punctual scheduler, so the reminder still goes out under the anonymous id.
+#[test]
+fn a_merge_racing_a_due_timer() {
+    let out = simulate(
+        cart(),
+        "+0s anon-1 Product_Added {\"cart_ID\": \"c1\"}
+         +2h u1 identify:anon-1 {}",
+    );
+    assert_eq!(
+        out.lines(),
+        [
+            "+0s #1 cart entered",
+            "+0s #1 cart step wait",
+            "+2h #1 cart timeout wait -> remind",
+            "+2h #1 cart step remind",
+            "+2h #1 cart send remind -> crm",
+            "+2h #1 cart completed remind"
+        ]
+    );
+    assert_eq!(out.deliveries[0].payload["anonymousId"], "anon-1");
+}
+
+/// Exit rules end every active instance of the journey for the profile by default; with
+/// match_unique_by only the one whose value the event carries (SPEC §3.4). An exit event that
+/// ends nothing is explained in the trace.
+#[test]
+fn exit_rules_are_profile_wide_unless_matched_by_unique_value() {
+    let mut journey = cart();
+    check(
+        journey.clone(),
+        "+0s u1 Product_Added {\"cart_ID\": \"c1\"}
+         +1s u1 Product_Added {\"cart_ID\": \"c2\"}
+         +1m u1 Account_Deleted
+         +2m u1 Account_Deleted",
+        "+0s #1 cart entered
+         +0s #1 cart step wait
+         +1s #2 cart entered
+         +1s #2 cart step wait
+         +1m #1 cart exited wait
+         +1m #1 cart step notify_exit
+         +1m #1 cart send notify_exit -> crm
+         +1m #2 cart exited wait
+         +1m #2 cart step notify_exit
+         +1m #2 cart send notify_exit -> crm",
+    );
+    journey["exit"]["events"][0]["match_unique_by"] = json!(true);
+    check(
+        journey,
+        "+0s u1 Product_Added {\"cart_ID\": \"c1\"}
+         +1s u1 Product_Added {\"cart_ID\": \"c2\"}
+         +1m u1 Account_Deleted {\"cart_ID\": \"c2\"}
+         +2m u1 Account_Deleted {\"cart_ID\": \"c9\"}",
+        "+0s #1 cart entered
+         +0s #1 cart step wait
+         +1s #2 cart entered
+         +1s #2 cart step wait
+         +1m #2 cart exited wait
+         +1m #2 cart step notify_exit
+         +1m #2 cart send notify_exit -> crm
+         +2m - cart exit_unmatched -> Account_Deleted
+         +2h #1 cart timeout wait -> remind
+         +2h #1 cart step remind
+         +2h #1 cart send remind -> crm
+         +2h #1 cart completed remind",
+    );
+}
+
+/// Numbers compare by value, and a context key with dots works in a split path.
+#[test]
+fn numbers_by_value_and_dotted_context_keys() {
+    let journey = json!({
+        "id": "n", "entry": {"event": "Order.Completed", "where": [{"property": "total", "equals": 10}]},
+        "steps": [
+            {"id": "s", "type": "split",
+             "branches": [{"name": "big", "where": [{"path": "context.Order.Completed.total", "gte": 10}], "next": null}],
+             "else": null}
+        ]
+    });
+    check(
+        journey,
+        "+0s u1 Order.Completed {\"total\": 10.0}
+         +1s u2 Order.Completed {\"total\": 9}",
+        "+0s #1 n entered
+         +0s #1 n step s
+         +0s #1 n branch s -> big
+         +0s #1 n completed s
+         +1s - n not_entered -> where",
+    );
 }

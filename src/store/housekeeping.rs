@@ -25,7 +25,7 @@ impl Store {
         let mut total = Purged::default();
         // Events and transitions are deleted by windows of their commit-order `seq`, oldest
         // first: `seq` grows with time, so the first window with nothing old ends the walk.
-        for table in ["events", "transitions"] {
+        for table in ["events", "transitions", "merges"] {
             let mut from = 0i64;
             loop {
                 let (deleted, next) = self
@@ -34,10 +34,9 @@ impl Store {
                         purge_window(ctx.conn, table, from, events_before, instances_before)
                     })
                     .await?;
-                if table == "events" {
-                    total.events += deleted
-                } else {
-                    total.transitions += deleted
+                match table {
+                    "events" | "merges" => total.events += deleted,
+                    _ => total.transitions += deleted,
                 };
                 match next {
                     Some(n) => from = n,
@@ -87,6 +86,8 @@ fn purge_window(
 ) -> Result<(u64, Option<i64>)> {
     let (time, cutoff, keep) = match table {
         "events" => ("received_at", events_before, ""),
+        // A merge is part of the profile's event history.
+        "merges" => ("at", events_before, ""),
         // A transition goes with its instance: kept while the instance is active or recent.
         _ => (
             "at",

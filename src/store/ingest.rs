@@ -79,10 +79,10 @@ fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<std::result::Result<
     }
     ensure_profile(conn, &profile_key, !identity.known, m.received_at)?;
     if let Some(other) = identity.link {
-        link(conn, other, &profile_key, m.received_at)?;
+        link(ctx, other, &profile_key, m.received_at)?;
     }
     if let Some(traits) = &m.traits {
-        merge_traits(conn, &profile_key, traits, m.received_at, true)?;
+        merge_traits(ctx.conn, &profile_key, traits, m.received_at, true)?;
     }
 
     let seq = ctx.next_seq();
@@ -145,36 +145,70 @@ fn ensure_profile(conn: &Connection, key: &str, anonymous: bool, now: i64) -> Re
     Ok(())
 }
 
-/// Links `id` to the profile `target`. When `id` was a profile of its own, its traits fill the
-/// keys `target` lacks and the ids linked to it follow it; its stored events stay where they are
-/// (each row keeps the profile key it was written under) and are shown in `target`'s timeline.
-fn link(conn: &Connection, id: &str, target: &str, now: i64) -> Result<()> {
-    if id == target {
-        return Ok(());
-    }
+/// Links `id` to the profile `survivor` (SPEC §2 Identity). An id that is a profile of its own
+/// merges into the survivor, with the ids linked to it; an id linked to another profile moves
+/// (the latest link wins); a new id is linked.
+fn link(ctx: &mut WriteCtx, id: &str, survivor: &str, now: i64) -> Result<()> {
+    let conn = ctx.conn;
     let current = resolve(conn, id)?;
-    if current == target {
+    if current == survivor {
         return Ok(());
     }
     if current == id {
-        let traits: Option<String> = conn
-            .prepare_cached("SELECT traits FROM profiles WHERE profile_key = ?1")?
-            .query_row([id], |r| r.get(0))
-            .optional()?;
-        if let Some(traits) = traits {
-            let traits = object_column(&traits, || format!("traits of profile \"{id}\""))?;
-            merge_traits(conn, target, &traits, now, false)?;
+        let own_profile: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM profiles WHERE profile_key = ?1)")?
+            .query_row([id], |r| r.get(0))?;
+        if own_profile {
+            merge(ctx, id, survivor, now)?;
         }
-        conn.prepare_cached(
-            "UPDATE identities SET profile_key = ?2, linked_at = ?3 WHERE profile_key = ?1",
-        )?
-        .execute(params![id, target, now])?;
+        ctx.conn
+            .prepare_cached(
+                "UPDATE identities SET profile_key = ?2, linked_at = ?3 WHERE profile_key = ?1",
+            )?
+            .execute(params![id, survivor, now])?;
     }
-    conn.prepare_cached(
-        "INSERT INTO identities (id, profile_key, linked_at) VALUES (?1, ?2, ?3)
-         ON CONFLICT (id) DO UPDATE SET profile_key = excluded.profile_key, linked_at = excluded.linked_at",
-    )?
-    .execute(params![id, target, now])?;
+    ctx.conn
+        .prepare_cached(
+            "INSERT INTO identities (id, profile_key, linked_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET profile_key = excluded.profile_key, linked_at = excluded.linked_at",
+        )?
+        .execute(params![id, survivor, now])?;
+    Ok(())
+}
+
+/// Merges the profile `absorbed` into `survivor`, in the caller's transaction, as
+/// [`crate::engine::merge`] does in memory: first the timers of both that fell due by `now` fire
+/// (as they would have on a punctual scheduler), then traits fill the survivor's gaps, active
+/// instances and their timers and journey memory move, the absorbed profile row goes, and the
+/// merge is recorded in the timeline of both. Its cost is that of the two profiles' instances.
+/// Their history (events, transitions, finished instances, deliveries) keeps its key and shows
+/// in the survivor's views through the identity link.
+fn merge(ctx: &mut WriteCtx, absorbed: &str, survivor: &str, now: i64) -> Result<()> {
+    super::profiles::catch_up(ctx, absorbed, now)?;
+    super::profiles::catch_up(ctx, survivor, now)?;
+    let conn = ctx.conn;
+    let traits: String = conn
+        .prepare_cached("SELECT traits FROM profiles WHERE profile_key = ?1")?
+        .query_row([absorbed], |r| r.get(0))?;
+    let traits = object_column(&traits, || format!("traits of profile \"{absorbed}\""))?;
+    merge_traits(conn, survivor, &traits, now, false)?;
+    let moved = conn
+        .prepare_cached(
+            "UPDATE instances SET profile_key = ?2, updated_at = ?3 WHERE profile_key = ?1 AND state = 'active'",
+        )?
+        .execute(params![absorbed, survivor, now])?;
+    super::profiles::merge_memory(conn, absorbed, survivor)?;
+    conn.prepare_cached("DELETE FROM profiles WHERE profile_key = ?1")?
+        .execute([absorbed])?;
+    for key in [survivor, absorbed] {
+        let seq = ctx.next_seq();
+        ctx.conn
+            .prepare_cached(
+                "INSERT INTO merges (seq, profile_key, absorbed, survivor, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![seq, key, absorbed, survivor, now])?;
+    }
+    tracing::debug!(absorbed, survivor, instances = moved, "profiles merged");
     Ok(())
 }
 

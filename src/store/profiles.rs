@@ -38,6 +38,38 @@ pub(super) fn on_event(
     })
 }
 
+/// Fires every timer of a profile due by `now` (before its profile merges with another).
+pub(super) fn catch_up(ctx: &mut WriteCtx, profile_key: &str, now: i64) -> Result<()> {
+    let mut profile = load(ctx.conn, profile_key, None)?;
+    if profile
+        .instances
+        .iter()
+        .any(|i| i.due_at.is_some_and(|d| d <= now))
+    {
+        run(ctx, &mut profile, now, |engine, profile| {
+            engine.fire_due(profile, now)
+        })?;
+    }
+    Ok(())
+}
+
+/// Moves the journey memory of profile `absorbed` to `survivor`, combined as
+/// [`Memory::absorb`] says.
+pub(super) fn merge_memory(conn: &Connection, absorbed: &str, survivor: &str) -> Result<()> {
+    let from = load_memory(conn, absorbed)?;
+    if from.is_empty() {
+        return Ok(());
+    }
+    let mut into = load_memory(conn, survivor)?;
+    for (journey, memory) in &from {
+        into.entry(journey.clone()).or_default().absorb(memory);
+    }
+    save_memory(conn, survivor, &into)?;
+    conn.prepare_cached("DELETE FROM journey_memory WHERE profile_key = ?1")?
+        .execute([absorbed])?;
+    Ok(())
+}
+
 /// Fires the given due timers of one profile (a scheduler tick); returns how many transitions
 /// they made.
 pub(super) fn fire(ctx: &mut WriteCtx, profile_key: &str, ids: &[i64], now: i64) -> Result<usize> {
@@ -164,6 +196,18 @@ fn load(conn: &Connection, key: &str, only: Option<&[i64]>) -> Result<ProfileSta
             }
         }
     }
+    let memory = load_memory(conn, key)?;
+    Ok(ProfileState {
+        key: key.to_string(),
+        anonymous,
+        traits,
+        instances,
+        memory,
+    })
+}
+
+/// What a profile remembers of each journey.
+fn load_memory(conn: &Connection, key: &str) -> Result<BTreeMap<String, Memory>> {
     let mut memory = BTreeMap::new();
     let mut stmt = conn.prepare_cached(
         "SELECT journey_id, entries, sticky FROM journey_memory WHERE profile_key = ?1",
@@ -186,13 +230,21 @@ fn load(conn: &Connection, key: &str, only: Option<&[i64]>) -> Result<ProfileSta
             },
         );
     }
-    Ok(ProfileState {
-        key: key.to_string(),
-        anonymous,
-        traits,
-        instances,
-        memory,
-    })
+    Ok(memory)
+}
+
+/// Writes the journey memory that changed.
+fn save_memory(conn: &Connection, key: &str, memory: &BTreeMap<String, Memory>) -> Result<()> {
+    for (journey, memory) in memory.iter().filter(|(_, m)| m.dirty) {
+        let sticky = (!memory.sticky.is_empty())
+            .then(|| serde_json::to_string(&memory.sticky).expect("serialises"));
+        conn.prepare_cached(
+            "INSERT INTO journey_memory (profile_key, journey_id, entries, sticky) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (profile_key, journey_id) DO UPDATE SET entries = excluded.entries, sticky = excluded.sticky",
+        )?
+        .execute(params![key, journey, memory.entries, sticky])?;
+    }
+    Ok(())
 }
 
 fn instance(r: &rusqlite::Row) -> Result<Instance> {
@@ -269,15 +321,7 @@ fn persist(
             ctx.effects.timer(due);
         }
     }
-    for (journey, memory) in profile.memory.iter().filter(|(_, m)| m.dirty) {
-        let sticky = (!memory.sticky.is_empty())
-            .then(|| serde_json::to_string(&memory.sticky).expect("serialises"));
-        conn.prepare_cached(
-            "INSERT INTO journey_memory (profile_key, journey_id, entries, sticky) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (profile_key, journey_id) DO UPDATE SET entries = excluded.entries, sticky = excluded.sticky",
-        )?
-        .execute(params![profile.key, journey, memory.entries, sticky])?;
-    }
+    save_memory(conn, &profile.key, &profile.memory)?;
     for t in effects.transitions.iter().filter(|t| !t.what.is_note()) {
         // One row per statement: a multi-row INSERT needs a statement journal, which costs more
         // than the statements it saves.

@@ -55,14 +55,24 @@ pub(crate) struct ProfileView {
 /// One entry of a profile's timeline.
 #[derive(Debug, Clone)]
 pub(crate) enum TimelineItem {
-    Event { seq: i64, message: Value },
+    Event {
+        seq: i64,
+        message: Value,
+    },
     Transition(TransitionRow),
+    /// Profile `absorbed` merged into `survivor` (SPEC §2 Identity).
+    Merged {
+        seq: i64,
+        at: i64,
+        absorbed: String,
+        survivor: String,
+    },
 }
 
 impl TimelineItem {
     fn seq(&self) -> i64 {
         match self {
-            TimelineItem::Event { seq, .. } => *seq,
+            TimelineItem::Event { seq, .. } | TimelineItem::Merged { seq, .. } => *seq,
             TimelineItem::Transition(t) => t.seq,
         }
     }
@@ -287,6 +297,21 @@ fn timeline(conn: &Connection, key: &str, after: i64, limit: usize) -> Result<Pa
     ))?;
     for row in stmt.query_map(params![key, after, limit as i64 + 1], raw_transition)? {
         items.push(TimelineItem::Transition(row?.read()?));
+    }
+    // Each merge is recorded under both profiles' keys; a profile's view (which includes the
+    // keys merged into it) shows it once, from the surviving side.
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT seq, at, absorbed, survivor FROM merges
+         WHERE profile_key IN ({PROFILE_KEYS}) AND profile_key = survivor AND seq > ?2 ORDER BY seq LIMIT ?3"
+    ))?;
+    let mut rows = stmt.query(params![key, after, limit as i64 + 1])?;
+    while let Some(r) = rows.next()? {
+        items.push(TimelineItem::Merged {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            absorbed: r.get(2)?,
+            survivor: r.get(3)?,
+        });
     }
     items.sort_by_key(TimelineItem::seq);
     Ok(Page::of(items, limit, |i| i.seq().to_string()))

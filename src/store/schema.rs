@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_housekeeping.sql"),
     include_str!("../../migrations/0004_checks.sql"),
     include_str!("../../migrations/0005_health.sql"),
+    include_str!("../../migrations/0006_merges.sql"),
 ];
 
 /// The version `schema.sql` describes.

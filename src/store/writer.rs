@@ -54,7 +54,8 @@ pub(super) struct WriterState {
 impl WriterState {
     fn load(conn: &Connection, max_active: usize) -> Result<WriterState> {
         let last_seq = conn.query_row(
-            "SELECT max((SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM transitions))",
+            "SELECT max((SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM transitions),
+                        (SELECT coalesce(max(seq), 0) FROM merges))",
             [],
             |r| r.get(0),
         )?;

@@ -214,8 +214,11 @@ impl Store {
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?
                 .read()?;
+            // An instance that moved with a profile merge keeps its earlier transitions under
+            // the key of the profile it started in, which is linked to its profile now.
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {TRANSITION_COLUMNS} FROM transitions WHERE profile_key = ?1 AND instance_id = ?2 ORDER BY seq"
+                "SELECT {TRANSITION_COLUMNS} FROM transitions
+                 WHERE profile_key IN ({PROFILE_KEYS}) AND instance_id = ?2 ORDER BY seq"
             ))?;
             view.history = stmt
                 .query_map(params![view.profile_key, id], raw_transition)?

@@ -47,6 +47,37 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
+        dir: "anonymous-cart-then-sign-in",
+        instances: &[
+            Inst {
+                user: "41",
+                history: &[
+                    "entered",
+                    "step wait_for_order",
+                    "branch wait_for_order -> ordered",
+                    "completed wait_for_order",
+                ],
+            },
+            Inst {
+                user: "42",
+                history: &[
+                    "entered",
+                    "step wait_for_order",
+                    "timeout wait_for_order -> remind",
+                    "step remind",
+                    "send remind -> crm",
+                    "completed remind",
+                ],
+            },
+        ],
+        deliveries: &[Deliv {
+            instance: 2,
+            step: "remind",
+            event_name: "Cart Reminder",
+            context: &[("Product_Added", 3)],
+        }],
+    },
+    Case {
         dir: "real-time-event-forwarding",
         instances: &[Inst {
             user: "99",
@@ -326,6 +357,11 @@ fn case(dir: &str) -> &'static Case {
 }
 
 #[test]
+fn examples_anonymous_cart_then_sign_in() {
+    check(case("anonymous-cart-then-sign-in"));
+}
+
+#[test]
 fn examples_real_time_event_forwarding() {
     check(case("real-time-event-forwarding"));
 }
@@ -467,7 +503,19 @@ fn check(c: &Case) {
     // transition, at its time, and every delivery received) before the clock moves on. So each
     // transition and delivery is seen to happen at the time the simulation says, to the ms.
     let t0 = srv.now_ms();
-    let users: Vec<&str> = c.instances.iter().map(|i| i.user).collect();
+    // Every id the script uses: an instance may start under an anonymousId and move to a
+    // userId's profile when the two merge.
+    let script_ids: Vec<String> = events
+        .iter()
+        .flat_map(|(_, m)| ["userId", "anonymousId"].map(|k| m[k].as_str().map(str::to_string)))
+        .flatten()
+        .collect();
+    let users: Vec<&str> = c
+        .instances
+        .iter()
+        .map(|i| i.user)
+        .chain(script_ids.iter().map(String::as_str))
+        .collect();
     let moments: BTreeSet<u64> = events
         .iter()
         .map(|(at, _)| *at)
@@ -848,13 +896,26 @@ fn duration_ms(s: &str) -> u64 {
     }
 }
 
-/// A script or trace offset (`+90m`, `+0s`, `+1500ms`) to milliseconds.
+/// A script or trace offset (`+90m`, `+0s`, `+1500ms`, compound `+1h30m`) to milliseconds.
 fn offset_ms(s: &str) -> u64 {
-    let s = s.strip_prefix('+').unwrap_or(s);
-    match s.strip_suffix("ms") {
-        Some(ms) => ms.parse().unwrap_or_else(|_| panic!("bad offset {s:?}")),
-        None => duration_ms(s),
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    let mut total = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits]
+            .parse()
+            .unwrap_or_else(|_| panic!("bad offset {s:?}"));
+        if rest[digits..].starts_with("ms") {
+            total += n;
+            rest = &rest[digits + 2..];
+        } else {
+            total += duration_ms(&rest[..digits + 1]);
+            rest = &rest[digits + 1..];
+        }
     }
+    total
 }
 
 fn examples_dir() -> PathBuf {

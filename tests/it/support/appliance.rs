@@ -169,6 +169,11 @@ impl Appliance {
         tracing::Dispatch::new(subscriber)
     }
 
+    /// The database file.
+    pub fn db_path(&self) -> &std::path::Path {
+        &self.db
+    }
+
     /// The server's time, unix ms.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()

@@ -99,7 +99,9 @@ pub fn live_instances(c: &Client, users: &[&str]) -> Vec<Value> {
         let profile = resp.expect(200);
         all.extend(profile["instances"].as_array().unwrap().iter().cloned());
     }
+    // Ids linked to one profile show the same instances.
     all.sort_by_key(|i| i["id"].as_i64().unwrap());
+    all.dedup_by_key(|i| i["id"].as_i64().unwrap());
     all
 }
 

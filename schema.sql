@@ -88,8 +88,8 @@ CREATE TABLE instances (
 CREATE INDEX instances_active ON instances (profile_key) WHERE state = 'active';
 -- The scheduler's queue: the next due timer is the first entry.
 CREATE INDEX instances_due ON instances (due_at) WHERE due_at IS NOT NULL;
--- Archiving a journey ends its active instances.
-CREATE INDEX instances_active_by_journey ON instances (journey_id) WHERE state = 'active';
+-- A journey's instances, newest first (the operator's list; archiving ends the active ones).
+CREATE INDEX instances_by_journey ON instances (journey_id, instance_id);
 -- A profile's instances, newest first, for the profile view.
 CREATE INDEX instances_by_profile ON instances (profile_key, instance_id);
 
@@ -176,6 +176,8 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries (destination_id, next_attempt_at) WHERE status = 'pending';
 -- Listing, newest first.
 CREATE INDEX deliveries_by_created ON deliveries (created_at);
+-- Forgetting a person (DELETE /v1/profiles/{id}) finds their deliveries.
+CREATE INDEX deliveries_by_profile ON deliveries (profile_key);
 
 -- Finished instances, oldest first, for the retention purge. Active instances are not in it.
 CREATE INDEX instances_finished ON instances (updated_at) WHERE state != 'active';

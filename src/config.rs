@@ -18,6 +18,18 @@ pub const DEFAULT_DB: &str = "./journeyd.db";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// How logs are written to stderr: `text` for people, `json` (one object per line) for log
+    /// shippers.
+    #[arg(long, env = "JOURNEYD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// The `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,7 +19,7 @@ use crate::config::ServeArgs;
 use crate::store::{Store, StoreOptions};
 
 /// Generates an admin token or write key: 32 random bytes, URL-safe base64.
-fn generate_secret() -> String {
+pub(crate) fn generate_secret() -> String {
     use base64::Engine;
     let bytes: [u8; 32] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

@@ -107,6 +107,7 @@ pub(crate) async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: finishing in-flight requests");
+    app.stop_streams();
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
         .is_err()

@@ -58,7 +58,7 @@ pub(super) async fn handle(
         Err(message) => return error(StatusCode::UNAUTHORIZED, "unauthorized", message),
     };
     if let Some(key) = &header_key
-        && !app.keys.write.contains(&hash_secret(key))
+        && !app.keys.read().unwrap().write.contains(&hash_secret(key))
     {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -113,7 +113,7 @@ pub(super) async fn handle(
         };
         if header_key.is_none() {
             match parsed.write_key() {
-                Some(key) if app.keys.write.contains(&hash_secret(key)) => {}
+                Some(key) if app.keys.read().unwrap().write.contains(&hash_secret(key)) => {}
                 Some(_) => {
                     return error(
                         StatusCode::UNAUTHORIZED,

@@ -105,6 +105,7 @@ pub(super) async fn put_journey(app: &App, id: String, req: Request<Incoming>) -
     let definition = canonical(&doc).to_string();
     match app.store.publish_journey(journey, definition).await {
         Ok(p) => {
+            tracing::info!(journey = %id, version = p.version, created = p.created, "journey published");
             let status = if p.created {
                 StatusCode::CREATED
             } else {
@@ -132,20 +133,30 @@ pub(super) async fn get_journey(app: &App, id: String) -> Response<Body> {
 
 pub(super) async fn set_status(app: &App, id: String, status: Status) -> Response<Body> {
     match app.store.set_journey_status(id.clone(), status).await {
-        Ok(()) => json_response(
-            StatusCode::OK,
-            &json!({"id": id, "status": status.as_str()}),
-        ),
+        Ok(()) => {
+            let what = match status {
+                Status::Paused => "journey paused",
+                _ => "journey resumed",
+            };
+            tracing::info!(journey = %id, "{what}");
+            json_response(
+                StatusCode::OK,
+                &json!({"id": id, "status": status.as_str()}),
+            )
+        }
         Err(e) => store_error(e),
     }
 }
 
 pub(super) async fn archive(app: &App, id: String) -> Response<Body> {
     match app.store.archive_journey(id.clone()).await {
-        Ok(ended) => json_response(
-            StatusCode::OK,
-            &json!({"id": id, "status": "archived", "instances_ended": ended}),
-        ),
+        Ok(ended) => {
+            tracing::info!(journey = %id, instances_ended = ended, "journey archived");
+            json_response(
+                StatusCode::OK,
+                &json!({"id": id, "status": "archived", "instances_ended": ended}),
+            )
+        }
         Err(e) => store_error(e),
     }
 }
@@ -289,6 +300,7 @@ pub(super) async fn put_destination(
         .await
     {
         Ok(created) => {
+            tracing::info!(destination = %id, created, "destination saved");
             let status = if created {
                 StatusCode::CREATED
             } else {
@@ -319,7 +331,10 @@ pub(super) async fn list_destinations(app: &App, query: Option<&str>) -> Respons
 
 pub(super) async fn delete_destination(app: &App, id: String) -> Response<Body> {
     match app.store.delete_destination(id.clone()).await {
-        Ok(()) => json_response(StatusCode::OK, &json!({"id": id, "deleted": true})),
+        Ok(()) => {
+            tracing::info!(destination = %id, "destination deleted");
+            json_response(StatusCode::OK, &json!({"id": id, "deleted": true}))
+        }
         Err(e) => store_error(e),
     }
 }

@@ -13,6 +13,7 @@ mod admin;
 mod conn;
 mod ingest;
 mod journeys;
+mod operator;
 mod routes;
 pub(crate) mod views;
 
@@ -36,13 +37,16 @@ pub(crate) type Body = BoxBody<Bytes, Infallible>;
 /// Everything a request handler needs; shared by every connection.
 pub(crate) struct App {
     store: Store,
-    keys: KeySet,
+    /// The digests of the admin tokens and write keys, reloaded when one is added or revoked.
+    keys: std::sync::RwLock<KeySet>,
     /// The per-profile cap on active instances, for simulations to match the live engine.
     max_active: usize,
     /// Bytes of ingest work that may be received and waiting for the writer at once, as permits.
     queued: Arc<tokio::sync::Semaphore>,
     /// One backup download at a time.
     backups: Arc<tokio::sync::Semaphore>,
+    /// Turns true when the server stops: long responses (the event stream) end.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -54,12 +58,13 @@ impl App {
     ) -> Arc<App> {
         Arc::new(App {
             store,
-            keys,
+            keys: std::sync::RwLock::new(keys),
             max_active,
             queued: Arc::new(tokio::sync::Semaphore::new(
                 max_queued_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
             backups: Arc::new(tokio::sync::Semaphore::new(1)),
+            stopping: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -68,6 +73,11 @@ impl App {
     fn reserve_queued(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let n = u32::try_from(bytes.max(1)).ok()?;
         self.queued.clone().try_acquire_many_owned(n).ok()
+    }
+
+    /// Ends long responses (the event stream): the server is stopping.
+    pub(crate) fn stop_streams(&self) {
+        self.stopping.send_replace(true);
     }
 
     fn now(&self) -> i64 {
@@ -137,6 +147,16 @@ impl App {
             R::PutDestination(id) => journeys::put_destination(self, id, req).await,
             R::Destination(id) => journeys::get_destination(self, id).await,
             R::DeleteDestination(id) => journeys::delete_destination(self, id).await,
+            R::TestDestination(id) => operator::test_destination(self, id).await,
+            R::JourneyVersion(id, n) => operator::version(self, id, n).await,
+            R::JourneyInstances(id) => operator::instances(self, id, query).await,
+            R::Profiles => operator::profiles(self, query).await,
+            R::ForgetProfile(id) => operator::forget(self, id).await,
+            R::RetryFailed => operator::retry_failed(self, query).await,
+            R::Keys => operator::keys(self).await,
+            R::AddKey => operator::add_key(self, req).await,
+            R::RevokeKey(id) => operator::revoke_key(self, id).await,
+            R::Stream => operator::stream(self, query).await,
         }
     }
 
@@ -147,7 +167,7 @@ impl App {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| credentials(v, "bearer"));
         match token {
-            Some(t) if self.keys.admin.contains(&hash_secret(t)) => Ok(()),
+            Some(t) if self.keys.read().unwrap().admin.contains(&hash_secret(t)) => Ok(()),
             Some(_) => Err(admin_error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -231,6 +251,9 @@ fn store_error(e: StoreError) -> Response<Body> {
                 "details": journeys,
             }}),
         ),
+        StoreError::Refused(
+            why @ (Refusal::LastAdminToken | Refusal::DestinationDeleted | Refusal::Destination(_)),
+        ) => admin_error(StatusCode::CONFLICT, "conflict", why.to_string()),
         StoreError::Refused(Refusal::UnknownDestinations(unknown)) => {
             let problems: Vec<crate::journey::Problem> = unknown
                 .into_iter()

@@ -42,6 +42,16 @@ pub(super) enum Route {
     PutDestination(String),
     Destination(String),
     DeleteDestination(String),
+    JourneyVersion(String, String),
+    JourneyInstances(String),
+    Profiles,
+    ForgetProfile(String),
+    RetryFailed,
+    Keys,
+    AddKey,
+    RevokeKey(String),
+    Stream,
+    TestDestination(String),
 }
 
 impl Route {
@@ -117,6 +127,16 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         (&Method::PUT, ["v1", "destinations", d]) => Route::PutDestination(id(d)),
         (&Method::GET, ["v1", "destinations", d]) => Route::Destination(id(d)),
         (&Method::DELETE, ["v1", "destinations", d]) => Route::DeleteDestination(id(d)),
+        (&Method::POST, ["v1", "destinations", d, "test"]) => Route::TestDestination(id(d)),
+        (&Method::GET, ["v1", "journeys", j, "versions", n]) => Route::JourneyVersion(id(j), id(n)),
+        (&Method::GET, ["v1", "journeys", j, "instances"]) => Route::JourneyInstances(id(j)),
+        (&Method::GET, ["v1", "profiles"]) => Route::Profiles,
+        (&Method::DELETE, ["v1", "profiles", p]) => Route::ForgetProfile(id(p)),
+        (&Method::POST, ["v1", "deliveries", "retry"]) => Route::RetryFailed,
+        (&Method::GET, ["v1", "keys"]) => Route::Keys,
+        (&Method::POST, ["v1", "keys"]) => Route::AddKey,
+        (&Method::DELETE, ["v1", "keys", k]) => Route::RevokeKey(id(k)),
+        (&Method::GET, ["v1", "stream"]) => Route::Stream,
         _ => return None,
     })
 }

@@ -14,8 +14,8 @@ use crate::engine::{State, Transition, What};
 use crate::journey::{Journey, StepKind};
 use crate::sim;
 use crate::store::{
-    DeliveryView, DestinationView, InstanceView, JourneyDetail, JourneySummary, Page, ProfileView,
-    TimelineItem, TransitionRow,
+    DeliveryView, DestinationView, InstanceView, JourneyDetail, JourneySummary, KeyView, Page,
+    ProfileView, StreamEvent, TimelineItem, TransitionRow,
 };
 
 /// A page of a list: `{"items": [...], "next_cursor": "..." | null}`.
@@ -105,6 +105,50 @@ pub(crate) fn instance_detail(i: &InstanceView) -> Value {
     let mut v = instance(i);
     v["history"] = i.history.iter().map(transition).collect();
     v
+}
+
+/// A profile in a list: its id, linked ids and traits.
+pub(crate) fn profile_summary(p: &ProfileView) -> Value {
+    json!({
+        "id": p.key,
+        "traits": p.traits,
+        "ids": p.ids,
+        "created_at": ts(p.created_at),
+        "updated_at": ts(p.updated_at),
+    })
+}
+
+/// An admin token or write key as listed: never the key.
+pub(crate) fn key(k: &KeyView) -> Value {
+    json!({"id": k.id, "kind": k.kind, "created_at": ts(k.created_at)})
+}
+
+/// A committed change for `GET /v1/stream`: its SSE event name and its JSON.
+pub(crate) fn stream_event(event: &StreamEvent) -> (&'static str, Value) {
+    match event {
+        StreamEvent::Transition {
+            profile,
+            transition,
+        } => {
+            let mut v = transition_at(transition, ts(transition.at));
+            v["profile"] = json!(profile);
+            ("transition", v)
+        }
+        StreamEvent::Delivery(d) => (
+            "delivery",
+            json!({
+                "id": d.id,
+                "destination": d.destination,
+                "journey": d.journey,
+                "instance": d.instance,
+                "status": d.status.as_str(),
+                "attempts": d.attempts,
+                "last_status": d.http_status,
+                "last_error": d.error,
+                "at": ts(d.at),
+            }),
+        ),
+    }
 }
 
 pub(crate) fn profile(p: &ProfileView, instances: &[InstanceView]) -> Value {

@@ -302,6 +302,13 @@ impl Send {
             outcome,
             retry_at,
             max_attempts: self.dest.max_attempts,
+            host: self
+                .dest
+                .url
+                .parse::<hyper::Uri>()
+                .ok()
+                .and_then(|u| u.host().map(str::to_string))
+                .unwrap_or_default(),
         }
     }
 
@@ -347,59 +354,138 @@ impl Send {
     }
 
     fn request(&self, row: &DueDelivery) -> Result<Request<Full<Bytes>>, String> {
-        let body = Bytes::from(row.payload.clone());
         let timestamp = self.store.clock().now_ms() / 1000;
-        let url = match self.dest.kind {
-            Kind::Webhook => self.dest.url.clone(),
-            Kind::Segment => segment_track_url(&self.dest.url),
-        };
-        // Credentials in the URL go as Basic authorization, as browsers and curl send them.
-        let (uri, userinfo) = split_userinfo(&url);
-        let mut builder = Request::builder()
-            .method(self.dest.method.as_str())
-            .uri(uri);
-        let sets_authorization = self
-            .dest
-            .headers
-            .keys()
-            .any(|k| k.eq_ignore_ascii_case("authorization"));
-        if let Some(userinfo) = userinfo
-            && !sets_authorization
-            && self.dest.kind == Kind::Webhook
-        {
-            let decoded = percent_encoding::percent_decode_str(userinfo).decode_utf8_lossy();
-            let basic = base64::engine::general_purpose::STANDARD.encode(decoded.as_bytes());
-            builder = builder.header(header::AUTHORIZATION, format!("Basic {basic}"));
-        }
-        for (k, v) in &self.dest.headers {
-            builder = builder.header(k, v);
-        }
-        builder = builder
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(
-                header::USER_AGENT,
-                concat!("journeyd/", env!("CARGO_PKG_VERSION")),
-            )
-            .header("webhook-id", &row.id)
-            .header("webhook-timestamp", timestamp.to_string());
-        if let Some(secret) = &self.secret {
-            builder = builder.header(
-                "webhook-signature",
-                sign::signature(secret, &row.id, timestamp, &body),
-            );
-        }
-        if let (Kind::Segment, Some(key)) = (self.dest.kind, &self.write_key) {
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
-            builder = builder.header(
-                header::AUTHORIZATION,
-                HeaderValue::from_str(&format!("Basic {basic}")).map_err(|e| e.to_string())?,
-            );
-        }
-        builder
-            .body(Full::new(body))
-            .map_err(|e| format!("bad request: {e}"))
+        request(
+            &self.dest,
+            self.secret.as_deref(),
+            self.write_key.as_deref(),
+            &row.id,
+            timestamp,
+            Bytes::from(row.payload.clone()),
+        )
     }
 }
+
+/// The request of one delivery attempt: the destination's method, URL and headers, the
+/// Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature` with a
+/// secret), and the write key of a segment destination.
+fn request(
+    dest: &Destination,
+    secret: Option<&str>,
+    write_key: Option<&str>,
+    id: &str,
+    timestamp: i64,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
+    let url = match dest.kind {
+        Kind::Webhook => dest.url.clone(),
+        Kind::Segment => segment_track_url(&dest.url),
+    };
+    // Credentials in the URL go as Basic authorization, as browsers and curl send them.
+    let (uri, userinfo) = split_userinfo(&url);
+    let mut builder = Request::builder().method(dest.method.as_str()).uri(uri);
+    let sets_authorization = dest
+        .headers
+        .keys()
+        .any(|k| k.eq_ignore_ascii_case("authorization"));
+    if let Some(userinfo) = userinfo
+        && !sets_authorization
+        && dest.kind == Kind::Webhook
+    {
+        let decoded = percent_encoding::percent_decode_str(userinfo).decode_utf8_lossy();
+        let basic = base64::engine::general_purpose::STANDARD.encode(decoded.as_bytes());
+        builder = builder.header(header::AUTHORIZATION, format!("Basic {basic}"));
+    }
+    for (k, v) in &dest.headers {
+        builder = builder.header(k, v);
+    }
+    builder = builder
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::USER_AGENT,
+            concat!("journeyd/", env!("CARGO_PKG_VERSION")),
+        )
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string());
+    if let Some(secret) = secret {
+        builder = builder.header(
+            "webhook-signature",
+            sign::signature(secret, id, timestamp, &body),
+        );
+    }
+    if let (Kind::Segment, Some(key)) = (dest.kind, write_key) {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{key}:"));
+        builder = builder.header(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Basic {basic}")).map_err(|e| e.to_string())?,
+        );
+    }
+    builder
+        .body(Full::new(body))
+        .map_err(|e| format!("bad request: {e}"))
+}
+
+/// What a test send (SPEC §5 `POST /v1/destinations/{id}/test`) got back.
+#[derive(Debug, Clone)]
+pub(crate) struct TestSent {
+    /// The receiver's status, or why there was none (connection refused, timeout).
+    pub(crate) status: Result<u16, String>,
+    /// The first 4 KB of the receiver's body (lossy UTF-8).
+    pub(crate) body: String,
+    pub(crate) took_ms: u64,
+}
+
+/// Sends one sample payload to a destination, signed like any delivery; nothing is stored.
+pub(crate) async fn test_send(
+    row: &DestinationRow,
+    payload: &serde_json::Value,
+    now_ms: i64,
+) -> Result<TestSent, String> {
+    let target = Target::from_row(row).ok_or("the stored destination does not validate")?;
+    let id = format!("test-{}", uuid::Uuid::new_v4());
+    let body = Bytes::from(payload.to_string());
+    let req = request(
+        &target.dest,
+        target.secret.as_deref(),
+        target.write_key.as_deref(),
+        &id,
+        now_ms / 1000,
+        body,
+    )?;
+    let timeout = Duration::from_millis(target.dest.timeout_ms);
+    let started = std::time::Instant::now();
+    let sent = async {
+        let resp = client().request(req).await.map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        let mut incoming = resp.into_body();
+        while body.len() < TEST_BODY_BYTES {
+            match incoming.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        body.extend_from_slice(data);
+                    }
+                }
+                _ => break,
+            }
+        }
+        body.truncate(TEST_BODY_BYTES);
+        Ok::<_, String>((status, body))
+    };
+    let (status, body) = match tokio::time::timeout(timeout, sent).await {
+        Err(_) => (Err(format!("timed out after {timeout:?}")), Vec::new()),
+        Ok(Err(e)) => (Err(e), Vec::new()),
+        Ok(Ok((status, body))) => (Ok(status), body),
+    };
+    Ok(TestSent {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        took_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// How much of a receiver's answer a test send shows.
+const TEST_BODY_BYTES: usize = 4096;
 
 /// A URL without its `user:password@`, and that userinfo.
 fn split_userinfo(url: &str) -> (String, Option<&str>) {

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use rusqlite::{OptionalExtension, params};
 use serde_json::{Map, Value};
 
-use super::{Page, Result, Store, StoreError, json_column, object_column};
+use super::writer::WriteCtx;
+use super::{Page, Refusal, Result, Store, StoreError, json_column, object_column};
 use crate::delivery::{Outcome, RETRY_WINDOW_MS, Status};
 
 /// A pending delivery as the dispatcher needs it.
@@ -26,50 +27,100 @@ pub(crate) struct Attempt {
     /// When to try again, if the outcome is worth another try.
     pub(crate) retry_at: i64,
     pub(crate) max_attempts: u32,
+    /// The host the attempt went to, for the log.
+    pub(crate) host: String,
 }
 
-fn record_attempt(conn: &rusqlite::Connection, attempt: Attempt, now: i64) -> Result<()> {
-    let row: Option<(i64, i64)> = conn
+/// Records an attempt's outcome; logs a failed attempt and a dead letter at `info` (SPEC §9);
+/// publishes the outcome to listeners.
+fn record_attempt(ctx: &mut WriteCtx, attempt: Attempt) -> Result<()> {
+    let row: Option<(i64, i64, String, i64)> = ctx
+        .conn
         .prepare_cached(
-            "SELECT attempts, expires_at FROM deliveries WHERE delivery_id = ?1 AND status = 'pending'",
+            "SELECT attempts, expires_at, journey_id, instance_id FROM deliveries WHERE delivery_id = ?1 AND status = 'pending'",
         )?
-        .query_row([&attempt.id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([&attempt.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
     // Retried by hand, or already settled: nothing to record.
-    let Some((attempts, expires_at)) = row else {
+    let Some((attempts, expires_at, journey, instance)) = row else {
         return Ok(());
     };
     let attempts = attempts + 1;
-    let (status, next, code, error) = match attempt.outcome {
-        Outcome::Delivered { status } => (Status::Succeeded, None, Some(status), None),
-        Outcome::Fail { status, error } => (Status::Failed, None, status, Some(error)),
+    let (status, next, code, error) = match &attempt.outcome {
+        Outcome::Delivered { status } => (Status::Succeeded, None, Some(*status), None),
+        Outcome::Fail { status, error } => (Status::Failed, None, *status, Some(error.clone())),
         Outcome::Retry { status, error, .. } => {
             if attempts >= attempt.max_attempts as i64 || attempt.retry_at > expires_at {
                 (
                     Status::Failed,
                     None,
-                    status,
+                    *status,
                     Some(format!("{error} (gave up after {attempts} attempts)")),
                 )
             } else {
-                (Status::Pending, Some(attempt.retry_at), status, Some(error))
+                (Status::Pending, Some(attempt.retry_at), *status, Some(error.clone()))
             }
         }
     };
-    conn.prepare_cached(
-        "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status = ?5,
-             last_error = ?6, updated_at = ?7 WHERE delivery_id = ?1",
-    )?
-    .execute(params![
-        attempt.id,
-        status.as_str(),
-        attempts,
-        next,
-        code,
-        error,
-        now
-    ])?;
+    ctx.conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = ?2, attempts = ?3, next_attempt_at = ?4, last_status = ?5,
+                 last_error = ?6, updated_at = ?7 WHERE delivery_id = ?1",
+        )?
+        .execute(params![
+            attempt.id,
+            status.as_str(),
+            attempts,
+            next,
+            code,
+            error,
+            ctx.now
+        ])?;
+    if let Some(error) = &error {
+        let what = if status == Status::Failed {
+            "delivery failed for good (dead letter)"
+        } else {
+            "delivery attempt failed: retrying"
+        };
+        tracing::info!(
+            delivery = %attempt.id,
+            destination = %attempt.destination,
+            host = %attempt.host,
+            status = code,
+            error = %error,
+            attempt = attempts,
+            "{what}"
+        );
+    }
+    if ctx.streaming {
+        ctx.effects
+            .published
+            .push(super::StreamEvent::Delivery(super::DeliveryOutcome {
+                id: attempt.id,
+                destination: attempt.destination,
+                journey,
+                instance,
+                status,
+                attempts,
+                http_status: code,
+                error,
+                at: ctx.now,
+            }));
+    }
     Ok(())
+}
+
+/// Makes a delivery pending again now, with a fresh set of attempts and a new 24-hour window.
+const RETRY: &str = "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, expires_at = ?3,
+     last_status = NULL, last_error = NULL, updated_at = ?2 WHERE delivery_id = ?1";
+
+/// Deliveries made pending again per writer job by a bulk retry.
+const RETRY_BATCH: i64 = 5_000;
+
+fn destination_exists(conn: &rusqlite::Connection, id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM destinations WHERE destination_id = ?1)")?
+        .query_row([id], |r| r.get(0))?)
 }
 
 /// A destination's settings and secrets, for sending.
@@ -100,6 +151,15 @@ pub(crate) struct DeliveryView {
 }
 
 impl Store {
+    /// One destination with its secrets.
+    pub(crate) async fn destination_row(&self, id: String) -> Result<DestinationRow> {
+        self.destination_rows()
+            .await?
+            .into_iter()
+            .find(|d| d.id == id)
+            .ok_or_else(|| StoreError::NotFound(format!("destination \"{id}\"")))
+    }
+
     /// Every destination with its secrets.
     pub(crate) async fn destination_rows(&self) -> Result<Vec<DestinationRow>> {
         self.read(|conn| {
@@ -178,7 +238,7 @@ impl Store {
         self.writer()
             .submit_wait(move |ctx| {
                 for attempt in attempts {
-                    record_attempt(ctx.conn, attempt, ctx.now)?;
+                    record_attempt(ctx, attempt)?;
                 }
                 Ok(())
             })
@@ -186,23 +246,65 @@ impl Store {
     }
 
     /// Makes a delivery pending again now, with a fresh set of attempts and a new 24-hour window.
+    /// Refused ([`Refusal::DestinationDeleted`]) when the delivery's destination was deleted.
     pub(crate) async fn retry_delivery(&self, id: String) -> Result<()> {
         self.writer()
             .submit_wait(move |ctx| {
-                let changed = ctx
+                let destination: Option<String> = ctx
                     .conn
-                    .prepare_cached(
-                        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, expires_at = ?3,
-                             updated_at = ?2 WHERE delivery_id = ?1",
-                    )?
-                    .execute(params![id, ctx.now, ctx.now + RETRY_WINDOW_MS])?;
-                if changed == 0 {
+                    .prepare_cached("SELECT destination_id FROM deliveries WHERE delivery_id = ?1")?
+                    .query_row([&id], |r| r.get(0))
+                    .optional()?;
+                let Some(destination) = destination else {
                     return Err(StoreError::NotFound(format!("delivery \"{id}\"")));
+                };
+                if !destination_exists(ctx.conn, &destination)? {
+                    return Err(StoreError::Refused(Refusal::DestinationDeleted));
                 }
+                ctx.conn
+                    .prepare_cached(RETRY)?
+                    .execute(params![id, ctx.now, ctx.now + RETRY_WINDOW_MS])?;
                 ctx.effects.deliveries = true;
                 Ok(())
             })
             .await
+    }
+
+    /// Makes every failed delivery (of one destination, if given) pending again, as
+    /// [`Store::retry_delivery`] does one, in batches; those whose destination was deleted stay
+    /// failed. Returns how many.
+    pub(crate) async fn retry_failed(&self, destination: Option<String>) -> Result<u64> {
+        let mut retried = 0;
+        loop {
+            let destination = destination.clone();
+            let n = self
+                .writer()
+                .submit_wait(move |ctx| {
+                    let ids: Vec<String> = ctx
+                        .conn
+                        .prepare_cached(
+                            "SELECT d.delivery_id FROM deliveries d
+                             WHERE d.status = 'failed' AND (?1 IS NULL OR d.destination_id = ?1)
+                               AND EXISTS (SELECT 1 FROM destinations t WHERE t.destination_id = d.destination_id)
+                             LIMIT ?2",
+                        )?
+                        .query_map(params![destination, RETRY_BATCH], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()?;
+                    let mut stmt = ctx.conn.prepare_cached(RETRY)?;
+                    for id in &ids {
+                        stmt.execute(params![id, ctx.now, ctx.now + RETRY_WINDOW_MS])?;
+                    }
+                    if !ids.is_empty() {
+                        ctx.effects.deliveries = true;
+                    }
+                    Ok(ids.len() as u64)
+                })
+                .await?;
+            retried += n;
+            if n < RETRY_BATCH as u64 {
+                return Ok(retried);
+            }
+        }
     }
 
     pub(crate) async fn delivery(&self, id: String) -> Result<DeliveryView> {

@@ -12,6 +12,7 @@ mod catalog;
 mod checkpoint;
 mod deliveries;
 mod destinations;
+mod erasure;
 mod files;
 mod housekeeping;
 mod ingest;
@@ -22,6 +23,7 @@ mod query;
 mod read;
 mod schema;
 mod stats;
+mod stream;
 mod timers;
 mod writer;
 
@@ -31,11 +33,12 @@ use std::sync::Arc;
 pub(crate) use backup::{Replace, backup_name, backup_to, rotate_backups};
 pub(crate) use deliveries::{Attempt, DeliveryView, DestinationRow, DueDelivery};
 pub(crate) use destinations::DestinationView;
-pub(crate) use keys::KeySet;
+pub(crate) use keys::{KeySet, KeyView};
 pub(crate) use query::{
-    InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, TimelineItem, TransitionRow,
+    InstanceFilter, InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, TimelineItem, TransitionRow,
 };
 pub use schema::SCHEMA;
+pub(crate) use stream::{DeliveryOutcome, StreamEvent};
 pub(crate) use writer::Writer;
 
 use crate::clock::Clock;
@@ -106,6 +109,12 @@ pub enum Refusal {
     /// A backup may not be written there.
     #[error("{0}")]
     Destination(String),
+    /// The last admin token cannot be revoked: nobody could administer the server after.
+    #[error("the last admin token cannot be revoked")]
+    LastAdminToken,
+    /// The delivery's destination was deleted: a retry could only fail.
+    #[error("the destination of this delivery was deleted")]
+    DestinationDeleted,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -288,6 +297,8 @@ pub(crate) struct Wake {
     /// Counts commits that changed the destinations table: the dispatcher reads them again when
     /// it moves.
     pub(crate) destinations: std::sync::atomic::AtomicU64,
+    /// Committed transitions and delivery outcomes, for listeners.
+    pub(crate) events: stream::Events,
 }
 
 impl Default for Wake {
@@ -297,6 +308,7 @@ impl Default for Wake {
             timers: tokio::sync::Notify::new(),
             deliveries: tokio::sync::Notify::new(),
             destinations: std::sync::atomic::AtomicU64::new(0),
+            events: stream::channel(),
         }
     }
 }

@@ -331,6 +331,12 @@ fn persist(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![seq, profile.key, t.instance, t.journey_id, t.version, t.at, t.what.as_str(), t.step, t.detail])?;
+        if ctx.streaming {
+            ctx.effects.published.push(super::StreamEvent::Transition {
+                profile: profile.key.clone(),
+                transition: t.clone(),
+            });
+        }
         let journey = ctx.state.catalog.version(&t.journey_id, t.version);
         for (stat, by) in stats::deltas(t, journey.as_deref()) {
             let key = StatKey {

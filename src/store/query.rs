@@ -30,6 +30,14 @@ impl<T> Page<T> {
     }
 }
 
+/// Which of a journey's instances to list.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InstanceFilter {
+    pub(crate) state: Option<State>,
+    pub(crate) step: Option<String>,
+    pub(crate) version: Option<i64>,
+}
+
 /// What the database holds, counted through indexes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Counts {
@@ -225,6 +233,72 @@ impl Store {
                 .map(|row| row?.read())
                 .collect::<Result<_>>()?;
             Ok(view)
+        })
+        .await
+    }
+
+    /// A journey's instances, newest first, optionally of one state, step and version; history
+    /// left out. The cursor is the last instance id of the previous page.
+    pub(crate) async fn journey_instances(
+        &self,
+        journey: String,
+        filter: InstanceFilter,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Page<InstanceView>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances
+                 WHERE journey_id = ?1 AND instance_id < ?2
+                   AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR step_id = ?4) AND (?5 IS NULL OR version = ?5)
+                 ORDER BY instance_id DESC LIMIT ?6"
+            ))?;
+            let items = stmt
+                .query_map(
+                    params![
+                        journey,
+                        before.unwrap_or(i64::MAX),
+                        filter.state.map(State::as_str),
+                        filter.step,
+                        filter.version,
+                        limit as i64 + 1
+                    ],
+                    raw_instance,
+                )?
+                .map(|row| row?.read())
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Page::of(items, limit, |i| i.id.to_string()))
+        })
+        .await
+    }
+
+    /// Profiles whose key starts with `prefix`, in key order, after `after`.
+    pub(crate) async fn profiles(
+        &self,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Page<ProfileView>> {
+        self.read(move |conn| {
+            // Every key that starts with the prefix sorts before the prefix followed by the
+            // largest character: one index range, from the prefix (or past the cursor) up.
+            let upper = format!("{prefix}\u{10FFFF}");
+            let mut stmt = conn.prepare_cached(
+                "SELECT profile_key FROM profiles
+                 WHERE profile_key >= ?1 AND profile_key > ?2 AND profile_key < ?3
+                 ORDER BY profile_key LIMIT ?4",
+            )?;
+            let keys: Vec<String> = stmt
+                .query_map(
+                    params![prefix, after.unwrap_or_default(), upper, limit as i64 + 1],
+                    |r| r.get(0),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let items = keys
+                .iter()
+                .map(|k| profile(conn, k))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Page::of(items, limit, |p| p.key.clone()))
         })
         .await
     }

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_checks.sql"),
     include_str!("../../migrations/0005_health.sql"),
     include_str!("../../migrations/0006_merges.sql"),
+    include_str!("../../migrations/0007_operator.sql"),
 ];
 
 /// The version `schema.sql` describes.

@@ -30,6 +30,8 @@ pub(super) struct WriteCtx<'a> {
     pub(super) state: &'a mut WriterState,
     /// What the job's work asks of the writer beyond its SQL.
     pub(super) effects: &'a mut Effects,
+    /// Whether anyone listens to committed changes: only then are they built for publishing.
+    pub(super) streaming: bool,
 }
 
 impl WriteCtx<'_> {
@@ -87,6 +89,8 @@ pub(super) struct Effects {
     pub(super) earliest_due: Option<i64>,
     /// A scheduler tick read the next due timer: what the scheduler will sleep until.
     pub(super) next_due: Option<Option<i64>>,
+    /// Changes to publish to listeners once committed.
+    pub(super) published: Vec<super::StreamEvent>,
 }
 
 impl Effects {
@@ -104,6 +108,7 @@ impl Effects {
         if job.next_due.is_some() {
             self.next_due = job.next_due;
         }
+        self.published.append(&mut job.published);
         *job = Effects::default();
     }
 
@@ -124,6 +129,10 @@ impl Effects {
         }
         if self.deliveries || self.destinations {
             wake.deliveries.notify_one();
+        }
+        for event in self.published {
+            // No listener, or all behind: nothing waits for them.
+            let _ = wake.events.send(std::sync::Arc::new(event));
         }
     }
 }
@@ -359,7 +368,8 @@ fn run(
             }
             continue;
         }
-        let outcome = commit_batch(&mut conn, &mut state, clock.now_ms(), &mut batch);
+        let streaming = wake.events.receiver_count() > 0;
+        let outcome = commit_batch(&mut conn, &mut state, clock.now_ms(), streaming, &mut batch);
         last_commit = std::time::Instant::now();
         last_batch = batch.len();
         health.record(outcome.is_ok());
@@ -439,6 +449,7 @@ fn commit_batch(
     conn: &mut Connection,
     state: &mut WriterState,
     now: i64,
+    streaming: bool,
     batch: &mut [Box<dyn Job>],
 ) -> Result<Effects> {
     let mut done = Effects::default();
@@ -452,6 +463,7 @@ fn commit_batch(
             now,
             state,
             effects: &mut job_effects,
+            streaming,
         };
         if !run_job(job.as_mut(), &mut ctx) {
             // Dropping the transaction rolls it back: the failed job leaves no trace. (Jobs that
@@ -469,6 +481,7 @@ fn commit_batch(
                 now,
                 state,
                 effects: &mut job_effects,
+                streaming,
             };
             if run_job(job.as_mut(), &mut ctx) {
                 sp.commit()?;

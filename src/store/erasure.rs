@@ -1,0 +1,96 @@
+//! Forgetting a person (SPEC §6 `DELETE /v1/profiles/{id}`, an erasure request): their events,
+//! traits, linked ids, instances with their history, deliveries and journey memory are deleted;
+//! the stats counters stay (they count no one in particular). Large histories go in bounded
+//! batches, one writer job each, so the writer is never held for long.
+
+use rusqlite::{Connection, params};
+
+use super::ingest::resolve;
+use super::{Result, Store, StoreError};
+
+/// Rows deleted per table per writer job.
+const BATCH: i64 = 5_000;
+
+/// The tables that hold a person's rows by profile key, with the column that identifies a row.
+const TABLES: [(&str, &str); 5] = [
+    ("events", "seq"),
+    ("transitions", "seq"),
+    ("instances", "instance_id"),
+    ("deliveries", "delivery_id"),
+    ("merges", "seq"),
+];
+
+/// What forgetting a profile removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Forgotten {
+    pub(crate) keys: usize,
+    pub(crate) rows: u64,
+}
+
+impl Store {
+    /// Forgets the profile `id` belongs to, and every id linked to it.
+    pub(crate) async fn forget_profile(&self, id: String) -> Result<Forgotten> {
+        // First the profile and its links go, in one job: from then on the person's ids resolve
+        // to nothing, and what is left is unreachable history, deleted below.
+        let keys = self
+            .writer()
+            .submit_wait(move |ctx| {
+                let conn = ctx.conn;
+                let key = resolve(conn, &id)?;
+                let exists: bool = conn
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM profiles WHERE profile_key = ?1)")?
+                    .query_row([&key], |r| r.get(0))?;
+                if !exists {
+                    return Err(StoreError::NotFound(format!("profile \"{id}\"")));
+                }
+                let mut keys = vec![key.clone()];
+                let mut stmt =
+                    conn.prepare_cached("SELECT id FROM identities WHERE profile_key = ?1")?;
+                for linked in stmt.query_map([&key], |r| r.get::<_, String>(0))? {
+                    keys.push(linked?);
+                }
+                conn.prepare_cached("DELETE FROM identities WHERE profile_key = ?1")?
+                    .execute([&key])?;
+                conn.prepare_cached("DELETE FROM profiles WHERE profile_key = ?1")?
+                    .execute([&key])?;
+                Ok(keys)
+            })
+            .await?;
+        let mut forgotten = Forgotten {
+            keys: keys.len(),
+            rows: 0,
+        };
+        for key in keys {
+            loop {
+                let key = key.clone();
+                let deleted = self
+                    .writer()
+                    .submit_wait(move |ctx| delete_batch(ctx.conn, &key))
+                    .await?;
+                forgotten.rows += deleted;
+                if deleted == 0 {
+                    break;
+                }
+            }
+        }
+        tracing::info!(keys = forgotten.keys, rows = forgotten.rows, "profile forgotten");
+        Ok(forgotten)
+    }
+}
+
+/// Deletes up to [`BATCH`] rows of each table for one profile key; returns how many.
+fn delete_batch(conn: &Connection, key: &str) -> Result<u64> {
+    let mut deleted = 0;
+    for (table, id) in TABLES {
+        deleted += conn
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE {id} IN (SELECT {id} FROM {table} WHERE profile_key = ?1 LIMIT ?2)"
+            ))?
+            .execute(params![key, BATCH])? as u64;
+    }
+    // One row per journey the person entered: few.
+    deleted += conn
+        .prepare_cached("DELETE FROM journey_memory WHERE profile_key = ?1")?
+        .execute([key])? as u64;
+    Ok(deleted)
+}

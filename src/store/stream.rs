@@ -1,0 +1,65 @@
+//! Committed changes as they happen, for `GET /v1/stream` (SPEC §6) and whoever else listens:
+//! the writer publishes each job's transitions and delivery outcomes after its transaction has
+//! committed (never anything uncommitted), on a bounded broadcast channel. Publishing never
+//! waits: a listener that falls behind misses events and is told so (the API then drops it), and
+//! nothing is built for publishing while nobody listens.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use super::Store;
+use crate::engine::Transition;
+
+/// Events a listener may fall behind by before it is dropped.
+const CAPACITY: usize = 1024;
+
+/// One committed change.
+#[derive(Debug, Clone)]
+pub(crate) enum StreamEvent {
+    /// An instance transition of a profile.
+    Transition {
+        profile: String,
+        transition: Transition,
+    },
+    /// The outcome of a delivery attempt.
+    Delivery(DeliveryOutcome),
+}
+
+/// A delivery attempt's recorded outcome.
+#[derive(Debug, Clone)]
+pub(crate) struct DeliveryOutcome {
+    pub(crate) id: String,
+    pub(crate) destination: String,
+    pub(crate) journey: String,
+    pub(crate) instance: i64,
+    pub(crate) status: crate::delivery::Status,
+    pub(crate) attempts: i64,
+    pub(crate) http_status: Option<u16>,
+    pub(crate) error: Option<String>,
+    pub(crate) at: i64,
+}
+
+impl StreamEvent {
+    /// The journey it concerns, for `?journey=`.
+    pub(crate) fn journey(&self) -> &str {
+        match self {
+            StreamEvent::Transition { transition, .. } => &transition.journey_id,
+            StreamEvent::Delivery(d) => &d.journey,
+        }
+    }
+}
+
+/// The sending side, held with the writer's wake-ups.
+pub(crate) type Events = broadcast::Sender<Arc<StreamEvent>>;
+
+pub(crate) fn channel() -> Events {
+    broadcast::channel(CAPACITY).0
+}
+
+impl Store {
+    /// Listens to committed changes from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<StreamEvent>> {
+        self.wake().events.subscribe()
+    }
+}

@@ -11,6 +11,7 @@
 
 mod admin;
 mod conn;
+mod console;
 mod ingest;
 mod journeys;
 mod operator;
@@ -157,6 +158,12 @@ impl App {
             R::AddKey => operator::add_key(self, req).await,
             R::RevokeKey(id) => operator::revoke_key(self, id).await,
             R::Stream => operator::stream(self, query).await,
+            R::Console(asset) => console::serve(&asset),
+            R::Backtest => admin_error(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
+                "backtests are not built yet",
+            ),
         }
     }
 

@@ -52,13 +52,16 @@ pub(super) enum Route {
     RevokeKey(String),
     Stream,
     TestDestination(String),
+    /// The web console (SPEC §7): its page, and its assets by name.
+    Console(String),
+    Backtest,
 }
 
 impl Route {
     pub(super) fn access(&self) -> Access {
         match self {
             Route::Ingest(_) => Access::WriteKey,
-            Route::Healthz => Access::Open,
+            Route::Healthz | Route::Console(_) => Access::Open,
             _ => Access::Admin,
         }
     }
@@ -107,6 +110,9 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
             Route::Ingest(super::ingest::endpoint(name)?)
         }
         (&Method::GET, ["healthz"]) => Route::Healthz,
+        (&Method::GET, []) => Route::Console(String::new()),
+        (&Method::GET, ["assets", name]) => Route::Console(id(name)),
+        (&Method::POST, ["v1", "journeys", "backtest"]) => Route::Backtest,
         (&Method::GET, ["metrics"]) => Route::Metrics,
         (&Method::GET, ["v1", "backup"]) => Route::Backup,
         (&Method::POST, ["v1", "simulate"]) => Route::Simulate,
@@ -181,7 +187,9 @@ mod tests {
                 Resolved::Route(Route::Profile("a@b.c".into())),
             ),
             (Method::GET, "/v1/nothing", Resolved::NotFound),
-            (Method::GET, "/", Resolved::NotFound),
+            (Method::GET, "/", Resolved::Route(Route::Console(String::new()))),
+            (Method::GET, "/assets/app.js", Resolved::Route(Route::Console("app.js".into()))),
+            (Method::POST, "/", Resolved::WrongMethod(vec![Method::GET])),
         ];
         for (method, path, want) in cases {
             assert_eq!(resolve(&method, path), want, "{method} {path}");

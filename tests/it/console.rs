@@ -1,0 +1,1 @@
+//! The web console (SPEC §7) in a real headless Chromium.

@@ -1,0 +1,1 @@
+//! The operator CLI (SPEC §8) against a real server: each command as a subprocess.

@@ -161,7 +161,7 @@ CREATE TABLE deliveries (
     step_id         TEXT NOT NULL,
     destination_id  TEXT NOT NULL,
     payload         TEXT NOT NULL,
-    status          TEXT NOT NULL CHECK (status = 'pending' OR status = 'succeeded' OR status = 'failed'),
+    status          TEXT NOT NULL CHECK (status = 'pending' OR status = 'succeeded' OR status = 'failed' OR status = 'capped'),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER,
     last_status     INTEGER,
@@ -176,8 +176,9 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries (destination_id, next_attempt_at) WHERE status = 'pending';
 -- Listing, newest first.
 CREATE INDEX deliveries_by_created ON deliveries (created_at);
--- Forgetting a person (DELETE /v1/profiles/{id}) finds their deliveries.
-CREATE INDEX deliveries_by_profile ON deliveries (profile_key);
+-- A person's deliveries: for forgetting them, and for counting their recent sends to a
+-- destination against its frequency cap.
+CREATE INDEX deliveries_by_profile ON deliveries (profile_key, destination_id, created_at);
 
 -- Finished instances, oldest first, for the retention purge. Active instances are not in it.
 CREATE INDEX instances_finished ON instances (updated_at) WHERE state != 'active';

@@ -35,6 +35,8 @@ pub(crate) struct Metrics {
     /// Delivery attempts, by outcome: delivered, retry, failed.
     pub(crate) delivery_attempts: Family<Labels, Counter>,
     pub(crate) deliveries_pending: Gauge,
+    /// Sends over a destination's frequency cap, by destination.
+    pub(crate) deliveries_capped: Family<Labels, Counter>,
     /// Jobs waiting for the writer.
     pub(crate) queue_depth: Gauge,
     pub(crate) commits: Counter,
@@ -59,6 +61,7 @@ impl Metrics {
             ]),
             delivery_attempts: Family::default(),
             deliveries_pending: Gauge::default(),
+            deliveries_capped: Family::default(),
             queue_depth: Gauge::default(),
             commits: Counter::default(),
             commit_batch: Histogram::new([
@@ -109,6 +112,11 @@ impl Metrics {
             "delivery_attempts",
             "Delivery attempts, by outcome",
             m.delivery_attempts.clone(),
+        );
+        registry.register(
+            "deliveries_capped",
+            "Sends over a destination's frequency cap (recorded, not sent), by destination",
+            m.deliveries_capped.clone(),
         );
         registry.register(
             "deliveries_pending",

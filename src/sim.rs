@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::engine::{Catalog, Delivery, Engine, EventView, Ids, ProfileState, State, Transition};
+use crate::engine::{
+    Catalog, Delivery, Engine, EventView, Ledger, ProfileState, State, Transition,
+};
 use crate::ingest::{DEDUP_WINDOW_MS, Message};
 use crate::journey::{self, Journey};
 use crate::validate::{Checker, Problem};
@@ -30,6 +32,9 @@ pub(crate) struct Input {
     /// Normalised messages, received at their virtual time, in order.
     pub(crate) events: Vec<Message>,
     pub(crate) start: i64,
+    /// The frequency caps of the destinations the journey sends to (the server fills them in
+    /// from its destinations).
+    pub(crate) caps: HashMap<String, crate::delivery::Cap>,
 }
 
 /// What a simulation produced, with times as offsets from the start.
@@ -131,41 +136,12 @@ pub(crate) fn parse(doc: &Value) -> Result<Input, Vec<Problem>> {
         traits,
         events,
         start,
+        caps: HashMap::new(),
     });
     check.finish(input)
 }
 
-/// `+90m`, `+2h30m`, `+1500ms` (the `+` optional) to milliseconds; `None` when malformed or
-/// too large.
-pub(crate) fn parse_offset(s: &str) -> Option<i64> {
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: i64 = 0;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let n: i64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (unit, len) = [
-            ("ms", 1),
-            ("s", 1_000),
-            ("m", 60_000),
-            ("h", 3_600_000),
-            ("d", 86_400_000),
-            ("w", 604_800_000),
-        ]
-        .into_iter()
-        .find(|(u, _)| rest.starts_with(u))
-        .map(|(u, size)| (size, u.len()))?;
-        rest = &rest[len..];
-        total = total.checked_add(n.checked_mul(unit)?)?;
-    }
-    Some(total)
-}
+pub(crate) use crate::journey::parse_offset;
 
 /// Milliseconds to the largest whole unit: `+2h`, `+90m`, `+1500ms`.
 pub(crate) fn format_offset(ms: i64) -> String {
@@ -203,14 +179,17 @@ impl Catalog for OneJourney {
     }
 }
 
-/// Counters standing in for the store's sequences.
+/// Counters standing in for the store's sequences, and the sends counted against the
+/// destinations' frequency caps.
 #[derive(Default)]
 struct Counters {
     instances: i64,
     deliveries: i64,
+    caps: HashMap<String, crate::delivery::Cap>,
+    sent: HashMap<(String, String), Vec<i64>>,
 }
 
-impl Ids for Counters {
+impl Ledger for Counters {
     fn instance_id(&mut self) -> i64 {
         self.instances += 1;
         self.instances
@@ -219,6 +198,21 @@ impl Ids for Counters {
     fn delivery_id(&mut self, _instance: i64, _step: &str, _exit: bool) -> String {
         self.deliveries += 1;
         format!("sim-{}", self.deliveries)
+    }
+
+    fn allow_send(&mut self, profile: &str, destination: &str, at: i64) -> bool {
+        let Some(cap) = self.caps.get(destination) else {
+            return true;
+        };
+        let sent = self
+            .sent
+            .entry((profile.to_string(), destination.to_string()))
+            .or_default();
+        let allowed = cap.allows(sent, at);
+        if allowed {
+            sent.push(at);
+        }
+        allowed
     }
 }
 
@@ -243,7 +237,10 @@ pub(crate) fn run(input: &Input, max_active: usize) -> Output {
     let mut world = World {
         input,
         catalog: OneJourney(input.journey.clone()),
-        ids: Counters::default(),
+        ids: Counters {
+            caps: input.caps.clone(),
+            ..Counters::default()
+        },
         max_active,
         profiles: BTreeMap::new(),
         links: HashMap::new(),
@@ -368,7 +365,10 @@ impl World<'_> {
         let mut engine = Engine::new(&self.catalog, &mut self.ids, self.max_active);
         f(&mut engine, profile);
         self.out.trace.extend(engine.effects.transitions);
-        self.out.deliveries.extend(engine.effects.deliveries);
+        // A send over a frequency cap is in the trace (`capped`) but delivers nothing.
+        self.out
+            .deliveries
+            .extend(engine.effects.deliveries.into_iter().filter(|d| !d.capped));
         profile.instances.retain(|i| i.state == State::Active);
         for inst in &profile.instances {
             if let Some(due) = inst.due_at {

@@ -225,10 +225,18 @@ pub(super) async fn simulate(app: &App, req: Request<Incoming>) -> Response<Body
             format!("{events} events, more than the {MAX_SIMULATED_EVENTS} one simulation replays"),
         );
     }
+    // Sends count against the frequency caps of the destinations that exist, as live.
+    let caps = match app.store.destination_caps().await {
+        Ok(c) => c,
+        Err(e) => return store_error(e),
+    };
     // Off the request-serving threads: a large simulation never delays ingest or /healthz.
     let max_active = app.max_active;
     let answer = tokio::task::spawn_blocking(move || {
-        crate::sim::parse(&doc).map(|input| views::simulation(&crate::sim::run(&input, max_active)))
+        crate::sim::parse(&doc).map(|mut input| {
+            input.caps = caps;
+            views::simulation(&crate::sim::run(&input, max_active))
+        })
     })
     .await
     .expect("simulation panicked");

@@ -32,6 +32,8 @@ pub(crate) enum Status {
     Succeeded,
     /// A dead letter: refused, or out of attempts; kept, listable and retryable.
     Failed,
+    /// Over the destination's frequency cap: recorded, never sent.
+    Capped,
 }
 
 impl Status {
@@ -40,6 +42,7 @@ impl Status {
             Status::Pending => "pending",
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
+            Status::Capped => "capped",
         }
     }
 
@@ -48,6 +51,7 @@ impl Status {
             "pending" => Status::Pending,
             "succeeded" => Status::Succeeded,
             "failed" => Status::Failed,
+            "capped" => Status::Capped,
             _ => return None,
         })
     }
@@ -125,6 +129,24 @@ pub(crate) struct Destination {
     pub(crate) rate_limit: Option<u32>,
     /// Most requests in flight to this destination at once.
     pub(crate) concurrency: u32,
+    /// Most sends per profile over a period, across journeys (SPEC §3.5).
+    pub(crate) frequency_cap: Option<Cap>,
+}
+
+/// A frequency cap: at most `max` sends to one profile in any `per_ms` (SPEC §3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cap {
+    pub(crate) max: u32,
+    pub(crate) per_ms: u64,
+}
+
+impl Cap {
+    /// Whether one more send at `at` stays within the cap, given the times of the sends that
+    /// counted so far (any order).
+    pub(crate) fn allows(&self, sent: &[i64], at: i64) -> bool {
+        let since = at.saturating_sub(self.per_ms as i64);
+        (sent.iter().filter(|t| **t > since).count() as u32) < self.max
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +182,7 @@ const FIELDS: &[&str] = &[
     "write_key",
     "rate_limit",
     "concurrency",
+    "frequency_cap",
 ];
 
 /// Validates a destination document, reporting every problem with its JSON path. A segment
@@ -242,6 +265,28 @@ pub(crate) fn parse(doc: &Value) -> Result<Document, Vec<Problem>> {
     let concurrency = check
         .optional_integer(&f, "concurrency", 1..=256)
         .map_or(DEFAULT_CONCURRENCY, |n| n as u32);
+    let frequency_cap = match f.get("frequency_cap") {
+        None => None,
+        Some(v) => check
+            .fields(v, &f.path("frequency_cap"), &["max", "per"])
+            .and_then(|cf| {
+                let max = check.optional_integer(&cf, "max", 1..=1_000_000);
+                if cf.get("max").is_none() {
+                    check.report(&cf.path("max"), "missing field \"max\" (at least 1)");
+                }
+                let per = check.duration(
+                    &cf,
+                    "per",
+                    true,
+                    crate::journey::MIN_DURATION_MS..=crate::journey::MAX_DURATION_MS,
+                    "1s to 365d",
+                );
+                Some(Cap {
+                    max: max? as u32,
+                    per_ms: per?,
+                })
+            }),
+    };
     let mut secrets = Map::new();
     for key in SECRET_FIELDS {
         match f.map.get(key) {
@@ -261,6 +306,7 @@ pub(crate) fn parse(doc: &Value) -> Result<Document, Vec<Problem>> {
         max_attempts,
         rate_limit,
         concurrency,
+        frequency_cap,
     };
     check.finish(Some(Document {
         destination,
@@ -287,6 +333,10 @@ impl Destination {
             "max_attempts": self.max_attempts,
             "rate_limit": self.rate_limit,
             "concurrency": self.concurrency,
+            "frequency_cap": self.frequency_cap.map(|c| json!({
+                "max": c.max,
+                "per": crate::sim::format_offset(c.per_ms as i64).trim_start_matches('+').to_string(),
+            })),
         })
     }
 

@@ -10,6 +10,7 @@ mod payload;
 pub(crate) mod stats;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -146,13 +147,18 @@ pub(crate) trait Catalog {
     fn entries_for(&self, event: &str) -> Vec<(i64, Arc<Journey>, bool)>;
 }
 
-/// Where new ids come from: the store's sequences live, counters in a simulation.
-pub(crate) trait Ids {
+/// What the engine asks of the world it runs in: new ids (the store's sequences live, counters
+/// in a simulation), and the frequency caps of destinations (SPEC §3.5), counted by whoever
+/// holds the sends of the profile.
+pub(crate) trait Ledger {
     fn instance_id(&mut self) -> i64;
     /// The id of the delivery a send step writes for an instance: a function of the instance,
     /// the step, and whether it is the exit send, so that a step run again (after a crash or a
     /// restore) writes the same id (SPEC invariant 9).
     fn delivery_id(&mut self, instance: i64, step: &str, exit: bool) -> String;
+    /// Whether one more send to `destination` for the profile at `at` stays within the
+    /// destination's frequency cap; when it does, the send is counted.
+    fn allow_send(&mut self, profile: &str, destination: &str, at: i64) -> bool;
 }
 
 /// What happened, in order, to record in the timeline, count in stats and show in traces.
@@ -188,6 +194,12 @@ pub(crate) enum What {
     Reset,
     /// A send step wrote a delivery (detail: the destination).
     Send,
+    /// A send step reached outside its send window: the instance waits there (detail: when the
+    /// window opens).
+    Window,
+    /// A send step's delivery was over the destination's frequency cap: recorded, not sent
+    /// (detail: the destination).
+    Capped,
     Completed,
     Exited,
     Archived,
@@ -210,6 +222,8 @@ impl What {
             What::Timer => "timer",
             What::Reset => "reset",
             What::Send => "send",
+            What::Window => "window",
+            What::Capped => "capped",
             What::Completed => "completed",
             What::Exited => "exited",
             What::Archived => "archived",
@@ -233,6 +247,8 @@ impl What {
             "timer" => What::Timer,
             "reset" => What::Reset,
             "send" => What::Send,
+            "window" => What::Window,
+            "capped" => What::Capped,
             "completed" => What::Completed,
             "exited" => What::Exited,
             "archived" => What::Archived,
@@ -271,6 +287,8 @@ pub(crate) struct Delivery {
     pub(crate) step_id: String,
     pub(crate) destination: String,
     pub(crate) payload: Value,
+    /// Over the destination's frequency cap: recorded, not sent.
+    pub(crate) capped: bool,
 }
 
 /// Everything one call produced, in order.
@@ -301,7 +319,7 @@ impl EventView<'_> {
 /// The engine for one call: its inputs and the effects it has produced so far.
 pub(crate) struct Engine<'a> {
     pub(crate) catalog: &'a dyn Catalog,
-    pub(crate) ids: &'a mut dyn Ids,
+    pub(crate) ids: &'a mut dyn Ledger,
     pub(crate) max_active: usize,
     pub(crate) effects: Effects,
 }
@@ -309,7 +327,7 @@ pub(crate) struct Engine<'a> {
 impl<'a> Engine<'a> {
     pub(crate) fn new(
         catalog: &'a dyn Catalog,
-        ids: &'a mut dyn Ids,
+        ids: &'a mut dyn Ledger,
         max_active: usize,
     ) -> Engine<'a> {
         Engine {
@@ -418,6 +436,13 @@ impl<'a> Engine<'a> {
             Some(StepKind::Delay { next, .. }) => {
                 self.transition(inst, due, What::Timer, Some(&step_id), next.clone());
                 next.clone()
+            }
+            // The send window opened: send, then go on.
+            Some(StepKind::Send { next, .. }) => {
+                self.transition(inst, due, What::Timer, Some(&step_id), next.clone());
+                let next = next.clone();
+                self.send(profile, index, &journey, &step_id, due, false);
+                next
             }
             // A timer on a step that no longer waits cannot happen with a valid definition.
             _ => return,
@@ -677,18 +702,48 @@ impl<'a> Engine<'a> {
                     profile.instances[index].due_at = max_hold.map(|ms| at + ms as i64);
                     return;
                 }
-                StepKind::Delay { duration, .. } => {
-                    profile.instances[index].due_at = Some(at + *duration as i64);
-                    return;
+                StepKind::Delay {
+                    duration,
+                    until,
+                    next: to,
+                } => {
+                    // A contextual time that has passed continues at once; a missing or
+                    // unreadable one falls back to the duration, and without one to that too.
+                    let target = until.as_ref().and_then(|u| {
+                        window::until(
+                            &u.path,
+                            u.offset_ms,
+                            &Self::root(&profile.instances[index], profile),
+                        )
+                    });
+                    let due = match (target, duration) {
+                        (Some(t), _) => Some(t),
+                        (None, Some(d)) => Some(at + *d as i64),
+                        (None, None) => None,
+                    };
+                    match due.filter(|d| *d > at) {
+                        Some(due) => {
+                            profile.instances[index].due_at = Some(due);
+                            return;
+                        }
+                        None => {
+                            self.transition(
+                                &profile.instances[index],
+                                at,
+                                What::Timer,
+                                Some(&step_id),
+                                to.clone(),
+                            );
+                            next = to.clone();
+                            continue;
+                        }
+                    }
                 }
                 StepKind::Split {
                     branches,
                     otherwise,
                 } => {
-                    let root = json!({
-                        "context": Value::Object(profile.instances[index].context.clone()),
-                        "traits": Value::Object(profile.traits.clone()),
-                    });
+                    let root = Self::root(&profile.instances[index], profile);
                     let taken = branches
                         .iter()
                         .enumerate()
@@ -718,12 +773,33 @@ impl<'a> Engine<'a> {
                     );
                     next = branches[n].next.clone();
                 }
-                StepKind::Send { next: to, .. } => {
+                StepKind::Send {
+                    next: to, window, ..
+                } => {
+                    if let Some(window) = window {
+                        let root = Self::root(&profile.instances[index], profile);
+                        let tz = window::zone(window, &root);
+                        if let Some(opening) = window::next_opening(window, tz, at) {
+                            let inst = &mut profile.instances[index];
+                            inst.due_at = Some(opening);
+                            let when = crate::clock::Timestamp(opening).to_string();
+                            self.transition(inst, at, What::Window, Some(&step_id), Some(when));
+                            return;
+                        }
+                    }
                     self.send(profile, index, journey, &step_id, at, false);
                     next = to.clone();
                 }
             }
         }
+    }
+
+    /// What paths in splits, send windows and contextual delays read: `{"context", "traits"}`.
+    fn root(inst: &Instance, profile: &ProfileState) -> Value {
+        json!({
+            "context": Value::Object(inst.context.clone()),
+            "traits": Value::Object(profile.traits.clone()),
+        })
     }
 
     /// Picks a random-split branch by weight. The draw is a hash of the profile, journey, step and
@@ -795,13 +871,11 @@ impl<'a> Engine<'a> {
             Some(template) => render_mapping(template, &payload),
             None => payload,
         };
-        self.transition(
-            inst,
-            at,
-            What::Send,
-            Some(step_id),
-            Some(destination.clone()),
-        );
+        // Over the destination's frequency cap, the delivery is recorded as capped and not
+        // sent; the instance goes on either way.
+        let capped = !self.ids.allow_send(&profile.key, destination, at);
+        let what = if capped { What::Capped } else { What::Send };
+        self.transition(inst, at, what, Some(step_id), Some(destination.clone()));
         self.effects.deliveries.push(Delivery {
             id,
             at,
@@ -810,6 +884,7 @@ impl<'a> Engine<'a> {
             step_id: step_id.to_string(),
             destination: destination.clone(),
             payload,
+            capped,
         });
     }
 

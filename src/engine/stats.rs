@@ -14,16 +14,19 @@ pub(crate) enum Total {
     Exited,
     Skipped,
     Archived,
+    /// Sends over a destination's frequency cap.
+    Capped,
 }
 
 impl Total {
-    pub(crate) const ALL: [Total; 6] = [
+    pub(crate) const ALL: [Total; 7] = [
         Total::Entered,
         Total::Active,
         Total::Completed,
         Total::Exited,
         Total::Skipped,
         Total::Archived,
+        Total::Capped,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -34,6 +37,7 @@ impl Total {
             Total::Exited => "exited",
             Total::Skipped => "skipped",
             Total::Archived => "archived",
+            Total::Capped => "capped",
         }
     }
 
@@ -122,6 +126,8 @@ pub(crate) fn deltas(t: &Transition, journey: Option<&Journey>) -> Vec<(Stat, i6
             out.push((Stat::Waiting(step.clone()), -1));
         }
         What::Timer => out.push((Stat::Waiting(step.clone()), -1)),
+        What::Window => out.push((Stat::Waiting(step.clone()), 1)),
+        What::Capped => out.push((Stat::Total(Total::Capped), 1)),
         What::Send | What::NotEntered | What::ExitUnmatched => {}
         What::Completed | What::Exited | What::Archived => {
             let total = match t.what {

@@ -593,3 +593,238 @@ fn numbers_by_value_and_dotted_context_keys() {
          +1s - n not_entered -> where",
     );
 }
+
+/// Runs a script from `start` (RFC 3339) with destination caps, giving the trace lines.
+fn run_at(journey: Value, events: &str, start: &str, caps: &[(&str, u32, &str)]) -> Vec<String> {
+    let doc = json!({"journey": journey, "events": script(events), "start": start});
+    let mut input = sim::parse(&doc).unwrap_or_else(|p| panic!("bad case: {p:?}"));
+    for (destination, max, per) in caps {
+        input.caps.insert(
+            destination.to_string(),
+            crate::delivery::Cap {
+                max: *max,
+                per_ms: crate::journey::parse_duration(per).unwrap(),
+            },
+        );
+    }
+    let lines = sim::run(&input, 25).lines();
+    if std::env::var_os("JOURNEYD_PRINT_TRACES").is_some() {
+        println!("{}", lines.join("\n"));
+    }
+    lines
+}
+
+fn lines(expected: &str) -> Vec<String> {
+    expected
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn windowed(window: Value) -> Value {
+    json!({"id": "w", "entry": {"event": "Go"},
+           "steps": [{"id": "s", "type": "send", "destination": "crm", "window": window}]})
+}
+
+/// A send reached outside its window waits at the step for the next opening in the person's
+/// zone (SPEC §3.5): a Saturday waits for Monday, 03:00 local for 09:00, a daylight-saving night
+/// follows the zone's rules, and an unknown zone falls back to the default.
+#[test]
+fn send_windows() {
+    let weekdays = json!({"days": ["mon", "tue", "wed", "thu", "fri"], "from": "09:00", "to": "20:00",
+                          "time_zone": "traits.tz", "default_time_zone": "Europe/Berlin"});
+    // Saturday 2026-12-05, 13:00 in Berlin.
+    assert_eq!(
+        run_at(
+            windowed(weekdays.clone()),
+            "+0s u1 Go",
+            "2026-12-05T12:00:00Z",
+            &[]
+        ),
+        lines(
+            "+0s #1 w entered
+             +0s #1 w step s
+             +0s #1 w window s -> 2026-12-07T08:00:00.000Z
+             +44h #1 w timer s
+             +44h #1 w send s -> crm
+             +44h #1 w completed s"
+        )
+    );
+    // Wednesday 03:00 in New York (the trait's zone): 09:00 there.
+    assert_eq!(
+        run_at(
+            windowed(weekdays.clone()),
+            "+0s u1 identify {\"tz\": \"America/New_York\"}
+             +0s u1 Go",
+            "2026-12-02T08:00:00Z",
+            &[]
+        ),
+        lines(
+            "+0s #1 w entered
+             +0s #1 w step s
+             +0s #1 w window s -> 2026-12-02T14:00:00.000Z
+             +6h #1 w timer s
+             +6h #1 w send s -> crm
+             +6h #1 w completed s"
+        )
+    );
+    // An unknown zone name falls back to the default (Berlin): inside its window at once.
+    assert_eq!(
+        run_at(
+            windowed(weekdays),
+            "+0s u1 identify {\"tz\": \"Mars/Olympus\"}
+             +0s u1 Go",
+            "2026-12-02T10:00:00Z",
+            &[]
+        ),
+        lines(
+            "+0s #1 w entered
+             +0s #1 w step s
+             +0s #1 w send s -> crm
+             +0s #1 w completed s"
+        )
+    );
+    // Berlin's spring-forward night: Saturday 21:00 CET waits for Sunday 09:00 CEST (07:00 UTC),
+    // eleven hours later where the local clock moves twelve.
+    let every_day = json!({"from": "09:00", "to": "20:00", "default_time_zone": "Europe/Berlin"});
+    assert_eq!(
+        run_at(
+            windowed(every_day),
+            "+0s u1 Go",
+            "2026-03-28T20:00:00Z",
+            &[]
+        ),
+        lines(
+            "+0s #1 w entered
+             +0s #1 w step s
+             +0s #1 w window s -> 2026-03-29T07:00:00.000Z
+             +11h #1 w timer s
+             +11h #1 w send s -> crm
+             +11h #1 w completed s"
+        )
+    );
+}
+
+/// A destination's frequency cap counts a profile's sends across journeys and within one batch
+/// of events; a send over it is recorded as capped and the instance goes on (SPEC §3.5).
+#[test]
+fn frequency_caps_across_journeys() {
+    let journey = json!({"id": "a", "entry": {"event": "Go"},
+        "steps": [{"id": "s1", "type": "send", "destination": "crm", "next": "s2"},
+                  {"id": "s2", "type": "send", "destination": "crm", "next": "s3"},
+                  {"id": "s3", "type": "send", "destination": "crm"}]});
+    assert_eq!(
+        run_at(
+            journey,
+            "+0s u1 Go\n+1m u2 Go\n+25h u1 Go",
+            "2026-12-02T00:00:00Z",
+            &[("crm", 2, "24h")]
+        ),
+        lines(
+            "+0s #1 a entered
+             +0s #1 a step s1
+             +0s #1 a send s1 -> crm
+             +0s #1 a step s2
+             +0s #1 a send s2 -> crm
+             +0s #1 a step s3
+             +0s #1 a capped s3 -> crm
+             +0s #1 a completed s3
+             +1m #2 a entered
+             +1m #2 a step s1
+             +1m #2 a send s1 -> crm
+             +1m #2 a step s2
+             +1m #2 a send s2 -> crm
+             +1m #2 a step s3
+             +1m #2 a capped s3 -> crm
+             +1m #2 a completed s3
+             +25h #3 a entered
+             +25h #3 a step s1
+             +25h #3 a send s1 -> crm
+             +25h #3 a step s2
+             +25h #3 a send s2 -> crm
+             +25h #3 a step s3
+             +25h #3 a capped s3 -> crm
+             +25h #3 a completed s3"
+        )
+    );
+}
+
+/// `delay.until` waits for a time from the context plus an offset; a time already past goes on
+/// at once; a missing or unreadable one falls back to `duration`, and without one goes on.
+#[test]
+fn contextual_delays() {
+    let journey = |fallback: Option<&str>| {
+        let mut delay = json!({"id": "d", "type": "delay",
+                               "until": {"path": "context.Booked.at", "offset": "-1h"}, "next": "s"});
+        if let Some(f) = fallback {
+            delay["duration"] = json!(f);
+        }
+        json!({"id": "c", "entry": {"event": "Booked"},
+               "steps": [delay, {"id": "s", "type": "send", "destination": "crm"}]})
+    };
+    let start = "2026-12-02T10:00:00Z";
+    // The appointment is at 15:00: the reminder goes at 14:00, four hours on.
+    assert_eq!(
+        run_at(
+            journey(None),
+            "+0s u1 Booked {\"at\": \"2026-12-02T15:00:00Z\"}",
+            start,
+            &[]
+        ),
+        lines(
+            "+0s #1 c entered
+             +0s #1 c step d
+             +4h #1 c timer d -> s
+             +4h #1 c step s
+             +4h #1 c send s -> crm
+             +4h #1 c completed s"
+        )
+    );
+    // Already past: at once.
+    assert_eq!(
+        run_at(
+            journey(Some("2h")),
+            "+0s u1 Booked {\"at\": \"2026-12-02T10:30:00Z\"}",
+            start,
+            &[]
+        ),
+        lines(
+            "+0s #1 c entered
+             +0s #1 c step d
+             +0s #1 c timer d -> s
+             +0s #1 c step s
+             +0s #1 c send s -> crm
+             +0s #1 c completed s"
+        )
+    );
+    // Unreadable, with a fallback duration; missing, without one.
+    assert_eq!(
+        run_at(
+            journey(Some("2h")),
+            "+0s u1 Booked {\"at\": \"soon\"}",
+            start,
+            &[]
+        ),
+        lines(
+            "+0s #1 c entered
+             +0s #1 c step d
+             +2h #1 c timer d -> s
+             +2h #1 c step s
+             +2h #1 c send s -> crm
+             +2h #1 c completed s"
+        )
+    );
+    assert_eq!(
+        run_at(journey(None), "+0s u1 Booked {}", start, &[]),
+        lines(
+            "+0s #1 c entered
+             +0s #1 c step d
+             +0s #1 c timer d -> s
+             +0s #1 c step s
+             +0s #1 c send s -> crm
+             +0s #1 c completed s"
+        )
+    );
+}

@@ -32,7 +32,7 @@ mod parse;
 mod tests;
 
 pub(crate) use crate::validate::Problem;
-pub(crate) use condition::{Condition, all_hold, same};
+pub(crate) use condition::{Condition, all_hold, lookup, same};
 #[cfg(test)]
 pub(crate) use condition::{Op, Target};
 
@@ -142,8 +142,11 @@ pub(crate) enum StepKind {
         max_hold: Option<u64>,
         on_timeout: Option<String>,
     },
+    /// Waits `duration`, or until the time an event in the context names (`until`), with
+    /// `duration` as the fallback when that time is missing or unreadable (SPEC §3.2).
     Delay {
-        duration: u64,
+        duration: Option<u64>,
+        until: Option<Until>,
         next: Option<String>,
     },
     Split {
@@ -163,8 +166,43 @@ pub(crate) enum StepKind {
         traits: Vec<String>,
         /// A JSON object template (SPEC §5), or `None` for the default payload.
         mapping: Option<serde_json::Value>,
+        /// When the send may go out, in the person's time (SPEC §3.5).
+        window: Option<Window>,
         next: Option<String>,
     },
+}
+
+/// A contextual delay's target: an ISO 8601 time found at a context path, plus an offset.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Until {
+    /// The path, resolved against the journey's context keys: `["context", key, rest...]`.
+    pub(crate) path: Vec<String>,
+    /// Milliseconds added to the time found (negative: before it).
+    pub(crate) offset_ms: i64,
+}
+
+/// A send window (SPEC §3.5): the days and local hours a send may go out, in a time zone.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Window {
+    /// Monday first.
+    pub(crate) days: [bool; 7],
+    /// Minutes after local midnight: the window is `[from, to)`.
+    pub(crate) from: u32,
+    pub(crate) to: u32,
+    pub(crate) time_zone: ZoneSource,
+    /// The zone when `time_zone` names none, or one that is not known (default UTC).
+    pub(crate) default_time_zone: chrono_tz::Tz,
+}
+
+/// Where a window's time zone comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ZoneSource {
+    /// The default zone.
+    Default,
+    /// An IANA zone named in the definition.
+    Named(chrono_tz::Tz),
+    /// A path into the profile's traits (`traits.timezone`) or the context, to a zone name.
+    Path(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +259,46 @@ pub(crate) fn parse_duration(s: &str) -> Option<u64> {
         return None;
     }
     digits.parse::<u64>().ok()?.checked_mul(unit_ms)
+}
+
+/// `+90m`, `+2h30m`, `+1500ms` (the `+` optional) to milliseconds; `None` when malformed or
+/// too large.
+pub(crate) fn parse_offset(s: &str) -> Option<i64> {
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: i64 = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = [
+            ("ms", 1),
+            ("s", 1_000),
+            ("m", 60_000),
+            ("h", 3_600_000),
+            ("d", 86_400_000),
+            ("w", 604_800_000),
+        ]
+        .into_iter()
+        .find(|(u, _)| rest.starts_with(u))
+        .map(|(u, size)| (size, u.len()))?;
+        rest = &rest[len..];
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    Some(total)
+}
+
+/// A signed offset: `-1h`, `+30m`, `2h30m` (no sign: after).
+pub(crate) fn parse_signed_offset(s: &str) -> Option<i64> {
+    match s.strip_prefix('-') {
+        Some(rest) if !rest.starts_with(['+', '-']) => parse_offset(rest).map(|ms| -ms),
+        _ => parse_offset(s),
+    }
 }
 
 impl Journey {

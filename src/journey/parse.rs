@@ -7,7 +7,7 @@ use super::graph::{self, Graph, Node, Ref};
 use super::{
     Entry, Exit, ExitEvent, HoldBranch, Journey, MAX_BRANCHES, MAX_DURATION_MS, MAX_EXIT_EVENTS,
     MAX_NAME_CHARS, MAX_STEPS, MIN_DURATION_MS, Problem, RandomBranch, Reentry, SplitBranch, Step,
-    StepKind,
+    StepKind, Until, Window, ZoneSource,
 };
 use crate::validate::{Checker, Fields};
 use serde_json::Value;
@@ -26,7 +26,10 @@ const EXIT_KEYS: &[&str] = &["events", "send"];
 const EXIT_EVENT_KEYS: &[&str] = &["event", "where", "match_unique_by"];
 const HOLD_KEYS: &[&str] = &["id", "type", "branches", "max_hold", "on_timeout"];
 const HOLD_BRANCH_KEYS: &[&str] = &["name", "event", "where", "reset_timer", "as", "next"];
-const DELAY_KEYS: &[&str] = &["id", "type", "duration", "next"];
+const DELAY_KEYS: &[&str] = &["id", "type", "duration", "until", "next"];
+const UNTIL_KEYS: &[&str] = &["path", "offset"];
+const WINDOW_KEYS: &[&str] = &["days", "from", "to", "time_zone", "default_time_zone"];
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 const SPLIT_KEYS: &[&str] = &["id", "type", "branches", "else"];
 const SPLIT_BRANCH_KEYS: &[&str] = &["name", "where", "next"];
 const RANDOM_KEYS: &[&str] = &["id", "type", "branches", "sticky"];
@@ -38,6 +41,7 @@ const SEND_KEYS: &[&str] = &[
     "event_name",
     "traits",
     "mapping",
+    "window",
     "next",
 ];
 const TARGET_KEYS: &[&str] = &["property", "path"];
@@ -184,40 +188,58 @@ impl Parser {
             .collect();
         keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
         keys.dedup();
-        for (i, step) in journey.steps.iter_mut().enumerate() {
-            let StepKind::Split { branches, .. } = &mut step.kind else {
-                continue;
-            };
-            for (b, branch) in branches.iter_mut().enumerate() {
-                for (c, condition) in branch.conditions.iter_mut().enumerate() {
-                    let Target::Path(segments) = &mut condition.target else {
-                        continue;
-                    };
-                    if segments[0] != "context" {
-                        continue;
+        let mut resolve = |segments: &mut Vec<String>, path: String| {
+            if segments[0] != "context" {
+                return;
+            }
+            let rest = segments[1..].join(".");
+            let key = keys
+                .iter()
+                .find(|k| rest == **k || rest.starts_with(&format!("{k}.")));
+            match key {
+                Some(key) => {
+                    let after = rest[key.len()..].trim_start_matches('.');
+                    let mut resolved = vec!["context".to_string(), key.clone()];
+                    if !after.is_empty() {
+                        resolved.extend(after.split('.').map(str::to_string));
                     }
-                    let rest = segments[1..].join(".");
-                    let key = keys
-                        .iter()
-                        .find(|k| rest == **k || rest.starts_with(&format!("{k}.")));
-                    match key {
-                        Some(key) => {
-                            let after = rest[key.len()..].trim_start_matches('.');
-                            let mut resolved = vec!["context".to_string(), key.clone()];
-                            if !after.is_empty() {
-                                resolved.extend(after.split('.').map(str::to_string));
+                    *segments = resolved;
+                }
+                None => self.check.report(
+                    &path,
+                    format!(
+                        "\"context.{rest}\" names no context key of this journey (its keys: {})",
+                        keys.join(", ")
+                    ),
+                ),
+            }
+        };
+        for (i, step) in journey.steps.iter_mut().enumerate() {
+            match &mut step.kind {
+                StepKind::Split { branches, .. } => {
+                    for (b, branch) in branches.iter_mut().enumerate() {
+                        for (c, condition) in branch.conditions.iter_mut().enumerate() {
+                            if let Target::Path(segments) = &mut condition.target {
+                                resolve(
+                                    segments,
+                                    format!("/steps/{i}/branches/{b}/where/{c}/path"),
+                                );
                             }
-                            *segments = resolved;
                         }
-                        None => self.check.report(
-                            &format!("/steps/{i}/branches/{b}/where/{c}/path"),
-                            format!(
-                                "\"context.{rest}\" names no context key of this journey (its keys: {})",
-                                keys.join(", ")
-                            ),
-                        ),
                     }
                 }
+                StepKind::Delay {
+                    until: Some(until), ..
+                } => resolve(&mut until.path, format!("/steps/{i}/until/path")),
+                StepKind::Send {
+                    window: Some(window),
+                    ..
+                } => {
+                    if let ZoneSource::Path(segments) = &mut window.time_zone {
+                        resolve(segments, format!("/steps/{i}/window/time_zone"));
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -486,11 +508,142 @@ impl Parser {
     }
 
     fn delay(&mut self, f: &Fields) -> Option<StepKind> {
-        let duration = self.duration(f, "duration", true);
+        let until = f.get("until").and_then(|u| self.until(u, &f.path("until")));
+        let duration = self.duration(f, "duration", f.get("until").is_none());
         let next = self.step_ref(f, "next");
+        if f.get("duration").is_some() && duration.is_none() {
+            return None;
+        }
         Some(StepKind::Delay {
-            duration: duration?,
+            duration,
+            until,
             next,
+        })
+    }
+
+    /// A contextual delay's `until`: a context path to an ISO 8601 time, and an offset. The path
+    /// is resolved against the context keys once the whole journey is read.
+    fn until(&mut self, value: &Value, path: &str) -> Option<Until> {
+        let f = self.check.fields(value, path, UNTIL_KEYS)?;
+        let target = self.check.required_string(&f, "path");
+        let segments = target.and_then(|t| {
+            let segments: Vec<String> = t.split('.').map(String::from).collect();
+            if segments.len() < 3
+                || segments[0] != "context"
+                || segments.iter().any(String::is_empty)
+            {
+                self.check.report(
+                    &f.path("path"),
+                    format!(
+                        "\"{t}\" must be a path into the journey context: context.<key>.<property>"
+                    ),
+                );
+                return None;
+            }
+            Some(segments)
+        });
+        let offset_ms = match self.check.optional_string(&f, "offset") {
+            None => Some(0),
+            Some(text) => match super::parse_signed_offset(&text) {
+                Some(ms) if ms.unsigned_abs() <= MAX_DURATION_MS => Some(ms),
+                _ => {
+                    self.check.report(
+                        &f.path("offset"),
+                        format!("bad offset \"{text}\": a signed duration such as \"-1h\" (at most 365d)"),
+                    );
+                    None
+                }
+            },
+        };
+        Some(Until {
+            path: segments?,
+            offset_ms: offset_ms?,
+        })
+    }
+
+    /// A send window (SPEC §3.5).
+    fn window(&mut self, value: &Value, path: &str) -> Option<Window> {
+        let f = self.check.fields(value, path, WINDOW_KEYS)?;
+        let mut days = [true; 7];
+        if let Some(items) = self.check.array(&f, "days", false) {
+            days = [false; 7];
+            if items.is_empty() {
+                self.check
+                    .report(&f.path("days"), "a window needs at least one day");
+            }
+            for (i, item) in items.iter().enumerate() {
+                let day_path = format!("{}/{i}", f.path("days"));
+                match item
+                    .as_str()
+                    .and_then(|d| DAYS.iter().position(|x| x.eq_ignore_ascii_case(d)))
+                {
+                    Some(n) => days[n] = true,
+                    None => self.check.report(
+                        &day_path,
+                        format!("expected a day: {}, got {item}", DAYS.join(", ")),
+                    ),
+                }
+            }
+        }
+        let mut time = |check: &mut crate::validate::Checker, key: &str| -> Option<u32> {
+            let text = check.required_string(&f, key)?;
+            let parsed = text.split_once(':').and_then(|(h, m)| {
+                let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+                (h <= 24 && m < 60 && h * 60 + m <= 24 * 60 && text.len() == 5)
+                    .then_some(h * 60 + m)
+            });
+            if parsed.is_none() {
+                check.report(
+                    &f.path(key),
+                    format!("bad time \"{text}\": use HH:MM, 00:00 to 24:00"),
+                );
+            }
+            parsed
+        };
+        let from = time(&mut self.check, "from");
+        let to = time(&mut self.check, "to");
+        if let (Some(a), Some(b)) = (from, to)
+            && a >= b
+        {
+            self.check.report(
+                &f.path("from"),
+                "from must come before to (a window cannot span midnight: use two send steps)",
+            );
+        }
+        let zone = |check: &mut crate::validate::Checker, key: &str, text: &str| {
+            let tz = text.parse::<chrono_tz::Tz>().ok();
+            if tz.is_none() {
+                check.report(
+                    &f.path(key),
+                    format!("unknown time zone \"{text}\": use an IANA name such as Europe/Berlin"),
+                );
+            }
+            tz
+        };
+        let time_zone = match self.check.optional_string(&f, "time_zone") {
+            None => Some(ZoneSource::Default),
+            Some(t) if t.starts_with("traits.") || t.starts_with("context.") => {
+                let segments: Vec<String> = t.split('.').map(String::from).collect();
+                if segments.iter().any(String::is_empty) || segments.len() < 2 {
+                    self.check
+                        .report(&f.path("time_zone"), format!("bad path \"{t}\""));
+                    None
+                } else {
+                    Some(ZoneSource::Path(segments))
+                }
+            }
+            Some(t) => zone(&mut self.check, "time_zone", &t).map(ZoneSource::Named),
+        };
+        let default_time_zone = match self.check.optional_string(&f, "default_time_zone") {
+            None => Some(chrono_tz::Tz::UTC),
+            Some(t) => zone(&mut self.check, "default_time_zone", &t),
+        };
+        Some(Window {
+            days,
+            from: from?,
+            to: to?,
+            time_zone: time_zone?,
+            default_time_zone: default_time_zone?,
         })
     }
 
@@ -598,12 +751,17 @@ impl Parser {
                 None
             }
         };
+        let window = match f.get("window") {
+            None => None,
+            Some(w) => Some(self.window(w, &f.path("window"))?),
+        };
         let next = self.step_ref(f, "next");
         Some(StepKind::Send {
             destination: destination?,
             event_name,
             traits,
             mapping,
+            window,
             next,
         })
     }

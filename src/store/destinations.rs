@@ -51,9 +51,18 @@ impl Store {
                 )?
                 .execute(params![id, config.to_string(), secret, ctx.now])?;
                 ctx.effects.destinations = true;
+                ctx.state.caps = caps(ctx.conn)?;
                 Ok(created)
             })
             .await
+    }
+
+    /// The frequency caps of the destinations that have one, for simulations to count as the
+    /// live engine does.
+    pub(crate) async fn destination_caps(
+        &self,
+    ) -> Result<std::collections::HashMap<String, crate::delivery::Cap>> {
+        self.read(|conn| caps(conn)).await
     }
 
     /// A destination's stored secrets (empty when it does not exist), to unmask a `PUT`.
@@ -143,10 +152,34 @@ impl Store {
                 )?
                 .execute(params![id, ctx.now])?;
                 ctx.effects.destinations = true;
+                ctx.state.caps.remove(&id);
                 Ok(())
             })
             .await
     }
+}
+
+/// The frequency caps of the destinations that have one.
+pub(super) fn caps(
+    conn: &rusqlite::Connection,
+) -> Result<std::collections::HashMap<String, crate::delivery::Cap>> {
+    let mut out = std::collections::HashMap::new();
+    let mut stmt = conn.prepare_cached("SELECT destination_id, config FROM destinations")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        let config: Value = json_column(&r.get::<_, String>(1)?, || {
+            format!("settings of destination \"{id}\"")
+        })?;
+        // Settings stored by this journeyd validated when they were stored.
+        if let Some(cap) = crate::delivery::parse(&config)
+            .ok()
+            .and_then(|d| d.destination.frequency_cap)
+        {
+            out.insert(id, cap);
+        }
+    }
+    Ok(out)
 }
 
 /// A destination row as read, its JSON columns not yet parsed.

@@ -3,7 +3,7 @@
 //! transitions, deliveries), all in the caller's transaction. Stats deltas and wake-ups go to
 //! the job's [`Effects`](super::writer::Effects); the writer applies them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value};
@@ -12,7 +12,7 @@ use super::writer::WriteCtx;
 use super::{Result, object_column};
 use crate::engine::stats::{self, StatKey};
 use crate::engine::{
-    Catalog, Effects, Engine, EventView, Ids, Instance, Memory, ProfileState, State, What,
+    Catalog, Effects, Engine, EventView, Instance, Ledger, Memory, ProfileState, State, What,
 };
 use crate::metrics::{METRICS, label};
 
@@ -97,10 +97,18 @@ fn run(
         let mut ids = LiveIds {
             last_instance_id: &mut state.last_instance_id,
             now,
+            conn: ctx.conn,
+            caps: &state.caps,
+            counted: HashMap::new(),
+            failed: None,
         };
         let mut engine = Engine::new(&state.catalog, &mut ids, state.max_active);
         f(&mut engine, profile);
-        engine.effects
+        let effects = engine.effects;
+        if let Some(e) = ids.failed {
+            return Err(e);
+        }
+        effects
     };
     persist(ctx, profile, effects, first_new, now)
 }
@@ -121,12 +129,18 @@ fn run(
 struct LiveIds<'a> {
     last_instance_id: &'a mut i64,
     now: i64,
+    conn: &'a Connection,
+    caps: &'a HashMap<String, crate::delivery::Cap>,
+    /// Sends of this engine call not yet written, by (profile, destination): they count too.
+    counted: HashMap<(String, String), Vec<i64>>,
+    /// A read for a cap failed: the job fails with it.
+    failed: Option<super::StoreError>,
 }
 
 /// Instance ids per millisecond of the clock.
 const IDS_PER_MS: i64 = 1024;
 
-impl Ids for LiveIds<'_> {
+impl Ledger for LiveIds<'_> {
     fn instance_id(&mut self) -> i64 {
         let id = (*self.last_instance_id + 1).max(self.now.saturating_mul(IDS_PER_MS));
         *self.last_instance_id = id;
@@ -135,6 +149,40 @@ impl Ids for LiveIds<'_> {
 
     fn delivery_id(&mut self, instance: i64, step: &str, exit: bool) -> String {
         delivery_id(instance, step, exit)
+    }
+
+    /// Counts the profile's sends to the destination in the cap's period: those written
+    /// (this transaction's included, since it reads through the same connection) and this
+    /// call's. One writer owns the count, so two sends of one profile never race past a cap.
+    fn allow_send(&mut self, profile: &str, destination: &str, at: i64) -> bool {
+        let Some(cap) = self.caps.get(destination) else {
+            return true;
+        };
+        let since = at.saturating_sub(cap.per_ms as i64);
+        let written: Result<Vec<i64>, _> = self
+            .conn
+            .prepare_cached(
+                "SELECT created_at FROM deliveries
+                 WHERE profile_key = ?1 AND destination_id = ?2 AND created_at > ?3 AND status != 'capped'",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![profile, destination, since], |r| r.get(0))?
+                    .collect()
+            });
+        let mut sent = match written {
+            Ok(sent) => sent,
+            Err(e) => {
+                self.failed.get_or_insert(e.into());
+                return false;
+            }
+        };
+        let key = (profile.to_string(), destination.to_string());
+        sent.extend(self.counted.get(&key).into_iter().flatten());
+        let allowed = cap.allows(&sent, at);
+        if allowed {
+            self.counted.entry(key).or_default().push(at);
+        }
+        allowed
     }
 }
 
@@ -356,10 +404,15 @@ fn persist(
             .inc();
     }
     for d in &effects.deliveries {
+        let status = if d.capped {
+            crate::delivery::Status::Capped
+        } else {
+            crate::delivery::Status::Pending
+        };
         conn.prepare_cached(
             "INSERT INTO deliveries (delivery_id, profile_key, instance_id, journey_id, step_id, destination_id, payload,
                                      status, attempts, next_attempt_at, expires_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?9, ?8, ?8)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?10, 0, ?8, ?9, ?8, ?8)",
         )?
         .execute(params![
             d.id,
@@ -371,9 +424,17 @@ fn persist(
             d.payload.to_string(),
             now,
             now + crate::delivery::RETRY_WINDOW_MS,
+            status.as_str(),
         ])?;
-        // The dispatcher sleeps until the next due attempt; new rows are due now.
-        ctx.effects.deliveries = true;
+        if d.capped {
+            METRICS
+                .deliveries_capped
+                .get_or_create(&label("destination", d.destination.clone()))
+                .inc();
+        } else {
+            // The dispatcher sleeps until the next due attempt; new rows are due now.
+            ctx.effects.deliveries = true;
+        }
     }
     // Instances that ended are no longer part of the profile's active state.
     profile.instances.retain(|i| i.state == State::Active);
@@ -405,9 +466,15 @@ mod tests {
     #[test]
     fn instance_ids_never_fall_behind_the_clock() {
         let mut last = 7;
+        let conn = Connection::open_in_memory().unwrap();
+        let caps = HashMap::new();
         let mut ids = LiveIds {
             last_instance_id: &mut last,
             now: 1_795_000_000_000,
+            conn: &conn,
+            caps: &caps,
+            counted: HashMap::new(),
+            failed: None,
         };
         let first = ids.instance_id();
         assert_eq!(first, 1_795_000_000_000 * IDS_PER_MS);

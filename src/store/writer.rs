@@ -51,6 +51,8 @@ pub(super) struct WriterState {
     pub(super) catalog: LiveCatalog,
     /// Most active journey instances per profile (SPEC §4).
     pub(super) max_active: usize,
+    /// The frequency caps of the destinations that have one (SPEC §3.5).
+    pub(super) caps: std::collections::HashMap<String, crate::delivery::Cap>,
 }
 
 impl WriterState {
@@ -71,6 +73,7 @@ impl WriterState {
             last_instance_id,
             catalog: LiveCatalog::load(conn)?,
             max_active,
+            caps: super::destinations::caps(conn)?,
         })
     }
 }

@@ -10,6 +10,7 @@
 #![allow(clippy::result_large_err)]
 
 mod admin;
+pub(crate) mod backtest;
 mod conn;
 mod console;
 mod ingest;
@@ -159,11 +160,7 @@ impl App {
             R::RevokeKey(id) => operator::revoke_key(self, id).await,
             R::Stream => operator::stream(self, query).await,
             R::Console(asset) => console::serve(&asset),
-            R::Backtest => admin_error(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_implemented",
-                "backtests are not built yet",
-            ),
+            R::Backtest => backtest::backtest(self, req).await,
         }
     }
 

@@ -357,3 +357,49 @@ pub(crate) fn simulation(out: &sim::Output) -> Value {
         .collect();
     json!({"trace": trace, "deliveries": deliveries})
 }
+
+/// The answer of a backtest (SPEC §6.8): the stats shape of §6 over the period, deliveries per
+/// destination, up to 20 sample payloads, and the instances still active at the end.
+pub(crate) fn backtest(
+    input: &sim::Input,
+    result: &sim::Backtested,
+    start: i64,
+    end: i64,
+    took: std::time::Duration,
+) -> Value {
+    let journey = &input.journey;
+    let mut counters: BTreeMap<Stat, i64> = BTreeMap::new();
+    for t in &result.output.trace {
+        for (stat, by) in crate::engine::stats::deltas(t, Some(journey)) {
+            *counters.entry(stat).or_default() += by;
+        }
+    }
+    let counters: Vec<(Stat, i64)> = counters.into_iter().collect();
+    let mut out = stats(&journey.id, None, Some(journey), &counters);
+    let mut per_destination: BTreeMap<&str, u64> = BTreeMap::new();
+    for d in &result.output.deliveries {
+        *per_destination.entry(&d.destination).or_default() += 1;
+    }
+    out["deliveries"] = json!(per_destination);
+    out["samples"] = result
+        .output
+        .deliveries
+        .iter()
+        .take(20)
+        .map(|d| json!({"at": ts(d.at), "destination": d.destination, "step": d.step_id, "payload": d.payload}))
+        .collect();
+    out["active_instances"] = result
+        .active
+        .iter()
+        .take(100)
+        .map(|(profile, i)| {
+            json!({"profile": profile, "step": i.step, "entered_at": ts(i.entered_at),
+                   "due_at": i.due_at.map(Timestamp)})
+        })
+        .collect();
+    out["since"] = ts(start);
+    out["until"] = ts(end);
+    out["events"] = json!(result.events);
+    out["took_ms"] = json!(took.as_millis() as u64);
+    out
+}

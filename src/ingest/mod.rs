@@ -330,6 +330,25 @@ impl<'a> Parsed<'a> {
     }
 }
 
+/// A message as stored, for a backtest to replay: its call type and event name (columns of the
+/// stored row), its JSON, and when it was received. Its ids are not read: the store says which
+/// profile it belongs to now.
+pub(crate) fn stored(call: &str, event: Option<String>, json: String, received_at: i64) -> Option<Message> {
+    Some(Message {
+        index: 0,
+        call: CallType::parse(call)?,
+        message_id: String::new(),
+        user_id: None,
+        anonymous_id: None,
+        previous_id: None,
+        event,
+        received_at,
+        timestamp: received_at,
+        traits: None,
+        json,
+    })
+}
+
 /// Validates and normalises one message as the simulator replays it: as if sent to the path of
 /// its `type`, or to `/v1/track` when it has none. The error is the message a client would get.
 pub(crate) fn replayed(

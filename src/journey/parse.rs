@@ -585,7 +585,7 @@ impl Parser {
                 }
             }
         }
-        let mut time = |check: &mut crate::validate::Checker, key: &str| -> Option<u32> {
+        let time = |check: &mut crate::validate::Checker, key: &str| -> Option<u32> {
             let text = check.required_string(&f, key)?;
             let parsed = text.split_once(':').and_then(|(h, m)| {
                 let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);

@@ -7,6 +7,7 @@
 //! that transaction has committed. Reads go through [`Store::read`] on a pooled read connection,
 //! which in WAL mode never waits for the writer.
 
+mod backtest;
 mod backup;
 mod catalog;
 mod checkpoint;
@@ -30,6 +31,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub(crate) use backtest::StoredEvents;
 pub(crate) use backup::{Replace, backup_name, backup_to, rotate_backups};
 pub(crate) use deliveries::{Attempt, DeliveryView, DestinationRow, DueDelivery};
 pub(crate) use destinations::DestinationView;

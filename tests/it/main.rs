@@ -15,6 +15,7 @@ mod admin;
 mod auth;
 mod backup;
 mod batch;
+mod beyond;
 mod cli;
 mod console;
 mod crash;

@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 pub const DEFAULT_DB: &str = "./journeyd.db";
+/// Where the operator commands find the server unless told otherwise.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8787";
 
 /// journeyd: event-triggered customer journeys on one SQLite file.
 ///
@@ -44,6 +46,27 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Write a consistent copy of the database to DEST; safe while `serve` is running.
     Backup(BackupArgs),
+    /// Upload destinations and journeys from files or directories (destinations first); prints
+    /// created, updated or unchanged per file.
+    Push(PushArgs),
+    /// List journeys, show one as a diagram with its counts, pause, resume or archive one.
+    #[command(subcommand)]
+    Journeys(JourneysCommand),
+    /// Show a profile, or forget a person (erasure).
+    #[command(subcommand)]
+    Profiles(ProfilesCommand),
+    /// List deliveries, or retry one or every failed one.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
+    /// Follow the server's committed transitions and delivery outcomes, one line each.
+    Tail(TailArgs),
+    /// Send the events of a script to the server at their offsets (divided by --speed).
+    Replay(ReplayArgs),
+    /// List, add or revoke admin tokens and write keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Replace the database file with a backup; refused while a server holds the file.
+    Restore(RestoreArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -235,6 +258,209 @@ pub struct BackupArgs {
     /// Replace DEST even when it is not a journeyd backup.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+/// How an operator command reaches the server (SPEC §8).
+#[derive(Debug, Clone, Args)]
+pub struct ServerArg {
+    /// The server's base URL.
+    #[arg(long, env = "JOURNEYD_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+}
+
+/// The settings every admin command shares: the server, the admin token, the output format.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// An admin token of the server (`Authorization: Bearer`).
+    #[arg(long, env = "JOURNEYD_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the server's JSON instead of tables, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    /// Journey and destination files (`*.json`), or directories searched for them recursively.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Validate everything and show what would change, without writing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// An admin command that names one thing by id.
+#[derive(Debug, Clone, Args)]
+pub struct IdArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// An admin command without arguments of its own.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum JourneysCommand {
+    /// Every journey with its status, version and counts.
+    List(ListArgs),
+    /// One journey: its steps as a diagram with reached, active and branch counts.
+    Show(ShowJourneyArgs),
+    /// Stop new entries; instances in flight go on.
+    Pause(IdArgs),
+    /// Take new entries again.
+    Resume(IdArgs),
+    /// Stop new entries and end the active instances (no further sends).
+    Archive(IdArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShowJourneyArgs {
+    pub id: String,
+    /// Show this version's steps and counts (default: the newest version's steps, with the
+    /// counts of all versions together).
+    #[arg(long)]
+    pub version: Option<i64>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ProfilesCommand {
+    /// A profile's traits, linked ids, instances and latest timeline entries.
+    Show(ShowProfileArgs),
+    /// Forget a person: their events, traits, linked ids, instances and deliveries are deleted.
+    Forget(IdArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShowProfileArgs {
+    /// A userId, anonymousId or any id linked to the profile.
+    pub id: String,
+    /// How many of the latest timeline entries to show.
+    #[arg(long, default_value_t = 20)]
+    pub last: usize,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DeliveriesCommand {
+    /// The outbox and dead letters, newest first.
+    List(ListDeliveriesArgs),
+    /// Retry one delivery, or with --failed every failed one.
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListDeliveriesArgs {
+    /// pending, succeeded, failed or capped.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only deliveries to this destination.
+    #[arg(long)]
+    pub destination: Option<String>,
+    /// How many to show (at most 1000 per page).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Where to go on from: the cursor a previous page printed.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["id", "failed"])))]
+pub struct RetryArgs {
+    /// The delivery to retry.
+    pub id: Option<String>,
+    /// Retry every failed delivery (dead letter).
+    #[arg(long, conflicts_with = "id")]
+    pub failed: bool,
+    /// With --failed: only those to this destination.
+    #[arg(long, requires = "failed")]
+    pub destination: Option<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// Only this journey's transitions and deliveries.
+    #[arg(long)]
+    pub journey: Option<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Events, one JSON object per line: {"at": "+90m", "message": {...}}, as for `simulate`.
+    pub events: PathBuf,
+    /// How many times faster than the script: 60 plays an hour in a minute.
+    #[arg(long, default_value_t = 1.0, value_parser = speed)]
+    pub speed: f64,
+    /// A write key of the server (the environment variable may list several: the first is used).
+    #[arg(long, env = "JOURNEYD_WRITE_KEY", hide_env_values = true)]
+    pub write_key: Option<String>,
+    /// Print the server's answer to each message as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// A replay speed: a positive number.
+fn speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!("\"{s}\" is not a positive number such as 60")),
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Every admin token and write key: id, kind and creation time (never the key).
+    List(ListArgs),
+    /// Add a key and print it, this once.
+    Add(AddKeyArgs),
+    /// Revoke a key by id; it is refused at once. The last admin token cannot be revoked.
+    Revoke(IdArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AddKeyArgs {
+    /// What the key is for.
+    #[arg(value_enum)]
+    pub kind: KeyKind,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// The kinds of key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyKind {
+    /// A write key for the ingest API.
+    Write,
+    /// An admin token for the admin API.
+    Admin,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The backup file (from `journeyd backup`, `GET /v1/backup` or a scheduled backup).
+    pub backup: PathBuf,
     #[command(flatten)]
     pub db: DbArg,
 }

@@ -7,13 +7,17 @@
 //! written under a temporary name beside the destination (readable by the owner only) and
 //! renamed into place, so the destination is never a half-written file; the temporary file is
 //! removed on every failure.
+//!
+//! [`restore`] goes the other way: it replaces a stopped server's database with a backup, under
+//! the database's process lock (SPEC invariant 8), so that no server can open the file while it
+//! is being replaced and no restore can touch a file a server holds.
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
-use super::files::{create_private, is_journeyd_database, is_live_file};
+use super::files::{ProcessLock, create_private, is_journeyd_database, is_live_file, with_suffix};
 use super::{Result, Store, StoreError};
 
 /// Pages copied per step: progress is reported between steps.
@@ -50,7 +54,7 @@ pub(crate) fn backup_to(
     let result = copy(&source, &tmp, progress).and_then(|()| Ok(std::fs::rename(&tmp, dest)?));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        let _ = std::fs::remove_file(super::files::with_suffix(&tmp, "-journal"));
+        let _ = std::fs::remove_file(with_suffix(&tmp, "-journal"));
     }
     result
 }
@@ -90,7 +94,7 @@ fn names_a_live_file(src: &Path, dest: &Path) -> bool {
     };
     ["", "-wal", "-shm", "-journal", ".lock"]
         .into_iter()
-        .any(|suffix| super::files::with_suffix(&src, suffix) == dest)
+        .any(|suffix| with_suffix(&src, suffix) == dest)
 }
 
 fn copy(source: &Connection, tmp: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
@@ -124,6 +128,98 @@ fn copy(source: &Connection, tmp: &Path, progress: &mut dyn FnMut(u64, u64)) -> 
     drop(dest);
     std::fs::File::open(tmp)?.sync_all()?;
     Ok(())
+}
+
+/// What [`restore`] put in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Restored {
+    /// The size of the restored database file.
+    pub(crate) bytes: u64,
+    /// The backup's schema version (an older one is migrated when `serve` next opens it).
+    pub(crate) schema_version: i64,
+}
+
+/// Replaces the database at `db` with the backup at `backup`: refused while another process
+/// holds `db` (its lock names the holder), when `backup` is not a journeyd database or fails
+/// `PRAGMA quick_check`, and when it is the database itself or one of its files. The backup is
+/// copied (SQLite's backup API, so a backup that still has a WAL beside it is copied whole) to
+/// a private temporary file beside `db`, synced, the old WAL and shared-memory files are
+/// removed (their frames belong to the old file), and the copy is renamed into place. The lock
+/// is held until the rename is durable; the temporary file is removed on every failure.
+pub(crate) fn restore(backup: &Path, db: &Path) -> Result<Restored> {
+    let refused = |why: String| Err(StoreError::Refused(super::Refusal::Destination(why)));
+    let dir = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return refused(format!(
+            "the directory of {} does not exist: create it first",
+            db.display()
+        ));
+    }
+    let _lock = ProcessLock::acquire(db)?;
+    if !backup.is_file() {
+        return Err(StoreError::NotFound(format!(
+            "backup \"{}\"",
+            backup.display()
+        )));
+    }
+    if is_live_file(db, backup) || names_a_live_file(db, backup) {
+        return refused(format!(
+            "{} is the database itself or one of its files: name a backup",
+            backup.display()
+        ));
+    }
+    if !is_journeyd_database(backup) {
+        return Err(StoreError::Schema(format!(
+            "{} is not a journeyd database or backup (or it is one from a newer journeyd): nothing was changed",
+            backup.display()
+        )));
+    }
+    let source = Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    source.busy_timeout(std::time::Duration::from_secs(5))?;
+    let found: Vec<String> = source
+        .prepare("PRAGMA quick_check(20)")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .unwrap_or_else(|e| vec![e.to_string()]);
+    if found != ["ok"] {
+        return Err(StoreError::Damaged(format!(
+            "{} is damaged ({}): pick another backup; nothing was changed",
+            backup.display(),
+            found.join("; ")
+        )));
+    }
+    let schema_version: i64 = source.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".restore-{}", uuid::Uuid::new_v4().simple()));
+    let tmp = db.with_file_name(name);
+    let result = copy(&source, &tmp, &mut |_, _| {}).and_then(|()| {
+        drop(source);
+        for suffix in ["-wal", "-shm", "-journal"] {
+            match std::fs::remove_file(with_suffix(db, suffix)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        std::fs::rename(&tmp, db)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(std::fs::metadata(db)?.len())
+    });
+    match result {
+        Ok(bytes) => Ok(Restored {
+            bytes,
+            schema_version,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(with_suffix(&tmp, "-journal"));
+            Err(e)
+        }
+    }
 }
 
 fn temp_name(dest: &Path) -> PathBuf {

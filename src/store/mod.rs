@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub(crate) use backtest::StoredEvents;
-pub(crate) use backup::{Replace, backup_name, backup_to, rotate_backups};
+pub(crate) use backup::{Replace, Restored, backup_name, backup_to, restore, rotate_backups};
 pub(crate) use deliveries::{Attempt, DeliveryView, DestinationRow, DueDelivery};
 pub(crate) use destinations::DestinationView;
 pub(crate) use keys::{KeySet, KeyView};

@@ -312,6 +312,13 @@ pub fn run_cli(args: &[&str]) -> Output {
 }
 
 pub fn run_cli_in(cwd: &Path, args: &[&str]) -> Output {
+    run_cli_env(cwd, args, &[])
+}
+
+/// [`run_cli_in`] with these environment variables set (`JOURNEYD_URL`, `JOURNEYD_ADMIN_TOKEN`
+/// for the operator commands); the other `JOURNEYD_*` settings of the test's own environment
+/// are removed all the same.
+pub fn run_cli_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut child = Reaped(
         Command::new(bin())
             .args(args)
@@ -320,6 +327,8 @@ pub fn run_cli_in(cwd: &Path, args: &[&str]) -> Output {
             .env_remove("JOURNEYD_DB")
             .env_remove("JOURNEYD_ADMIN_TOKEN")
             .env_remove("JOURNEYD_WRITE_KEY")
+            .env_remove("JOURNEYD_URL")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,6 +1,17 @@
-//! The commands of the `journeyd` binary (SPEC §1), each taking its parsed arguments: `serve`
-//! runs the appliance; `check`, `simulate` and `backup` work offline. Exit codes: 0 ok, 1
-//! runtime failure, 2 usage or configuration error.
+//! The commands of the `journeyd` binary (SPEC §1, §8), each taking its parsed arguments:
+//! `serve` runs the appliance; `check`, `simulate` and `backup` work offline; `restore` works on
+//! a stopped server's database file; the operator commands (`push`, `journeys`, `profiles`,
+//! `deliveries`, `tail`, `replay`, `keys`) are clients of a running server's HTTP API
+//! (`client.rs`). Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+
+mod client;
+mod diagram;
+mod operate;
+mod push;
+mod replay;
+mod restore;
+mod table;
+mod tail;
 
 use std::process::ExitCode;
 
@@ -13,6 +24,14 @@ pub fn run(command: Command) -> ExitCode {
         Command::Backup(args) => backup(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => Ok(check(args)),
         Command::Simulate(args) => simulate(args),
+        Command::Push(args) => push::run(args),
+        Command::Journeys(cmd) => operate::journeys(cmd),
+        Command::Profiles(cmd) => operate::profiles(cmd),
+        Command::Deliveries(cmd) => operate::deliveries(cmd),
+        Command::Keys(cmd) => operate::keys(cmd),
+        Command::Tail(args) => tail::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::Restore(args) => restore::run(args),
     };
     match result {
         Ok(code) => code,

@@ -159,7 +159,9 @@ impl App {
             R::AddKey => operator::add_key(self, req).await,
             R::RevokeKey(id) => operator::revoke_key(self, id).await,
             R::Stream => operator::stream(self, query).await,
-            R::Console(asset) => console::serve(&asset),
+            R::Console(asset) => console::serve(&asset, req.headers()),
+            R::JourneyLayout(id) => console::journey_layout(self, id, query).await,
+            R::ValidateJourney => console::validate(self, req).await,
             R::Backtest => backtest::backtest(self, req).await,
         }
     }

@@ -55,6 +55,10 @@ pub(super) enum Route {
     /// The web console (SPEC §7): its page, and its assets by name.
     Console(String),
     Backtest,
+    /// A journey drawn as a graph, for the console.
+    JourneyLayout(String),
+    /// A journey document checked as `PUT` would, without publishing.
+    ValidateJourney,
 }
 
 impl Route {
@@ -113,6 +117,8 @@ fn route(method: &Method, segments: &[&str]) -> Option<Route> {
         (&Method::GET, []) => Route::Console(String::new()),
         (&Method::GET, ["assets", name]) => Route::Console(id(name)),
         (&Method::POST, ["v1", "journeys", "backtest"]) => Route::Backtest,
+        (&Method::POST, ["v1", "journeys", "validate"]) => Route::ValidateJourney,
+        (&Method::GET, ["v1", "journeys", j, "layout"]) => Route::JourneyLayout(id(j)),
         (&Method::GET, ["metrics"]) => Route::Metrics,
         (&Method::GET, ["v1", "backup"]) => Route::Backup,
         (&Method::POST, ["v1", "simulate"]) => Route::Simulate,
@@ -187,9 +193,27 @@ mod tests {
                 Resolved::Route(Route::Profile("a@b.c".into())),
             ),
             (Method::GET, "/v1/nothing", Resolved::NotFound),
-            (Method::GET, "/", Resolved::Route(Route::Console(String::new()))),
-            (Method::GET, "/assets/app.js", Resolved::Route(Route::Console("app.js".into()))),
+            (
+                Method::GET,
+                "/",
+                Resolved::Route(Route::Console(String::new())),
+            ),
+            (
+                Method::GET,
+                "/assets/app.js",
+                Resolved::Route(Route::Console("app.js".into())),
+            ),
             (Method::POST, "/", Resolved::WrongMethod(vec![Method::GET])),
+            (
+                Method::GET,
+                "/v1/journeys/a/layout",
+                Resolved::Route(Route::JourneyLayout("a".into())),
+            ),
+            (
+                Method::POST,
+                "/v1/journeys/validate",
+                Resolved::Route(Route::ValidateJourney),
+            ),
         ];
         for (method, path, want) in cases {
             assert_eq!(resolve(&method, path), want, "{method} {path}");

@@ -358,6 +358,36 @@ pub(crate) fn simulation(out: &sim::Output) -> Value {
     json!({"trace": trace, "deliveries": deliveries})
 }
 
+/// A journey laid out for the console (`GET /v1/journeys/{id}/layout`): pixels, rounded to tenths.
+pub(crate) fn layout(id: &str, version: Option<i64>, l: &super::console::layout::Layout) -> Value {
+    let r = |v: f64| (v * 10.0).round() / 10.0;
+    let rect = |b: &super::console::layout::Rect| json!({"x": r(b.x), "y": r(b.y), "w": r(b.w), "h": r(b.h)});
+    json!({
+        "id": id,
+        "version": version,
+        "width": r(l.width),
+        "height": r(l.height),
+        "nodes": l.nodes.iter().map(|n| json!({
+            "id": n.id,
+            "kind": n.kind.as_str(),
+            "step": !n.id.starts_with('@'),
+            "title": n.title,
+            "detail": n.detail,
+            "loops": n.loops,
+            "rect": rect(&n.rect),
+        })).collect::<Vec<_>>(),
+        "edges": l.edges.iter().map(|e| json!({
+            "from": e.from,
+            "to": e.to,
+            "kind": e.kind.as_str(),
+            "branch": e.branch,
+            "label": e.label,
+            "label_rect": e.label_rect.as_ref().map(rect),
+            "points": e.points.iter().map(|&(x, y)| [r(x), r(y)]).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// The answer of a backtest (SPEC §6.8): the stats shape of §6 over the period, deliveries per
 /// destination, up to 20 sample payloads, and the instances still active at the end.
 pub(crate) fn backtest(

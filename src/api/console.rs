@@ -26,7 +26,7 @@ use crate::journey::{self, Problem, StepKind};
 
 /// What a console page may load: its own scripts, styles and images, and calls to its own origin.
 pub(super) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; font-src 'none'; object-src 'none'; \
+     img-src 'self'; connect-src 'self'; font-src 'none'; object-src 'none'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The embedded files: name, content type, bytes.

@@ -871,7 +871,16 @@ fn signs_in_by_keyboard_and_counts_move_live() {
            document.querySelector('[data-total=\"completed\"] b').textContent === '1'",
         json!([]),
     );
-    assert_eq!(b.js("return window.stillThisPage === true && performance.getEntriesByType('navigation').length", json!([])), 1);
+    let loads = b.js(
+        "return window.stillThisPage === true && performance.getEntriesByType('navigation').length",
+        json!([]),
+    );
+    assert_eq!(loads, 1, "the page was reloaded");
+    b.wait(
+        "the count highlights to fade",
+        "return document.getAnimations().length === 0",
+        json!([]),
+    );
     b.screenshot("journey");
 
     // Pause and resume.

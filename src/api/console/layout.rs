@@ -347,7 +347,7 @@ pub(crate) fn layout(journey: &Journey) -> Layout {
         sorted.dedup();
         let rank = sorted.iter().position(|&u| u == which).unwrap_or(0);
         let slots = sorted.len() as f64;
-        let usable = (vertices[v].w - 24.0).max(0.0).min(28.0 * (slots - 1.0));
+        let usable = (vertices[v].w - 40.0).max(0.0).min(48.0 * (slots - 1.0));
         vertices[v].x - usable / 2.0 + usable * rank as f64 / (slots - 1.0).max(1.0)
     };
     let mut laid: Vec<Edge> = edges;

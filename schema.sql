@@ -33,7 +33,8 @@ CREATE TABLE identities (
 CREATE INDEX identities_by_profile ON identities (profile_key);
 
 -- Every accepted message, as stored (server fields added). `seq` is the commit order, shared with
--- journey transitions so a profile's timeline is one ordered stream.
+-- journey transitions so a profile's timeline is one ordered stream. `body` is the JSON as text,
+-- or compressed as a zstd frame (a BLOB; see `dictionaries`).
 CREATE TABLE events (
     seq         INTEGER PRIMARY KEY,
     profile_key TEXT NOT NULL,
@@ -152,7 +153,8 @@ CREATE TABLE destinations (
     updated_at     INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- The outbox: each row is written in the transaction of the send step that caused it.
+-- The outbox: each row is written in the transaction of the send step that caused it. `payload`,
+-- like `events.body`, is the JSON as text or a zstd frame.
 CREATE TABLE deliveries (
     delivery_id     TEXT PRIMARY KEY,
     profile_key     TEXT NOT NULL,
@@ -188,4 +190,13 @@ CREATE INDEX instances_finished ON instances (updated_at) WHERE state != 'active
 CREATE TABLE health (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at INTEGER NOT NULL
+);
+
+-- zstd dictionaries trained on this database's own recent messages; never deleted, since stored
+-- frames name them. Read `events.body` and `deliveries.payload` with the `jd_text()` SQL function
+-- the store installs (see src/store/codec.rs).
+CREATE TABLE dictionaries (
+    dict_id    INTEGER PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    data       BLOB NOT NULL
 );

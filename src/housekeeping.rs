@@ -1,6 +1,7 @@
 //! Housekeeping jobs on tokio-cron-scheduler, each on its own schedule and each logged: retention
 //! purges (which also bound the messageId dedup window's storage, since deduplication looks at the
-//! stored events), WAL checkpoints, and scheduled backups into a directory keeping the newest N.
+//! stored events), WAL checkpoints, scheduled backups into a directory keeping the newest N, and
+//! training the zstd dictionary stored JSON is compressed with (see `store/codec.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +26,10 @@ pub(crate) struct Settings {
 pub(crate) struct Housekeeping {
     scheduler: JobScheduler,
 }
+
+/// How often housekeeping asks whether a compression dictionary is due: cheap (a look at two
+/// counters) unless one is, so that the first comes soon after the first thousand messages.
+const DICTIONARY_SCHEDULE: &str = "*/10 * * * * *";
 
 /// Checks a cron expression the way the scheduler will read it.
 pub(crate) fn validate_schedule(expr: &str) -> Result<(), String> {
@@ -71,6 +76,9 @@ impl Housekeeping {
                 &settings,
                 |st, _| async move { checkpoint(&st).await },
             )?),
+            Some(job(DICTIONARY_SCHEDULE, &store, &settings, |st, _| async move {
+                dictionary(&st).await
+            })?),
             match settings.backup_dir {
                 Some(_) => Some(job(
                     &settings.backup_schedule,
@@ -98,6 +106,20 @@ impl Housekeeping {
 async fn checkpoint(store: &Store) {
     if let Err(e) = store.checkpoint().await {
         tracing::warn!(error = %e, "wal checkpoint failed");
+    }
+}
+
+async fn dictionary(store: &Store) {
+    let started = std::time::Instant::now();
+    match store.train_dictionary().await {
+        Ok(Some((id, bytes))) => tracing::info!(
+            dictionary = id,
+            bytes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "compression dictionary trained from recent messages"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "training a compression dictionary failed"),
     }
 }
 

@@ -43,8 +43,9 @@ mod validate;
 pub mod fuzz_support;
 
 /// What the benchmark (`benches/load`) shares with the product: the schema and the connection
-/// set-up, so that its plain-SQLite ceiling runs on what the product runs on.
+/// set-up, so that its plain-SQLite ceiling runs on what the product runs on; and, for it and the
+/// tests, a read-only connection that reads stored (compressed) JSON with `jd_text()`.
 #[doc(hidden)]
 pub mod bench_support {
-    pub use crate::store::{SCHEMA, Sync, connect};
+    pub use crate::store::{SCHEMA, Sync, connect, inspect};
 }

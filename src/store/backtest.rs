@@ -32,8 +32,9 @@ impl StoredEvents {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         super::plan_stability(&conn)?;
         conn.pragma_update(None, "cache_size", -65_536)?;
-        // One snapshot for the whole run.
+        // One snapshot for the whole run, with the dictionaries its events were stored with.
         conn.execute_batch("BEGIN")?;
+        super::codec::install(&conn, super::codec::Dictionaries::load(&conn)?)?;
         let first = first_since(&conn, since)?;
         Ok(StoredEvents { conn, first })
     }
@@ -58,7 +59,7 @@ impl StoredEvents {
             .conn
             .prepare("SELECT anonymous, traits FROM profiles WHERE profile_key = ?1")?;
         let mut stmt = self.conn.prepare(
-            "SELECT profile_key, type, event, received_at, body FROM events WHERE seq >= ?1 ORDER BY seq",
+            "SELECT profile_key, type, event, received_at, jd_text(body) FROM events WHERE seq >= ?1 ORDER BY seq",
         )?;
         let mut rows = stmt.query([self.first])?;
         while let Some(r) = rows.next()? {

@@ -215,7 +215,7 @@ impl Store {
             }
             drop(rows);
             let mut full = conn.prepare_cached(
-                "SELECT payload, attempts FROM deliveries WHERE delivery_id = ?1 AND status = 'pending'",
+                "SELECT jd_text(payload), attempts FROM deliveries WHERE delivery_id = ?1 AND status = 'pending'",
             )?;
             let mut out = Vec::with_capacity(chosen.len());
             for (id, next_attempt_at) in chosen {
@@ -360,7 +360,7 @@ impl Store {
 
 const DELIVERY_COLUMNS: &str =
     "delivery_id, status, destination_id, profile_key, journey_id, instance_id, step_id, attempts,
-    next_attempt_at, last_status, last_error, created_at, updated_at, payload";
+    next_attempt_at, last_status, last_error, created_at, updated_at, jd_text(payload)";
 
 /// A delivery row as read, its text columns not yet parsed.
 struct RawDelivery(DeliveryView, String, String);

@@ -90,7 +90,7 @@ fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<std::result::Result<
     ctx.conn
         .prepare_cached(
             "INSERT INTO events (seq, profile_key, message_id, type, event, received_at, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, jd_pack(?7))",
         )?
         .execute(params![
             seq,

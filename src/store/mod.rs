@@ -11,6 +11,7 @@ mod backtest;
 mod backup;
 mod catalog;
 mod checkpoint;
+mod codec;
 mod deliveries;
 mod destinations;
 mod erasure;
@@ -39,6 +40,7 @@ pub(crate) use keys::{KeySet, KeyView};
 pub(crate) use query::{
     InstanceFilter, InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, TimelineItem, TransitionRow,
 };
+pub use codec::inspect;
 pub use schema::SCHEMA;
 pub(crate) use stream::{DeliveryOutcome, StreamEvent};
 pub(crate) use writer::Writer;
@@ -282,6 +284,8 @@ struct Inner {
     readers: read::ReadPool,
     clock: Arc<dyn Clock>,
     wake: Arc<Wake>,
+    /// The zstd dictionaries of stored JSON (see `codec.rs`).
+    dictionaries: Arc<codec::Dictionaries>,
     /// The connection housekeeping checkpoints with, opened on first use.
     checkpointer: std::sync::Mutex<Option<rusqlite::Connection>>,
 }
@@ -366,9 +370,12 @@ impl Store {
         for suffix in ["", "-wal", "-shm"] {
             files::make_private(&files::with_suffix(path, suffix))?;
         }
+        let dictionaries = codec::Dictionaries::load(&conn)?;
+        codec::install(&conn, dictionaries.clone())?;
         let wake = Arc::new(Wake::default());
         let writer = Writer::start(conn, clock.clone(), &options, wake.clone())?;
-        let readers = read::ReadPool::new(path.to_path_buf(), options.readers);
+        let readers =
+            read::ReadPool::new(path.to_path_buf(), options.readers, dictionaries.clone());
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -377,6 +384,7 @@ impl Store {
                 readers,
                 clock,
                 wake,
+                dictionaries,
                 checkpointer: std::sync::Mutex::new(None),
             }),
         })
@@ -392,6 +400,10 @@ impl Store {
 
     pub(crate) fn wake(&self) -> &Arc<Wake> {
         &self.inner.wake
+    }
+
+    pub(crate) fn dictionaries(&self) -> &Arc<codec::Dictionaries> {
+        &self.inner.dictionaries
     }
 
     pub(crate) fn clock(&self) -> &Arc<dyn Clock> {

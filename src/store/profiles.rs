@@ -412,7 +412,7 @@ fn persist(
         conn.prepare_cached(
             "INSERT INTO deliveries (delivery_id, profile_key, instance_id, journey_id, step_id, destination_id, payload,
                                      status, attempts, next_attempt_at, expires_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?10, 0, ?8, ?9, ?8, ?8)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, jd_pack(?7), ?10, 0, ?8, ?9, ?8, ?8)",
         )?
         .execute(params![
             d.id,

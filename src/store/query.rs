@@ -361,7 +361,7 @@ fn timeline(conn: &Connection, key: &str, after: i64, limit: usize) -> Result<Pa
     // Events and transitions of the profile, merged by their shared commit-order sequence.
     let mut items = Vec::new();
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT seq, body FROM events WHERE profile_key IN ({PROFILE_KEYS}) AND seq > ?2 ORDER BY seq LIMIT ?3"
+        "SELECT seq, jd_text(body) FROM events WHERE profile_key IN ({PROFILE_KEYS}) AND seq > ?2 ORDER BY seq LIMIT ?3"
     ))?;
     let mut rows = stmt.query(params![key, after, limit as i64 + 1])?;
     while let Some(row) = rows.next()? {

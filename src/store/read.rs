@@ -2,24 +2,27 @@
 //! never blocks the writer, so queries for the admin API do not slow ingest.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 
 use super::Result;
+use super::codec::Dictionaries;
 
 pub(super) struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     keep: usize,
+    dictionaries: Arc<Dictionaries>,
 }
 
 impl ReadPool {
-    pub(super) fn new(path: PathBuf, keep: usize) -> ReadPool {
+    pub(super) fn new(path: PathBuf, keep: usize, dictionaries: Arc<Dictionaries>) -> ReadPool {
         ReadPool {
             path,
             idle: Mutex::new(Vec::new()),
             keep,
+            dictionaries,
         }
     }
 
@@ -40,6 +43,7 @@ impl ReadPool {
                 c.pragma_update(None, "temp_store", "MEMORY")?;
                 super::plan_stability(&c)?;
                 c.set_prepared_statement_cache_capacity(32);
+                super::codec::install(&c, self.dictionaries.clone())?;
                 c
             }
         };

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_health.sql"),
     include_str!("../../migrations/0006_merges.sql"),
     include_str!("../../migrations/0007_operator.sql"),
+    include_str!("../../migrations/0008_compression.sql"),
 ];
 
 /// The version `schema.sql` describes.

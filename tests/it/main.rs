@@ -37,3 +37,4 @@ mod restart;
 mod sdk_fixtures;
 mod semantics;
 mod skew;
+mod upgrade;

@@ -601,11 +601,7 @@ fn profiles_show_and_forget_leave_nothing_of_the_person() {
 
     // Nothing of the person in any table, read from the file itself (a second reader of the
     // WAL database the server is writing).
-    let db = rusqlite::Connection::open_with_flags(
-        srv.db_path(),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
+    let db = journeyd::bench_support::inspect(srv.db_path()).unwrap();
     let count = |sql: &str, id: &str| -> i64 {
         db.query_row(sql, [id], |r| r.get(0))
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
@@ -630,8 +626,8 @@ fn profiles_show_and_forget_leave_nothing_of_the_person() {
         for sql in [
             "SELECT count(*) FROM identities WHERE id = ?1",
             "SELECT count(*) FROM merges WHERE absorbed = ?1 OR survivor = ?1",
-            "SELECT count(*) FROM events WHERE instr(body, ?1) > 0",
-            "SELECT count(*) FROM deliveries WHERE instr(payload, ?1) > 0",
+            "SELECT count(*) FROM events WHERE instr(jd_text(body), ?1) > 0",
+            "SELECT count(*) FROM deliveries WHERE instr(jd_text(payload), ?1) > 0",
             "SELECT count(*) FROM instances WHERE instr(context, ?1) > 0",
         ] {
             assert_eq!(count(sql, id), 0, "{sql} for {id}");

@@ -473,7 +473,9 @@ impl Browser {
                 !required,
                 "JOURNEYD_BROWSER_TESTS=1 but {missing:?} is missing: apt-get install chromium chromium-driver"
             );
-            eprintln!(
+            // Straight to stderr, past the test harness's capture, so that a skip is seen.
+            let _ = writeln!(
+                std::io::stderr(),
                 "console::{name} skipped: {missing:?} not found (apt-get install chromium chromium-driver; \
                  JOURNEYD_BROWSER_TESTS=1 makes this a failure)"
             );
@@ -818,6 +820,21 @@ fn signs_in_by_keyboard_and_counts_move_live() {
     assert_eq!(kept[0], app.admin_token());
     assert_eq!((&kept[1], &kept[2]), (&json!(0), &json!("")));
     assert!(!kept[3].as_str().unwrap().contains(app.admin_token()));
+    // The navigation SPEC §7 names.
+    let nav = b.js(
+        "return [...document.querySelectorAll('nav a')].map(a => a.textContent.trim())",
+        json!([]),
+    );
+    assert_eq!(
+        nav,
+        json!([
+            "Journeys",
+            "Profiles",
+            "Deliveries",
+            "Destinations",
+            "Editor"
+        ])
+    );
 
     // To the journey by keyboard alone: Tab until its link has focus, then Enter.
     let mut tabs = 0;
@@ -882,6 +899,39 @@ fn signs_in_by_keyboard_and_counts_move_live() {
         json!([]),
     );
     b.screenshot("journey");
+
+    // A step's box lists its instances; one instance shows its context and history; its
+    // profile its timeline.
+    b.click(&b.find("[data-step=\"wait_for_order\"]"));
+    b.wait(
+        "u2's instance listed at wait_for_order",
+        "return location.hash.includes('step=wait_for_order') && \
+           [...document.querySelectorAll('#instances-title ~ div tbody tr')].some(r => r.textContent.includes('u2'))",
+        json!([]),
+    );
+    b.navigate("instance", || {
+        let link = b.js(
+            "return [...document.querySelectorAll('#instances-title ~ div tbody tr')] \
+               .find(r => r.textContent.includes('u2')).querySelector('a')",
+            json!([]),
+        );
+        b.click(&El(link))
+    });
+    let shown = b.js("return document.querySelector('main').innerText", json!([]));
+    let shown = shown.as_str().unwrap();
+    assert!(
+        shown.contains("\"cart_ID\": \"c2\"") && shown.contains("wait_for_order"),
+        "{shown}"
+    );
+    b.navigate("profile", || {
+        b.click(&b.find("main a[href=\"#/profiles/u2\"]"))
+    });
+    b.wait(
+        "u2's timeline",
+        "return document.querySelectorAll('.timeline li').length >= 3",
+        json!([]),
+    );
+    b.hash("journey", "#/journeys/cart-abandonment");
 
     // Pause and resume.
     b.click_on("Pause");
@@ -1152,6 +1202,15 @@ fn a_phone_sized_screen_never_scrolls_sideways() {
         ("journey", "#/journeys/browse-abandonment"),
     ] {
         b.hash(view, hash);
+        // Every field has a label; every button says what it does.
+        let unlabelled = b.js(
+            "return [...document.querySelectorAll('input, select, textarea')] \
+               .filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.outerHTML) \
+               .concat([...document.querySelectorAll('button')] \
+                 .filter(e => !e.textContent.trim() && !e.getAttribute('aria-label')).map(e => e.outerHTML))",
+            json!([]),
+        );
+        assert_eq!(unlabelled, json!([]), "{hash}");
         let widths = b.js(
             "return [document.documentElement.scrollWidth, innerWidth]",
             json!([]),

@@ -117,7 +117,11 @@ CREATE TABLE transitions (
     step_id     TEXT,
     detail      TEXT
 );
-CREATE INDEX transitions_by_profile ON transitions (profile_key, seq);
+-- A profile's transitions are those of its instances (which move with merges), found here; an
+-- instance id grows with time, so a new instance's transitions append. The few without an
+-- instance (entries skipped at the per-profile cap) are found by profile.
+CREATE INDEX transitions_by_instance ON transitions (instance_id, seq);
+CREATE INDEX transitions_without_instance ON transitions (profile_key, seq) WHERE instance_id IS NULL;
 
 -- Profile merges (SPEC §2 Identity), recorded in the timeline of both profiles: one row under the
 -- surviving profile's key and one under the absorbed profile's, in the shared commit order.

@@ -11,13 +11,22 @@ use super::{Result, Store, StoreError};
 /// Rows deleted per table per writer job.
 const BATCH: i64 = 5_000;
 
-/// The tables that hold a person's rows by profile key, with the column that identifies a row.
-const TABLES: [(&str, &str); 5] = [
-    ("events", "seq"),
-    ("transitions", "seq"),
-    ("instances", "instance_id"),
-    ("deliveries", "delivery_id"),
-    ("merges", "seq"),
+/// What deletes a batch of a person's rows, one statement per kind of row (`?1` the profile key,
+/// `?2` the batch size). Transitions go through their instances, and an instance only once its
+/// transitions are gone, so no history is left without the instance that finds it.
+const DELETES: [&str; 6] = [
+    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE profile_key = ?1 LIMIT ?2)",
+    "DELETE FROM transitions WHERE seq IN
+       (SELECT t.seq FROM instances i JOIN transitions t ON t.instance_id = i.instance_id
+        WHERE i.profile_key = ?1 LIMIT ?2)",
+    "DELETE FROM transitions WHERE seq IN
+       (SELECT seq FROM transitions INDEXED BY transitions_without_instance
+        WHERE instance_id IS NULL AND profile_key = ?1 LIMIT ?2)",
+    "DELETE FROM instances WHERE instance_id IN
+       (SELECT instance_id FROM instances i WHERE profile_key = ?1
+        AND NOT EXISTS (SELECT 1 FROM transitions t WHERE t.instance_id = i.instance_id) LIMIT ?2)",
+    "DELETE FROM deliveries WHERE delivery_id IN (SELECT delivery_id FROM deliveries WHERE profile_key = ?1 LIMIT ?2)",
+    "DELETE FROM merges WHERE seq IN (SELECT seq FROM merges WHERE profile_key = ?1 LIMIT ?2)",
 ];
 
 /// What forgetting a profile removed.
@@ -81,11 +90,9 @@ impl Store {
 /// Deletes up to [`BATCH`] rows of each table for one profile key; returns how many.
 fn delete_batch(conn: &Connection, key: &str) -> Result<u64> {
     let mut deleted = 0;
-    for (table, id) in TABLES {
+    for sql in DELETES {
         deleted += conn
-            .prepare_cached(&format!(
-                "DELETE FROM {table} WHERE {id} IN (SELECT {id} FROM {table} WHERE profile_key = ?1 LIMIT ?2)"
-            ))?
+            .prepare_cached(sql)?
             .execute(params![key, BATCH])? as u64;
     }
     // One row per journey the person entered: few.

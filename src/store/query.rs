@@ -222,14 +222,11 @@ impl Store {
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("instance {id}")))?
                 .read()?;
-            // An instance that moved with a profile merge keeps its earlier transitions under
-            // the key of the profile it started in, which is linked to its profile now.
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {TRANSITION_COLUMNS} FROM transitions
-                 WHERE profile_key IN ({PROFILE_KEYS}) AND instance_id = ?2 ORDER BY seq"
+                "SELECT {TRANSITION_COLUMNS} FROM transitions WHERE instance_id = ?1 ORDER BY seq"
             ))?;
             view.history = stmt
-                .query_map(params![view.profile_key, id], raw_transition)?
+                .query_map(params![id], raw_transition)?
                 .map(|row| row?.read())
                 .collect::<Result<_>>()?;
             Ok(view)
@@ -369,8 +366,15 @@ fn timeline(conn: &Connection, key: &str, after: i64, limit: usize) -> Result<Pa
         let message = json_column(&row.get::<_, String>(1)?, || format!("stored event {seq}"))?;
         items.push(TimelineItem::Event { seq, message });
     }
+    // A profile's transitions: those of its instances (an instance that moved with a merge
+    // brings its history), and the entries skipped without an instance, by key.
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {TRANSITION_COLUMNS} FROM transitions WHERE profile_key IN ({PROFILE_KEYS}) AND seq > ?2 ORDER BY seq LIMIT ?3"
+        "SELECT {TRANSITION_COLUMNS} FROM transitions
+         WHERE instance_id IN (SELECT instance_id FROM instances WHERE profile_key IN ({PROFILE_KEYS})) AND seq > ?2
+         UNION ALL
+         SELECT {TRANSITION_COLUMNS} FROM transitions INDEXED BY transitions_without_instance
+         WHERE instance_id IS NULL AND profile_key IN ({PROFILE_KEYS}) AND seq > ?2
+         ORDER BY seq LIMIT ?3"
     ))?;
     for row in stmt.query_map(params![key, after, limit as i64 + 1], raw_transition)? {
         items.push(TimelineItem::Transition(row?.read()?));

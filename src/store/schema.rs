@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_merges.sql"),
     include_str!("../../migrations/0007_operator.sql"),
     include_str!("../../migrations/0008_compression.sql"),
+    include_str!("../../migrations/0009_transitions_by_instance.sql"),
 ];
 
 /// The version `schema.sql` describes.

@@ -171,7 +171,7 @@ fn a_database_from_version_7_reads_the_same_after_the_upgrade() {
     assert_eq!(events[0]["message"]["event"], "Product Added");
     assert_eq!(events[1]["message"]["properties"]["note"], long.as_str());
     app.stop();
-    assert_eq!(version(&db), 8);
+    assert!(version(&db) > 7, "migrated");
     let conn = journeyd::bench_support::inspect(&db).unwrap();
     let kinds: Vec<(String, String)> = conn
         .prepare("SELECT typeof(body), jd_text(body) FROM events WHERE profile_key = 'u1' ORDER BY seq")

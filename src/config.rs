@@ -46,6 +46,11 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Write a consistent copy of the database to DEST; safe while `serve` is running.
     Backup(BackupArgs),
+    /// What a journey would have done over the events stored in a recent period: replays them
+    /// through the journey on a virtual clock and prints the stats, deliveries per destination,
+    /// sample payloads and the instances still active. Reads the database file (safe while
+    /// `serve` is running); writes and sends nothing.
+    Backtest(BacktestArgs),
     /// Upload destinations and journeys from files or directories (destinations first); prints
     /// created, updated or unchanged per file.
     Push(PushArgs),
@@ -248,6 +253,20 @@ pub struct DbArg {
     /// The SQLite database file; created on first start.
     #[arg(long, env = "JOURNEYD_DB", default_value = DEFAULT_DB)]
     pub db: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BacktestArgs {
+    /// The journey JSON file (a draft: it need not be published).
+    pub file: PathBuf,
+    /// The period to replay, ending now: a duration such as 7d, 12h or 90m.
+    #[arg(long)]
+    pub since: String,
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Most active instances per profile, as for `serve`.
+    #[arg(long, env = "JOURNEYD_MAX_ACTIVE_PER_PROFILE", default_value_t = crate::engine::DEFAULT_MAX_ACTIVE)]
+    pub max_active_per_profile: usize,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -61,23 +61,13 @@ pub(super) async fn backtest(app: &App, req: Request<Incoming>) -> Response<Body
         Ok(r) => r,
         Err(problems) => return invalid("invalid_backtest", &problems),
     };
-    let caps = match app.store.destination_caps().await {
-        Ok(c) => c,
-        Err(e) => return store_error(e),
-    };
     let end = app.now();
     let start = end.saturating_sub(request.since_ms);
-    let input = crate::sim::Input {
-        journey: request.journey,
-        traits: Default::default(),
-        events: Vec::new(),
-        start,
-        caps,
-    };
+    let input = request.journey;
     let db = app.store.path().to_path_buf();
     let max_active = app.max_active;
     if !streaming {
-        let done = tokio::task::spawn_blocking(move || run(&db, &input, start, end, max_active, |_, _| ()))
+        let done = tokio::task::spawn_blocking(move || run(&db, input, start, end, max_active, |_, _| ()))
             .await
             .expect("backtest panicked");
         return match done {
@@ -93,7 +83,7 @@ pub(super) async fn backtest(app: &App, req: Request<Incoming>) -> Response<Body
             let frame = Bytes::from(format!("event: {event}\ndata: {data}\n\n"));
             runtime.block_on(tx.send(Frame::data(frame))).is_ok()
         };
-        let done = run(&db, &input, start, end, max_active, |done, total| {
+        let done = run(&db, input, start, end, max_active, |done, total| {
             send("progress", &json!({"done": done, "total": total}));
         });
         match done {
@@ -112,11 +102,12 @@ pub(super) async fn backtest(app: &App, req: Request<Incoming>) -> Response<Body
     resp
 }
 
-/// Runs a backtest over the database at `db` from `start` to `end`; `progress` hears (done,
-/// total) every so often. Also what `journeyd backtest` runs.
+/// Runs a backtest of `journey` over the database at `db` from `start` to `end`, with the
+/// destinations' frequency caps of the same snapshot; `progress` hears (done, total) every so
+/// often. Also what `journeyd backtest` runs.
 pub(crate) fn run(
     db: &std::path::Path,
-    input: &crate::sim::Input,
+    journey: std::sync::Arc<crate::journey::Journey>,
     start: i64,
     end: i64,
     max_active: usize,
@@ -124,6 +115,13 @@ pub(crate) fn run(
 ) -> crate::store::Result<Value> {
     let started = std::time::Instant::now();
     let events = crate::store::StoredEvents::open(db, start)?;
+    let input = &crate::sim::Input {
+        journey,
+        traits: Default::default(),
+        events: Vec::new(),
+        start,
+        caps: events.caps()?,
+    };
     let total = events.count()?;
     progress(0, total);
     let mut bt = crate::sim::Backtest::new(input, max_active);

@@ -7,6 +7,7 @@
 mod client;
 mod diagram;
 mod operate;
+mod progress;
 mod push;
 mod replay;
 mod restore;
@@ -24,6 +25,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::Backup(args) => backup(args).map(|()| ExitCode::SUCCESS),
         Command::Check(args) => Ok(check(args)),
         Command::Simulate(args) => simulate(args),
+        Command::Backtest(args) => backtest(args),
         Command::Push(args) => push::run(args),
         Command::Journeys(cmd) => operate::journeys(cmd),
         Command::Profiles(cmd) => operate::profiles(cmd),
@@ -71,18 +73,16 @@ async fn shutdown_signal() {
 
 fn backup(args: crate::config::BackupArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let mut last_report = std::time::Instant::now();
+    let mut bar = progress::Bar::new("pages");
     let replace = if args.force {
         crate::store::Replace::Anything
     } else {
         crate::store::Replace::Backups
     };
     crate::store::backup_to(&args.db.db, &args.dest, replace, &mut |done, total| {
-        if last_report.elapsed().as_secs() >= 1 {
-            eprintln!("backup: {done}/{total} pages");
-            last_report = std::time::Instant::now();
-        }
+        bar.show(done as u64, total as u64)
     })?;
+    bar.finish();
     let size = std::fs::metadata(&args.dest).map(|m| m.len()).unwrap_or(0);
     println!(
         "backup written to {} ({size} bytes) in {:.1?}",
@@ -125,6 +125,45 @@ fn check(args: crate::config::CheckArgs) -> ExitCode {
 }
 
 /// Runs a simulation and prints its trace as JSON, the same as `POST /v1/simulate` answers.
+fn backtest(args: crate::config::BacktestArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    use crate::clock::Clock;
+    let Some(since) = crate::journey::parse_offset(&args.since).filter(|ms| *ms > 0) else {
+        return Err(crate::config::ConfigError(format!(
+            "--since \"{}\": a duration such as 7d, 12h or 90m",
+            args.since
+        ))
+        .into());
+    };
+    let name = args.file.display();
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&args.file).with_context(|| format!("reading {name}"))?,
+    )
+    .with_context(|| format!("{name} is not valid JSON"))?;
+    let journey = match crate::journey::parse(&doc) {
+        Ok(j) => std::sync::Arc::new(j),
+        Err(problems) => {
+            for p in problems {
+                println!("{name}: {p}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let end = crate::clock::SystemClock.now_ms();
+    let mut bar = progress::Bar::new("events");
+    let result = crate::api::backtest::run(
+        &args.db.db,
+        journey,
+        end - since,
+        end,
+        args.max_active_per_profile,
+        |done, total| bar.show(done, total),
+    )?;
+    bar.finish();
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn simulate(args: crate::config::SimulateArgs) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     use serde_json::{Value, json};

@@ -39,6 +39,11 @@ impl StoredEvents {
         Ok(StoredEvents { conn, first })
     }
 
+    /// The frequency caps of the destinations, as of the snapshot.
+    pub(crate) fn caps(&self) -> Result<HashMap<String, crate::delivery::Cap>> {
+        super::destinations::caps(&self.conn)
+    }
+
     /// How many events the period holds.
     pub(crate) fn count(&self) -> Result<u64> {
         Ok(self

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::support::appliance::START_MS;
 use crate::support::{
-    Appliance, WAIT, deliveries, eventually, instances_of, put_destination, put_journey, stats,
-    track_event, webhook,
+    Appliance, Receiver, Server, WAIT, deliveries, describe, eventually, instances_of,
+    put_destination, put_journey, run_cli, stats, temp_dir, track_event, webhook,
 };
 
 /// The appliance's clock starts on Tuesday 2030-01-01 at 00:00 UTC.
@@ -202,4 +202,46 @@ fn a_backtest_replays_stored_events_and_changes_nothing() {
     let text = streamed.text();
     assert!(text.contains("event: progress"), "{text}");
     assert!(text.contains("event: result"), "{text}");
+}
+
+/// `journeyd backtest FILE --since 1h` reads the database file beside the running server and
+/// answers what the API answers; a bad period is a usage error, a bad journey names its paths.
+#[test]
+fn the_backtest_command_reads_the_file_beside_the_server() {
+    let srv = Server::start();
+    let rx = Receiver::start(Vec::new());
+    put_destination(&srv, "crm", &webhook(&rx.url("/in"), json!({})));
+    for n in 0..12 {
+        track_event(&srv, &format!("u{}", n % 4), "Product_Added", json!({"cart_ID": format!("c{n}")}));
+    }
+    let draft = json!({
+        "id": "draft", "entry": {"event": "Product_Added"},
+        "steps": [{"id": "hold", "type": "hold_until", "max_hold": "1h",
+                   "branches": [{"name": "ordered", "event": "Order_Confirmation", "next": null}],
+                   "on_timeout": "remind"},
+                  {"id": "remind", "type": "send", "destination": "crm"}]
+    });
+    let dir = temp_dir("backtest-cli");
+    let file = dir.join("draft.json");
+    std::fs::write(&file, draft.to_string()).unwrap();
+    let db = srv.db_path().to_str().unwrap().to_string();
+    let out = run_cli(&["backtest", file.to_str().unwrap(), "--since", "1h", "--db", &db]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let api = srv
+        .admin_post("/v1/journeys/backtest", &json!({"journey": draft, "since": "1h"}))
+        .expect(200);
+    for field in ["events", "entered", "active", "completed", "exited", "steps", "branches", "deliveries"] {
+        assert_eq!(cli[field], api[field], "{field}: cli {cli:#}\napi {api:#}");
+    }
+    assert_eq!(cli["events"], 12, "{cli:#}");
+    assert_eq!(cli["active"], 12, "the hour has not passed: {cli:#}");
+    assert!(rx.received().is_empty(), "nothing sent");
+
+    let out = run_cli(&["backtest", file.to_str().unwrap(), "--since", "soon", "--db", &db]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    std::fs::write(&file, json!({"id": "x", "entry": {}}).to_string()).unwrap();
+    let out = run_cli(&["backtest", file.to_str().unwrap(), "--since", "1h", "--db", &db]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/entry"), "{}", describe(&out));
 }

@@ -220,8 +220,12 @@ pub(super) async fn test_destination(app: &App, id: String) -> Response<Body> {
 
 /// A comment line every so often keeps a quiet stream's connection alive.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Events a stream's response may hold while the client reads slowly; past it, it is dropped.
+/// Events a stream's response holds ahead of the client; more wait in the broadcast channel.
 const STREAM_BUFFER: usize = 64;
+/// A client that takes no event for this long, with its socket's buffers full, is stuck or gone:
+/// it is dropped. (One that reads, but slower than commits come, falls behind the broadcast
+/// channel and is dropped too.)
+const STALLED: Duration = Duration::from_secs(5);
 
 /// `GET /v1/stream?journey=`: Server-Sent Events of committed transitions and delivery outcomes.
 /// A client that falls behind is dropped; it never slows the writer.
@@ -259,8 +263,13 @@ pub(super) async fn stream(app: &App, query: Option<&str>) -> Response<Body> {
                 _ = keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
                 _ = stopping.changed() => return,
             };
-            if tx.try_send(Frame::data(frame)).is_err() {
-                // The client reads too slowly (the buffer is full) or went away.
+            // A commit may publish thousands of events at once: a client that reads keeps up
+            // through the broadcast channel's backlog; one that stalls is dropped.
+            let sent = tokio::select! {
+                sent = tokio::time::timeout(STALLED, tx.send(Frame::data(frame))) => matches!(sent, Ok(Ok(()))),
+                _ = stopping.changed() => false,
+            };
+            if !sent {
                 return;
             }
         }

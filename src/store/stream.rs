@@ -11,8 +11,10 @@ use tokio::sync::broadcast;
 use super::Store;
 use crate::engine::Transition;
 
-/// Events a listener may fall behind by before it is dropped.
-const CAPACITY: usize = 1024;
+/// Events a listener may fall behind by before it is dropped: room for the largest commits (a
+/// 500-message batch through a chain of steps publishes thousands at once). The channel holds
+/// pointers; an event lives until every listener has seen it or fallen this far behind.
+const CAPACITY: usize = 16_384;
 
 /// One committed change.
 #[derive(Debug, Clone)]

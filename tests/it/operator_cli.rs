@@ -845,8 +845,9 @@ fn restore_is_refused_while_serving_and_restores_when_stopped() {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// A `/v1/stream` client that never reads: the server drops it once its buffer is full, and
-/// ingest goes on at its usual pace meanwhile.
+/// A `/v1/stream` client that never reads: the server drops it once more events were committed
+/// than the stream's backlog holds, or once it has taken no event for 5 s, and ingest goes on at
+/// its usual pace meanwhile.
 #[test]
 fn a_stream_client_that_never_reads_is_dropped_without_slowing_ingest() {
     let srv = Server::start();
@@ -888,12 +889,12 @@ fn a_stream_client_that_never_reads_is_dropped_without_slowing_ingest() {
         String::from_utf8_lossy(&head)
     );
 
-    // Small commits (about 40 transitions each), so that a client that reads keeps up, and
-    // long profile ids, so that the stalled client's socket buffers fill.
+    // Small commits (about 30 transitions each), and long profile ids, so that the stalled
+    // client's socket buffers fill.
     let long = "x".repeat(400);
     let mut slowest = Duration::ZERO;
     for batch in 0..400 {
-        let messages: Vec<Value> = (0..2)
+        let messages: Vec<Value> = (0..3)
             .map(|n| json!({"type": "track", "userId": format!("{long}-{batch}-{n}"), "event": "Ping"}))
             .collect();
         let sent = Instant::now();
@@ -903,6 +904,8 @@ fn a_stream_client_that_never_reads_is_dropped_without_slowing_ingest() {
     }
     assert!(slowest < Duration::from_secs(2), "a batch took {slowest:?}");
     assert_eq!(srv.get("/healthz", &[]).status, 200);
+    // Stuck for longer than the server waits for a client (5 s) before it reads again.
+    std::thread::sleep(Duration::from_secs(6));
 
     // The stalled client was dropped: its response ended (the last chunk) with no further
     // keep-alive pending. Read what the socket holds to its end.
@@ -929,11 +932,63 @@ fn a_stream_client_that_never_reads_is_dropped_without_slowing_ingest() {
             ),
         }
     }
-    // It was cut short: far fewer events than the 14,000 or so transitions committed.
+    // It was cut short: far fewer events than the 12,000 or so transitions committed.
     let events = seen.windows(7).filter(|w| w == b"event: ").count();
     assert!(
         events < 10_000,
         "{events} events reached the stalled client"
     );
     assert_eq!(srv.get("/healthz", &[]).status, 200);
+}
+
+/// A `/v1/stream` client that reads keeps up with a commit that publishes thousands of events
+/// at once (a 100-message batch through a chain of steps): it sees every instance complete and
+/// is not dropped.
+#[test]
+fn a_stream_client_that_reads_sees_all_of_a_large_commit() {
+    let srv = Server::start();
+    let steps: Vec<Value> = (0..8)
+        .map(|n| {
+            let next = if n < 7 { json!(format!("s{}", n + 1)) } else { json!(null) };
+            json!({"id": format!("s{n}"), "type": "split", "else": next,
+                   "branches": [{"name": "never", "where": [{"path": "traits.never", "exists": true}],
+                                 "next": next}]})
+        })
+        .collect();
+    put_journey(
+        &srv,
+        &json!({"id": "chain", "entry": {"event": "Ping"}, "steps": steps}),
+    );
+    let mut stream = TcpStream::connect(srv.addr()).unwrap();
+    write!(
+        stream,
+        "GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    // The headers: from then on the stream is subscribed.
+    while line != "\r\n" {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream's headers did not come");
+    }
+    let messages: Vec<Value> = (0..100)
+        .map(|n| json!({"type": "track", "userId": format!("big-{n}"), "event": "Ping"}))
+        .collect();
+    assert_eq!(srv.ingest("/v1/batch", &json!({"batch": messages})).status, 200);
+    let (mut events, mut completed) = (0, 0);
+    let deadline = Instant::now() + WAIT;
+    while completed < 100 {
+        assert!(Instant::now() < deadline, "{completed} of 100 completions seen");
+        line.clear();
+        let n = reader.read_line(&mut line).unwrap_or(0);
+        assert!(n > 0, "the stream ended after {events} events, {completed} completions");
+        if line.starts_with("event: ") {
+            events += 1;
+        } else if line.starts_with("data: ") && line.contains("\"what\":\"completed\"") {
+            completed += 1;
+        }
+    }
+    assert!(events >= 1_000, "{events} events for 100 instances of 8 steps");
 }

@@ -91,6 +91,10 @@ pub struct SimulateArgs {
     /// Traits every simulated profile starts with, as a JSON object.
     #[arg(long)]
     pub traits: Option<String>,
+    /// The virtual clock's time at +0s, RFC 3339 (default the unix epoch): it matters for send
+    /// windows and delay.until.
+    #[arg(long)]
+    pub start: Option<String>,
     /// Most active instances per profile, as for `serve`.
     #[arg(long, env = "JOURNEYD_MAX_ACTIVE_PER_PROFILE", default_value_t = crate::engine::DEFAULT_MAX_ACTIVE)]
     pub max_active_per_profile: usize,

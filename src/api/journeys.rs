@@ -380,7 +380,7 @@ pub(super) async fn list_deliveries(app: &App, query: Option<&str>) -> Response<
             return admin_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                format!("status \"{s}\" is not one of pending, succeeded, failed"),
+                format!("status \"{s}\" is not one of pending, succeeded, failed, capped"),
             );
         }
     };

@@ -187,7 +187,10 @@ fn simulate(args: crate::config::SimulateArgs) -> anyhow::Result<ExitCode> {
         Some(t) => serde_json::from_str(t).context("--traits is not valid JSON")?,
         None => json!({}),
     };
-    let doc = json!({"journey": journey, "traits": traits, "events": events});
+    let mut doc = json!({"journey": journey, "traits": traits, "events": events});
+    if let Some(start) = &args.start {
+        doc["start"] = json!(start);
+    }
     match crate::sim::parse(&doc) {
         Ok(input) => {
             let out = crate::sim::run(&input, args.max_active_per_profile);

@@ -45,7 +45,115 @@ struct Case {
     deliveries: &'static [Deliv],
 }
 
+/// Where every example's virtual clock starts, in simulations (`--start`) and live (the
+/// appliance's clock): a Tuesday at midnight UTC. It matters to send windows and `delay.until`.
+const START: &str = "2030-01-01T00:00:00Z";
+
 const CASES: &[Case] = &[
+    Case {
+        dir: "appointment-reminder",
+        instances: &[
+            Inst {
+                user: "501",
+                history: &[
+                    "entered",
+                    "step until_day_before",
+                    "timer until_day_before -> day_before",
+                    "step day_before",
+                    "send day_before -> crm",
+                    "step until_hour_before",
+                    "timer until_hour_before -> hour_before",
+                    "step hour_before",
+                    "send hour_before -> crm",
+                    "completed hour_before",
+                ],
+            },
+            Inst {
+                user: "502",
+                history: &[
+                    "entered",
+                    "step until_day_before",
+                    "timer until_day_before -> day_before",
+                    "step day_before",
+                    "send day_before -> crm",
+                    "step until_hour_before",
+                    "timer until_hour_before -> hour_before",
+                    "step hour_before",
+                    "send hour_before -> crm",
+                    "completed hour_before",
+                ],
+            },
+        ],
+        deliveries: &[
+            Deliv {
+                instance: 1,
+                step: "day_before",
+                event_name: "Appointment Tomorrow",
+                context: &[("Appointment_Booked", 2)],
+            },
+            Deliv {
+                instance: 1,
+                step: "hour_before",
+                event_name: "Appointment Soon",
+                context: &[("Appointment_Booked", 2)],
+            },
+            Deliv {
+                instance: 2,
+                step: "day_before",
+                event_name: "Appointment Tomorrow",
+                context: &[("Appointment_Booked", 3)],
+            },
+            Deliv {
+                instance: 2,
+                step: "hour_before",
+                event_name: "Appointment Soon",
+                context: &[("Appointment_Booked", 3)],
+            },
+        ],
+    },
+    Case {
+        dir: "cart-reminder-in-business-hours",
+        instances: &[
+            Inst {
+                user: "601",
+                history: &[
+                    "entered",
+                    "step wait_for_checkout",
+                    "timeout wait_for_checkout -> cart_reminder",
+                    "step cart_reminder",
+                    "window cart_reminder -> 2030-01-01T14:00:00.000Z",
+                    "timer cart_reminder",
+                    "send cart_reminder -> crm",
+                    "completed cart_reminder",
+                ],
+            },
+            Inst {
+                user: "602",
+                history: &[
+                    "entered",
+                    "step wait_for_checkout",
+                    "timeout wait_for_checkout -> cart_reminder",
+                    "step cart_reminder",
+                    "send cart_reminder -> crm",
+                    "completed cart_reminder",
+                ],
+            },
+        ],
+        deliveries: &[
+            Deliv {
+                instance: 1,
+                step: "cart_reminder",
+                event_name: "Cart Reminder",
+                context: &[("Cart_Viewed", 2)],
+            },
+            Deliv {
+                instance: 2,
+                step: "cart_reminder",
+                event_name: "Cart Reminder",
+                context: &[("Cart_Viewed", 3)],
+            },
+        ],
+    },
     Case {
         dir: "anonymous-cart-then-sign-in",
         instances: &[
@@ -357,6 +465,16 @@ fn case(dir: &str) -> &'static Case {
 }
 
 #[test]
+fn examples_appointment_reminder() {
+    check(case("appointment-reminder"));
+}
+
+#[test]
+fn examples_cart_reminder_in_business_hours() {
+    check(case("cart-reminder-in-business-hours"));
+}
+
+#[test]
 fn examples_anonymous_cart_then_sign_in() {
     check(case("anonymous-cart-then-sign-in"));
 }
@@ -444,7 +562,7 @@ fn examples_check_and_simulate_cli() {
             );
             let journey = example_file(c.dir, "journey.json").display().to_string();
             let events = example_file(c.dir, "events.jsonl").display().to_string();
-            let out = run_cli(&["simulate", &journey, "--events", &events]);
+            let out = run_cli(&["simulate", &journey, "--events", &events, "--start", START]);
             assert!(
                 out.status.success(),
                 "journeyd simulate {}: {}",
@@ -485,9 +603,10 @@ fn check(c: &Case) {
         .iter()
         .map(|(at, m)| json!({"at": format!("+{at}ms"), "message": m}))
         .collect();
+    assert_eq!(fmt_ms(srv.now_ms()), START.replace("Z", ".000Z"), "the appliance's clock");
     let sim = simulate(
         &srv,
-        &json!({"journey": journey, "traits": {}, "events": script}),
+        &json!({"journey": journey, "traits": {}, "events": script, "start": START}),
     );
     check_sim(c, "POST /v1/simulate", &sim);
     let sim_trace = trace_by_instance(&sim);

@@ -76,9 +76,12 @@ impl Housekeeping {
                 &settings,
                 |st, _| async move { checkpoint(&st).await },
             )?),
-            Some(job(DICTIONARY_SCHEDULE, &store, &settings, |st, _| async move {
-                dictionary(&st).await
-            })?),
+            Some(job(
+                DICTIONARY_SCHEDULE,
+                &store,
+                &settings,
+                |st, _| async move { dictionary(&st).await },
+            )?),
             match settings.backup_dir {
                 Some(_) => Some(job(
                     &settings.backup_schedule,

@@ -42,11 +42,18 @@ fn parse(doc: &Value) -> Result<Backtest, Vec<Problem>> {
     let since = check.required_string(&f, "since").and_then(|s| {
         let ms = crate::journey::parse_offset(&s).filter(|ms| *ms > 0);
         if ms.is_none() {
-            check.report("/since", format!("bad period \"{s}\": a duration such as \"7d\""));
+            check.report(
+                "/since",
+                format!("bad period \"{s}\": a duration such as \"7d\""),
+            );
         }
         ms
     });
-    check.finish(journey.zip(since).map(|(journey, since_ms)| Backtest { journey, since_ms }))
+    check.finish(
+        journey
+            .zip(since)
+            .map(|(journey, since_ms)| Backtest { journey, since_ms }),
+    )
 }
 
 pub(super) async fn backtest(app: &App, req: Request<Incoming>) -> Response<Body> {
@@ -67,16 +74,18 @@ pub(super) async fn backtest(app: &App, req: Request<Incoming>) -> Response<Body
     let db = app.store.path().to_path_buf();
     let max_active = app.max_active;
     if !streaming {
-        let done = tokio::task::spawn_blocking(move || run(&db, input, start, end, max_active, |_, _| ()))
-            .await
-            .expect("backtest panicked");
+        let done =
+            tokio::task::spawn_blocking(move || run(&db, input, start, end, max_active, |_, _| ()))
+                .await
+                .expect("backtest panicked");
         return match done {
             Ok(result) => json_response(StatusCode::OK, &result),
             Err(e) => store_error(e),
         };
     }
     // Streamed: progress as it goes, then the result (or the error) as the last event.
-    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(16);
+    let (mut tx, body) =
+        http_body_util::channel::Channel::<Bytes, std::convert::Infallible>::new(16);
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let mut send = |event: &str, data: &Value| {
@@ -90,7 +99,10 @@ pub(super) async fn backtest(app: &App, req: Request<Incoming>) -> Response<Body
             Ok(result) => send("result", &result),
             Err(e) => {
                 tracing::error!(error = %e, "backtest failed");
-                send("error", &json!({"message": "the backtest failed (details are in the server log)"}))
+                send(
+                    "error",
+                    &json!({"message": "the backtest failed (details are in the server log)"}),
+                )
             }
         };
     });
@@ -133,5 +145,11 @@ pub(crate) fn run(
     })?;
     let result = bt.finish(end);
     progress(result.events, total);
-    Ok(views::backtest(input, &result, start, end, started.elapsed()))
+    Ok(views::backtest(
+        input,
+        &result,
+        start,
+        end,
+        started.elapsed(),
+    ))
 }

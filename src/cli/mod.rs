@@ -126,8 +126,8 @@ fn check(args: crate::config::CheckArgs) -> ExitCode {
 
 /// Runs a simulation and prints its trace as JSON, the same as `POST /v1/simulate` answers.
 fn backtest(args: crate::config::BacktestArgs) -> anyhow::Result<ExitCode> {
-    use anyhow::Context;
     use crate::clock::Clock;
+    use anyhow::Context;
     let Some(since) = crate::journey::parse_offset(&args.since).filter(|ms| *ms > 0) else {
         return Err(crate::config::ConfigError(format!(
             "--since \"{}\": a duration such as 7d, 12h or 90m",

@@ -38,9 +38,14 @@ impl Bar {
         let unit = self.unit;
         let mut err = std::io::stderr().lock();
         if self.terminal {
-            let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH).min(WIDTH);
+            let filled = (done * WIDTH)
+                .checked_div(total)
+                .unwrap_or(WIDTH)
+                .min(WIDTH);
             let percent = (done * 100).checked_div(total).unwrap_or(100);
-            let bar: String = (0..WIDTH).map(|i| if i < filled { '#' } else { '-' }).collect();
+            let bar: String = (0..WIDTH)
+                .map(|i| if i < filled { '#' } else { '-' })
+                .collect();
             let _ = write!(err, "\r[{bar}] {percent:>3}% {done}/{total} {unit}");
             self.drawn = true;
         } else {

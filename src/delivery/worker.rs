@@ -455,7 +455,10 @@ pub(crate) async fn test_send(
     let timeout = Duration::from_millis(target.dest.timeout_ms);
     let started = std::time::Instant::now();
     let sent = async {
-        let resp = client().request(req).await.map_err(|e| format!("request failed: {e}"))?;
+        let resp = client()
+            .request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
         let status = resp.status().as_u16();
         let mut body = Vec::new();
         let mut incoming = resp.into_body();

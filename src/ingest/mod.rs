@@ -333,7 +333,12 @@ impl<'a> Parsed<'a> {
 /// A message as stored, for a backtest to replay: its call type and event name (columns of the
 /// stored row), its JSON, and when it was received. Its ids are not read: the store says which
 /// profile it belongs to now.
-pub(crate) fn stored(call: &str, event: Option<String>, json: String, received_at: i64) -> Option<Message> {
+pub(crate) fn stored(
+    call: &str,
+    event: Option<String>,
+    json: String,
+    received_at: i64,
+) -> Option<Message> {
     Some(Message {
         index: 0,
         call: CallType::parse(call)?,

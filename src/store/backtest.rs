@@ -23,7 +23,10 @@ impl StoredEvents {
     /// `since`.
     pub(crate) fn open(db: &Path, since: i64) -> Result<StoredEvents> {
         if !db.exists() {
-            return Err(StoreError::NotFound(format!("database \"{}\"", db.display())));
+            return Err(StoreError::NotFound(format!(
+                "database \"{}\"",
+                db.display()
+            )));
         }
         let conn = Connection::open_with_flags(
             db,
@@ -46,11 +49,11 @@ impl StoredEvents {
 
     /// How many events the period holds.
     pub(crate) fn count(&self) -> Result<u64> {
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM events WHERE seq >= ?1", [self.first], |r| {
-                r.get::<_, i64>(0)
-            })? as u64)
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM events WHERE seq >= ?1",
+            [self.first],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     /// Hands each event to `visit`, resolved to the profile it belongs to now.
@@ -72,9 +75,8 @@ impl StoredEvents {
             let key = match profiles.get(&stored_key) {
                 Some(k) => k.clone(),
                 None => {
-                    let linked: Option<String> = resolve
-                        .query_row([&stored_key], |r| r.get(0))
-                        .optional()?;
+                    let linked: Option<String> =
+                        resolve.query_row([&stored_key], |r| r.get(0)).optional()?;
                     let key = linked.unwrap_or_else(|| stored_key.clone());
                     profiles.insert(stored_key, key.clone());
                     key
@@ -96,10 +98,11 @@ impl StoredEvents {
                 None
             };
             let call: String = r.get(1)?;
-            let Some(message) =
-                crate::ingest::stored(&call, r.get(2)?, r.get(4)?, r.get(3)?)
+            let Some(message) = crate::ingest::stored(&call, r.get(2)?, r.get(4)?, r.get(3)?)
             else {
-                return Err(StoreError::Corrupt(format!("a stored event has type \"{call}\"")));
+                return Err(StoreError::Corrupt(format!(
+                    "a stored event has type \"{call}\""
+                )));
             };
             visit(Replayed {
                 profile: key,
@@ -114,14 +117,15 @@ impl StoredEvents {
 /// The `seq` of the first event received at or after `since`: a binary search over the events'
 /// `seq` (which grows with the receive time), a few index lookups whatever the table's size.
 fn first_since(conn: &Connection, since: i64) -> Result<i64> {
-    let bounds: Option<(i64, i64)> = conn
-        .query_row("SELECT min(seq), max(seq) FROM events", [], |r| {
+    let bounds: Option<(i64, i64)> =
+        conn.query_row("SELECT min(seq), max(seq) FROM events", [], |r| {
             Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?))
         })?;
     let Some((mut lo, mut hi)) = bounds else {
         return Ok(i64::MAX);
     };
-    let mut at = conn.prepare("SELECT seq, received_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
+    let mut at =
+        conn.prepare("SELECT seq, received_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
     // Invariant: every event before `lo` was received before `since`; `hi + 1` is past the end.
     hi += 1;
     while lo < hi {

@@ -81,8 +81,9 @@ impl Dictionaries {
             |r| r.get(0),
         )?;
         if exists {
-            let mut stmt =
-                conn.prepare("SELECT dict_id, created_at, data FROM dictionaries ORDER BY created_at, dict_id")?;
+            let mut stmt = conn.prepare(
+                "SELECT dict_id, created_at, data FROM dictionaries ORDER BY created_at, dict_id",
+            )?;
             let mut rows = stmt.query([])?;
             let mut state = dicts.state.write().unwrap();
             while let Some(r) = rows.next()? {
@@ -151,19 +152,23 @@ pub(crate) fn install(conn: &Connection, dicts: Arc<Dictionaries>) -> Result<()>
         })
     })?;
     let unpacker = RefCell::new(Unpacker::default());
-    conn.create_scalar_function("jd_text", 1, flags, move |ctx: &mut Context<'_>| {
-        match ctx.get_raw(0) {
-            ValueRef::Blob(frame) => unpacker
-                .borrow_mut()
-                .unpack(&dicts, frame)
-                .map(Value::Text)
-                .map_err(|e| rusqlite::Error::UserFunctionError(e.into())),
-            ValueRef::Text(t) => Ok(Value::Text(String::from_utf8_lossy(t).into_owned())),
-            ValueRef::Null => Ok(Value::Null),
-            other => Err(rusqlite::Error::UserFunctionError(
-                format!("jd_text takes text or a zstd frame, not {:?}", other.data_type()).into(),
-            )),
-        }
+    conn.create_scalar_function("jd_text", 1, flags, move |ctx: &mut Context<'_>| match ctx
+        .get_raw(0)
+    {
+        ValueRef::Blob(frame) => unpacker
+            .borrow_mut()
+            .unpack(&dicts, frame)
+            .map(Value::Text)
+            .map_err(|e| rusqlite::Error::UserFunctionError(e.into())),
+        ValueRef::Text(t) => Ok(Value::Text(String::from_utf8_lossy(t).into_owned())),
+        ValueRef::Null => Ok(Value::Null),
+        other => Err(rusqlite::Error::UserFunctionError(
+            format!(
+                "jd_text takes text or a zstd frame, not {:?}",
+                other.data_type()
+            )
+            .into(),
+        )),
     })?;
     Ok(())
 }
@@ -183,7 +188,9 @@ impl Packer {
             let compressor = match want {
                 0 => zstd::bulk::Compressor::new(LEVEL),
                 id => {
-                    let dict = dicts.get(id).ok_or(format!("dictionary {id} is not loaded"))?;
+                    let dict = dicts
+                        .get(id)
+                        .ok_or(format!("dictionary {id} is not loaded"))?;
                     zstd::bulk::Compressor::with_dictionary(LEVEL, &dict)
                 }
             }
@@ -213,9 +220,9 @@ impl Unpacker {
                 let d = match id {
                     0 => zstd::bulk::Decompressor::new(),
                     id => {
-                        let dict = dicts
-                            .get(id)
-                            .ok_or(format!("stored value names dictionary {id}, which the database does not hold"))?;
+                        let dict = dicts.get(id).ok_or(format!(
+                            "stored value names dictionary {id}, which the database does not hold"
+                        ))?;
                         zstd::bulk::Decompressor::with_dictionary(&dict)
                     }
                 }
@@ -401,7 +408,9 @@ mod tests {
         assert_eq!(round_trip(&conn, &m), ("blob".into(), m.clone()));
         // Text stored before compression reads as it is.
         conn.execute("UPDATE t SET v = ?1", [&m]).unwrap();
-        let plain: String = conn.query_row("SELECT jd_text(v) FROM t", [], |r| r.get(0)).unwrap();
+        let plain: String = conn
+            .query_row("SELECT jd_text(v) FROM t", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(plain, m);
 
         // With a dictionary, frames shrink and old frames still read.
@@ -428,7 +437,9 @@ mod tests {
             plain_frame.len()
         );
         conn.execute("UPDATE t SET v = ?1", [&plain_frame]).unwrap();
-        let old: String = conn.query_row("SELECT jd_text(v) FROM t", [], |r| r.get(0)).unwrap();
+        let old: String = conn
+            .query_row("SELECT jd_text(v) FROM t", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(old, m);
 
         // Another connection on the same file finds the dictionary in the table.
@@ -457,7 +468,10 @@ mod tests {
         );
         let dict = zstd::dict::from_samples(&shared, DICTIONARY_BYTES).unwrap();
         let text = String::from_utf8_lossy(&dict);
-        assert!(!text.contains("mail.example") && !text.contains("user-0"), "{text}");
+        assert!(
+            !text.contains("mail.example") && !text.contains("user-0"),
+            "{text}"
+        );
         assert!(text.contains("analytics.js"), "{text}");
     }
 
@@ -473,7 +487,11 @@ mod tests {
             .unwrap()
             .compress(m.as_bytes())
             .unwrap();
-        for bad in [foreign, vec![0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3], vec![1, 2, 3]] {
+        for bad in [
+            foreign,
+            vec![0x28, 0xb5, 0x2f, 0xfd, 1, 2, 3],
+            vec![1, 2, 3],
+        ] {
             conn.execute("UPDATE t SET v = ?1", [&bad]).unwrap();
             let err = conn
                 .query_row("SELECT jd_text(v) FROM t", [], |r| r.get::<_, String>(0))

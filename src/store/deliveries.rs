@@ -58,7 +58,12 @@ fn record_attempt(ctx: &mut WriteCtx, attempt: Attempt) -> Result<()> {
                     Some(format!("{error} (gave up after {attempts} attempts)")),
                 )
             } else {
-                (Status::Pending, Some(attempt.retry_at), *status, Some(error.clone()))
+                (
+                    Status::Pending,
+                    Some(attempt.retry_at),
+                    *status,
+                    Some(error.clone()),
+                )
             }
         }
     };
@@ -111,7 +116,8 @@ fn record_attempt(ctx: &mut WriteCtx, attempt: Attempt) -> Result<()> {
 }
 
 /// Makes a delivery pending again now, with a fresh set of attempts and a new 24-hour window.
-const RETRY: &str = "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, expires_at = ?3,
+const RETRY: &str =
+    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, expires_at = ?3,
      last_status = NULL, last_error = NULL, updated_at = ?2 WHERE delivery_id = ?1";
 
 /// Deliveries made pending again per writer job by a bulk retry.
@@ -261,9 +267,11 @@ impl Store {
                 if !destination_exists(ctx.conn, &destination)? {
                     return Err(StoreError::Refused(Refusal::DestinationDeleted));
                 }
-                ctx.conn
-                    .prepare_cached(RETRY)?
-                    .execute(params![id, ctx.now, ctx.now + RETRY_WINDOW_MS])?;
+                ctx.conn.prepare_cached(RETRY)?.execute(params![
+                    id,
+                    ctx.now,
+                    ctx.now + RETRY_WINDOW_MS
+                ])?;
                 ctx.effects.deliveries = true;
                 Ok(())
             })

@@ -47,7 +47,9 @@ impl Store {
                 let conn = ctx.conn;
                 let key = resolve(conn, &id)?;
                 let exists: bool = conn
-                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM profiles WHERE profile_key = ?1)")?
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM profiles WHERE profile_key = ?1)",
+                    )?
                     .query_row([&key], |r| r.get(0))?;
                 if !exists {
                     return Err(StoreError::NotFound(format!("profile \"{id}\"")));
@@ -82,7 +84,11 @@ impl Store {
                 }
             }
         }
-        tracing::info!(keys = forgotten.keys, rows = forgotten.rows, "profile forgotten");
+        tracing::info!(
+            keys = forgotten.keys,
+            rows = forgotten.rows,
+            "profile forgotten"
+        );
         Ok(forgotten)
     }
 }
@@ -91,9 +97,7 @@ impl Store {
 fn delete_batch(conn: &Connection, key: &str) -> Result<u64> {
     let mut deleted = 0;
     for sql in DELETES {
-        deleted += conn
-            .prepare_cached(sql)?
-            .execute(params![key, BATCH])? as u64;
+        deleted += conn.prepare_cached(sql)?.execute(params![key, BATCH])? as u64;
     }
     // One row per journey the person entered: few.
     deleted += conn

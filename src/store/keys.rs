@@ -93,8 +93,9 @@ impl Store {
     /// Every stored key, oldest first: id, kind and creation time.
     pub(crate) async fn keys(&self) -> Result<Vec<KeyView>> {
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT hash, kind, created_at FROM api_keys ORDER BY created_at, hash")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT hash, kind, created_at FROM api_keys ORDER BY created_at, hash",
+            )?;
             let rows = stmt.query_map([], |r| {
                 Ok(KeyView {
                     id: key_id(&r.get::<_, String>(0)?),
@@ -109,12 +110,18 @@ impl Store {
 
     /// Stores a new key of `kind` (`admin` or `write`), given in the clear; returns its view and
     /// every digest now stored.
-    pub(crate) async fn add_key(&self, kind: &'static str, secret: String) -> Result<(KeyView, KeySet)> {
+    pub(crate) async fn add_key(
+        &self,
+        kind: &'static str,
+        secret: String,
+    ) -> Result<(KeyView, KeySet)> {
         self.writer()
             .submit_wait(move |ctx| {
                 let hash = hash_secret(&secret);
                 ctx.conn
-                    .prepare_cached("INSERT INTO api_keys (hash, kind, created_at) VALUES (?1, ?2, ?3)")?
+                    .prepare_cached(
+                        "INSERT INTO api_keys (hash, kind, created_at) VALUES (?1, ?2, ?3)",
+                    )?
                     .execute(params![hash, kind, ctx.now])?;
                 let view = KeyView {
                     id: key_id(&hash),

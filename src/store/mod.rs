@@ -34,13 +34,14 @@ use std::sync::Arc;
 
 pub(crate) use backtest::StoredEvents;
 pub(crate) use backup::{Replace, Restored, backup_name, backup_to, restore, rotate_backups};
+pub use codec::inspect;
 pub(crate) use deliveries::{Attempt, DeliveryView, DestinationRow, DueDelivery};
 pub(crate) use destinations::DestinationView;
 pub(crate) use keys::{KeySet, KeyView};
 pub(crate) use query::{
-    InstanceFilter, InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, TimelineItem, TransitionRow,
+    InstanceFilter, InstanceView, JourneyDetail, JourneySummary, Page, ProfileView, TimelineItem,
+    TransitionRow,
 };
-pub use codec::inspect;
 pub use schema::SCHEMA;
 pub(crate) use stream::{DeliveryOutcome, StreamEvent};
 pub(crate) use writer::Writer;

@@ -29,7 +29,10 @@ fn a_send_waits_for_its_window_in_the_persons_zone() {
     );
     // 02:00 UTC: 03:00 in Berlin, 21:00 the day before in New York. Both outside.
     app.set_time(START_MS + 2 * HOUR);
-    app.ingest_ok("/v1/identify", &json!({"userId": "ny", "traits": {"tz": "America/New_York"}}));
+    app.ingest_ok(
+        "/v1/identify",
+        &json!({"userId": "ny", "traits": {"tz": "America/New_York"}}),
+    );
     track_event(&app, "ny", "Go", json!({}));
     track_event(&app, "berlin", "Go", json!({}));
     let waiting = instances_of(&app, "ny", "w");
@@ -59,13 +62,23 @@ fn frequency_caps_across_journeys() {
     let rx = app.receiver(Vec::new());
     let r = app.admin_put(
         "/v1/destinations/crm",
-        &webhook(&rx.url("/in"), json!({"frequency_cap": {"max": 0, "per": "1d"}})),
+        &webhook(
+            &rx.url("/in"),
+            json!({"frequency_cap": {"max": 0, "per": "1d"}}),
+        ),
     );
-    assert_eq!(r.expect(422)["error"]["details"][0]["path"], "/frequency_cap/max", "{r}");
+    assert_eq!(
+        r.expect(422)["error"]["details"][0]["path"],
+        "/frequency_cap/max",
+        "{r}"
+    );
     put_destination(
         &app,
         "crm",
-        &webhook(&rx.url("/in"), json!({"frequency_cap": {"max": 2, "per": "24h"}})),
+        &webhook(
+            &rx.url("/in"),
+            json!({"frequency_cap": {"max": 2, "per": "24h"}}),
+        ),
     );
     for j in ["a", "b"] {
         put_journey(
@@ -81,7 +94,11 @@ fn frequency_caps_across_journeys() {
     let all = eventually("the deliveries settle", WAIT, || {
         let d = deliveries(&app, "");
         let settled = d.iter().filter(|d| d["status"] != "pending").count();
-        if settled == 8 { Ok(d) } else { Err(format!("{settled} of 8 settled")) }
+        if settled == 8 {
+            Ok(d)
+        } else {
+            Err(format!("{settled} of 8 settled"))
+        }
     });
     let capped: Vec<&Value> = all.iter().filter(|d| d["status"] == "capped").collect();
     assert_eq!(capped.len(), 4, "{all:#?}");
@@ -89,7 +106,10 @@ fn frequency_caps_across_journeys() {
     assert_eq!(rx.wait_for(4, WAIT).len(), 4);
     let listed = app.admin_json("/v1/deliveries?status=capped");
     assert_eq!(listed["items"].as_array().unwrap().len(), 4);
-    let total: i64 = ["a", "b"].iter().map(|j| stats(&app, j, "")["capped"].as_i64().unwrap()).sum();
+    let total: i64 = ["a", "b"]
+        .iter()
+        .map(|j| stats(&app, j, "")["capped"].as_i64().unwrap())
+        .sum();
     assert_eq!(total, 4);
     let timeline = app.timeline("u1");
     assert_eq!(
@@ -98,7 +118,11 @@ fn frequency_caps_across_journeys() {
         "{timeline:#?}"
     );
     for j in ["a", "b"] {
-        assert!(instances_of(&app, "u1", j).iter().all(|i| i["state"] == "completed"));
+        assert!(
+            instances_of(&app, "u1", j)
+                .iter()
+                .all(|i| i["state"] == "completed")
+        );
     }
     // A day later the cap has room again.
     app.advance(25 * HOUR);
@@ -120,8 +144,18 @@ fn a_contextual_delay_waits_for_the_time_in_the_context() {
                            "next": "remind"},
                           {"id": "remind", "type": "send", "destination": "crm"}]}),
     );
-    track_event(&app, "u1", "Appointment_Booked", json!({"starts_at": "2030-01-01T15:00:00Z"}));
-    track_event(&app, "u2", "Appointment_Booked", json!({"starts_at": "whenever"}));
+    track_event(
+        &app,
+        "u1",
+        "Appointment_Booked",
+        json!({"starts_at": "2030-01-01T15:00:00Z"}),
+    );
+    track_event(
+        &app,
+        "u2",
+        "Appointment_Booked",
+        json!({"starts_at": "whenever"}),
+    );
     app.set_time(START_MS + 14 * HOUR);
     let got = rx.wait_for(1, WAIT);
     assert_eq!(got[0].json()["userId"], "u1");
@@ -140,12 +174,25 @@ fn a_backtest_replays_stored_events_and_changes_nothing() {
     let app = Appliance::start();
     let rx = app.receiver(Vec::new());
     put_destination(&app, "crm", &webhook(&rx.url("/in"), json!({})));
-    app.ingest_ok("/v1/identify", &json!({"userId": "u0", "traits": {"email": "u0@example.com"}}));
+    app.ingest_ok(
+        "/v1/identify",
+        &json!({"userId": "u0", "traits": {"email": "u0@example.com"}}),
+    );
     for n in 0..30 {
         let user = format!("u{}", n % 10);
-        track_event(&app, &user, "Product_Added", json!({"cart_ID": format!("c{n}")}));
+        track_event(
+            &app,
+            &user,
+            "Product_Added",
+            json!({"cart_ID": format!("c{n}")}),
+        );
         if n % 3 == 0 {
-            track_event(&app, &user, "Order_Confirmation", json!({"cart_ID": format!("c{n}")}));
+            track_event(
+                &app,
+                &user,
+                "Order_Confirmation",
+                json!({"cart_ID": format!("c{n}")}),
+            );
         }
         app.advance(10 * 60_000);
     }
@@ -158,7 +205,10 @@ fn a_backtest_replays_stored_events_and_changes_nothing() {
     });
     let before = app.admin_json("/v1/journeys");
     let r = app
-        .admin_post("/v1/journeys/backtest", &json!({"journey": draft, "since": "7d"}))
+        .admin_post(
+            "/v1/journeys/backtest",
+            &json!({"journey": draft, "since": "7d"}),
+        )
         .expect(200);
     assert_eq!(r["entered"], 30, "{r:#}");
     assert_eq!(r["branches"]["hold"]["ordered"], 10, "{r:#}");
@@ -166,11 +216,17 @@ fn a_backtest_replays_stored_events_and_changes_nothing() {
     let active = r["active"].as_i64().unwrap();
     assert!(active > 0 && active < 20, "{r:#}");
     assert_eq!(r["completed"].as_i64().unwrap() + active, 30, "{r:#}");
-    assert_eq!(r["deliveries"]["crm"], r["branches"]["hold"]["timeout"], "{r:#}");
+    assert_eq!(
+        r["deliveries"]["crm"], r["branches"]["hold"]["timeout"],
+        "{r:#}"
+    );
     assert_eq!(r["events"], 41, "every stored event of the period: {r:#}");
     let sample = &r["samples"][0]["payload"];
     assert_eq!(sample["event"], "remind", "{r:#}");
-    assert_eq!(r["active_instances"].as_array().unwrap().len() as i64, active);
+    assert_eq!(
+        r["active_instances"].as_array().unwrap().len() as i64,
+        active
+    );
     // u0's reminder carries the trait it has now.
     let u0 = r["samples"]
         .as_array()
@@ -184,7 +240,10 @@ fn a_backtest_replays_stored_events_and_changes_nothing() {
     assert!(deliveries(&app, "").is_empty());
     assert!(rx.received().is_empty());
     // A bad request says where.
-    let r = app.admin_post("/v1/journeys/backtest", &json!({"journey": {"id": "x"}, "since": "soon"}));
+    let r = app.admin_post(
+        "/v1/journeys/backtest",
+        &json!({"journey": {"id": "x"}, "since": "soon"}),
+    );
     let body = r.expect(422);
     let paths: Vec<&str> = body["error"]["details"]
         .as_array()
@@ -192,12 +251,17 @@ fn a_backtest_replays_stored_events_and_changes_nothing() {
         .iter()
         .map(|d| d["path"].as_str().unwrap())
         .collect();
-    assert!(paths.contains(&"/since") && paths.iter().any(|p| p.starts_with("/journey")), "{body}");
+    assert!(
+        paths.contains(&"/since") && paths.iter().any(|p| p.starts_with("/journey")),
+        "{body}"
+    );
     // Streamed: progress events, then the result.
     let streamed = app.post(
         "/v1/journeys/backtest?stream=1",
         &[("Authorization", &crate::support::bearer(app.admin_token()))],
-        json!({"journey": draft, "since": "7d"}).to_string().as_bytes(),
+        json!({"journey": draft, "since": "7d"})
+            .to_string()
+            .as_bytes(),
     );
     let text = streamed.text();
     assert!(text.contains("event: progress"), "{text}");
@@ -212,7 +276,12 @@ fn the_backtest_command_reads_the_file_beside_the_server() {
     let rx = Receiver::start(Vec::new());
     put_destination(&srv, "crm", &webhook(&rx.url("/in"), json!({})));
     for n in 0..12 {
-        track_event(&srv, &format!("u{}", n % 4), "Product_Added", json!({"cart_ID": format!("c{n}")}));
+        track_event(
+            &srv,
+            &format!("u{}", n % 4),
+            "Product_Added",
+            json!({"cart_ID": format!("c{n}")}),
+        );
     }
     let draft = json!({
         "id": "draft", "entry": {"event": "Product_Added"},
@@ -225,23 +294,60 @@ fn the_backtest_command_reads_the_file_beside_the_server() {
     let file = dir.join("draft.json");
     std::fs::write(&file, draft.to_string()).unwrap();
     let db = srv.db_path().to_str().unwrap().to_string();
-    let out = run_cli(&["backtest", file.to_str().unwrap(), "--since", "1h", "--db", &db]);
+    let out = run_cli(&[
+        "backtest",
+        file.to_str().unwrap(),
+        "--since",
+        "1h",
+        "--db",
+        &db,
+    ]);
     assert!(out.status.success(), "{}", describe(&out));
     let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
     let api = srv
-        .admin_post("/v1/journeys/backtest", &json!({"journey": draft, "since": "1h"}))
+        .admin_post(
+            "/v1/journeys/backtest",
+            &json!({"journey": draft, "since": "1h"}),
+        )
         .expect(200);
-    for field in ["events", "entered", "active", "completed", "exited", "steps", "branches", "deliveries"] {
+    for field in [
+        "events",
+        "entered",
+        "active",
+        "completed",
+        "exited",
+        "steps",
+        "branches",
+        "deliveries",
+    ] {
         assert_eq!(cli[field], api[field], "{field}: cli {cli:#}\napi {api:#}");
     }
     assert_eq!(cli["events"], 12, "{cli:#}");
     assert_eq!(cli["active"], 12, "the hour has not passed: {cli:#}");
     assert!(rx.received().is_empty(), "nothing sent");
 
-    let out = run_cli(&["backtest", file.to_str().unwrap(), "--since", "soon", "--db", &db]);
+    let out = run_cli(&[
+        "backtest",
+        file.to_str().unwrap(),
+        "--since",
+        "soon",
+        "--db",
+        &db,
+    ]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     std::fs::write(&file, json!({"id": "x", "entry": {}}).to_string()).unwrap();
-    let out = run_cli(&["backtest", file.to_str().unwrap(), "--since", "1h", "--db", &db]);
+    let out = run_cli(&[
+        "backtest",
+        file.to_str().unwrap(),
+        "--since",
+        "1h",
+        "--db",
+        &db,
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("/entry"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/entry"),
+        "{}",
+        describe(&out)
+    );
 }

@@ -603,7 +603,11 @@ fn check(c: &Case) {
         .iter()
         .map(|(at, m)| json!({"at": format!("+{at}ms"), "message": m}))
         .collect();
-    assert_eq!(fmt_ms(srv.now_ms()), START.replace("Z", ".000Z"), "the appliance's clock");
+    assert_eq!(
+        fmt_ms(srv.now_ms()),
+        START.replace("Z", ".000Z"),
+        "the appliance's clock"
+    );
     let sim = simulate(
         &srv,
         &json!({"journey": journey, "traits": {}, "events": script, "start": START}),

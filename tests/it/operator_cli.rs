@@ -971,24 +971,39 @@ fn a_stream_client_that_reads_sees_all_of_a_large_commit() {
     // The headers: from then on the stream is subscribed.
     while line != "\r\n" {
         line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream's headers did not come");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream's headers did not come"
+        );
     }
     let messages: Vec<Value> = (0..100)
         .map(|n| json!({"type": "track", "userId": format!("big-{n}"), "event": "Ping"}))
         .collect();
-    assert_eq!(srv.ingest("/v1/batch", &json!({"batch": messages})).status, 200);
+    assert_eq!(
+        srv.ingest("/v1/batch", &json!({"batch": messages})).status,
+        200
+    );
     let (mut events, mut completed) = (0, 0);
     let deadline = Instant::now() + WAIT;
     while completed < 100 {
-        assert!(Instant::now() < deadline, "{completed} of 100 completions seen");
+        assert!(
+            Instant::now() < deadline,
+            "{completed} of 100 completions seen"
+        );
         line.clear();
         let n = reader.read_line(&mut line).unwrap_or(0);
-        assert!(n > 0, "the stream ended after {events} events, {completed} completions");
+        assert!(
+            n > 0,
+            "the stream ended after {events} events, {completed} completions"
+        );
         if line.starts_with("event: ") {
             events += 1;
         } else if line.starts_with("data: ") && line.contains("\"what\":\"completed\"") {
             completed += 1;
         }
     }
-    assert!(events >= 1_000, "{events} events for 100 instances of 8 steps");
+    assert!(
+        events >= 1_000,
+        "{events} events for 100 instances of 8 steps"
+    );
 }

@@ -69,7 +69,11 @@ fn scenario(app: &Appliance, rx: &Receiver) {
         "Order Completed",
         json!({"order_id": "o-2", "total": 19.99, "products": [product("sku-2")]}),
     );
-    track(json!({"anonymousId": "anon-3"}), "Product Added", product("sku-3"));
+    track(
+        json!({"anonymousId": "anon-3"}),
+        "Product Added",
+        product("sku-3"),
+    );
     app.ingest_ok(
         "/v1/identify",
         &json!({"userId": "u3", "anonymousId": "anon-3", "traits": {"email": "u3@example.com", "plan": "pro"}}),
@@ -174,7 +178,9 @@ fn a_database_from_version_7_reads_the_same_after_the_upgrade() {
     assert!(version(&db) > 7, "migrated");
     let conn = journeyd::bench_support::inspect(&db).unwrap();
     let kinds: Vec<(String, String)> = conn
-        .prepare("SELECT typeof(body), jd_text(body) FROM events WHERE profile_key = 'u1' ORDER BY seq")
+        .prepare(
+            "SELECT typeof(body), jd_text(body) FROM events WHERE profile_key = 'u1' ORDER BY seq",
+        )
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
@@ -193,7 +199,10 @@ fn assert_json_eq(before: &Value, after: &Value) {
         match (a, b) {
             (Value::Object(x), Value::Object(y)) => {
                 for k in x.keys().chain(y.keys()) {
-                    let (va, vb) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                    let (va, vb) = (
+                        x.get(k).unwrap_or(&Value::Null),
+                        y.get(k).unwrap_or(&Value::Null),
+                    );
                     if let Some(d) = diff(&format!("{path}/{k}"), va, vb) {
                         return Some(d);
                     }

@@ -70,6 +70,7 @@ CREATE TABLE journey_versions (
 
 -- One row per instance. While it waits at a hold with max_hold or at a delay, `due_at` is its
 -- timer: timers live here, found through `instances_due`, never by scanning.
+-- `context`, like `events.body`, is the JSON as text or a zstd frame.
 CREATE TABLE instances (
     instance_id  INTEGER PRIMARY KEY,
     profile_key  TEXT NOT NULL,

@@ -155,10 +155,23 @@ async fn backup(store: &Store, settings: &Settings) {
     let src = store.path().to_path_buf();
     let dest = dir.join(crate::store::backup_name(store.clock().now_ms()));
     let keep = settings.backup_keep;
+    // One scheduled backup at a time (a run can outlast a short schedule), and the oldest are
+    // removed before the new copy takes its name: the directory never holds more than `keep`.
+    static RUNNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let result = tokio::task::spawn_blocking(move || {
+        let _one = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
         std::fs::create_dir_all(&dir)?;
-        crate::store::backup_to(&src, &dest, crate::store::Replace::Backups, &mut |_, _| {})?;
-        let removed = crate::store::rotate_backups(&dir, &src, keep)?;
+        let mut partial = dest.clone().into_os_string();
+        partial.push(".partial");
+        let partial = std::path::PathBuf::from(partial);
+        crate::store::backup_to(
+            &src,
+            &partial,
+            crate::store::Replace::Backups,
+            &mut |_, _| {},
+        )?;
+        let removed = crate::store::rotate_backups(&dir, &src, keep.saturating_sub(1))?;
+        std::fs::rename(&partial, &dest)?;
         Ok::<_, crate::store::StoreError>((dest, removed))
     })
     .await;

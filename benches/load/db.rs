@@ -164,3 +164,269 @@ pub fn file_mb(path: &Path) -> Option<f64> {
         .ok()
         .map(|m| m.len() as f64 / 1048576.0)
 }
+
+// ---------------------------------------------------------------------------------------------
+// B-tree statistics of a database copy
+
+/// One b-tree of a database (a table or an index), from SQLite's `dbstat`.
+#[derive(Clone, Debug, Default)]
+pub struct Btree {
+    pub name: String,
+    /// The table it belongs to (itself for a table).
+    pub table: String,
+    /// Entries: rows of a table, keys of an index.
+    pub rows: u64,
+    /// Pages, overflow pages included.
+    pub pages: u64,
+    /// Bytes of those pages.
+    pub bytes: u64,
+    /// Bytes of the records themselves (without page headers, cell pointers and free space).
+    pub payload: u64,
+}
+
+/// Every b-tree of a database file, largest first, with the file's page size, pages and free
+/// pages. Entries are counted from the cells of the pages: the leaf cells of a rowid table (its
+/// interior cells are only dividers), every cell of an index or a `WITHOUT ROWID` table.
+pub struct BtreeStats {
+    pub btrees: Vec<Btree>,
+    pub page_size: u64,
+    pub page_count: u64,
+    pub freelist: u64,
+}
+
+impl BtreeStats {
+    pub fn read(db: &Path) -> Result<BtreeStats, String> {
+        let conn =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| e.to_string())?;
+        // name -> (table, whether its b-tree is keyed by rowid)
+        let mut schema: BTreeMap<String, (String, bool)> = BTreeMap::new();
+        schema.insert("sqlite_schema".into(), ("sqlite_schema".into(), true));
+        {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT name, tbl_name, type = 'table' AND sql NOT LIKE '%WITHOUT ROWID%'
+                     FROM sqlite_schema WHERE type IN ('table', 'index')",
+                )
+                .map_err(|e| e.to_string())?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, bool>(2)?,
+                    ))
+                })
+                .map_err(|e| e.to_string())?;
+            for r in rows.flatten() {
+                schema.insert(r.0, (r.1, r.2));
+            }
+        }
+        let mut btrees = Vec::new();
+        {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT name, count(*), sum(pgsize), sum(payload),
+                            sum(CASE WHEN pagetype = 'leaf' THEN ncell ELSE 0 END),
+                            sum(CASE WHEN pagetype IN ('leaf', 'internal') THEN ncell ELSE 0 END)
+                     FROM dbstat GROUP BY name",
+                )
+                .map_err(|e| format!("dbstat: {e}"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                })
+                .map_err(|e| e.to_string())?;
+            for r in rows {
+                let (name, pages, bytes, payload, leaf_cells, cells) =
+                    r.map_err(|e| e.to_string())?;
+                let (table, rowid) = schema
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| (name.clone(), false));
+                btrees.push(Btree {
+                    name,
+                    table,
+                    rows: if rowid { leaf_cells } else { cells } as u64,
+                    pages: pages as u64,
+                    bytes: bytes as u64,
+                    payload: payload as u64,
+                });
+            }
+        }
+        btrees.sort_by_key(|b| std::cmp::Reverse(b.bytes));
+        let pragma = |name: &str| -> Result<u64, String> {
+            conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+                .map(|v| v as u64)
+                .map_err(|e| e.to_string())
+        };
+        Ok(BtreeStats {
+            btrees,
+            page_size: pragma("page_size")?,
+            page_count: pragma("page_count")?,
+            freelist: pragma("freelist_count")?,
+        })
+    }
+
+    /// Bytes of the pages in use (the file less its free pages).
+    pub fn used_bytes(&self) -> u64 {
+        (self.page_count - self.freelist) * self.page_size
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Btree> {
+        self.btrees.iter().find(|b| b.name == name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The WAL index of a running server
+
+/// What the `-shm` file (the WAL index) of a database in WAL mode says now: its header (the last
+/// committed frame, the salt that changes whenever the WAL starts over, the page size) and how
+/// many frames checkpoints have copied back into the database file. Read without locks, as two
+/// header copies that must agree (SQLite writes them one after the other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalIndex {
+    pub max_frame: u32,
+    pub backfilled: u32,
+    pub salt: (u32, u32),
+    pub page_size: u32,
+}
+
+impl WalIndex {
+    pub fn read(db: &Path) -> Option<WalIndex> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open(with_ext(db, "-shm")).ok()?;
+        let mut buf = [0u8; 136];
+        let u32_at = |b: &[u8], at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
+        for _ in 0..100 {
+            file.read_exact_at(&mut buf, 0).ok()?;
+            // Two copies of the 48-byte header (WalIndexHdr), then WalCkptInfo (nBackfill first).
+            if buf[..48] != buf[48..96] || buf[12] == 0 {
+                std::thread::yield_now();
+                continue;
+            }
+            let size = u16::from_ne_bytes([buf[14], buf[15]]) as u32;
+            return Some(WalIndex {
+                max_frame: u32_at(&buf, 16),
+                backfilled: u32_at(&buf, 96),
+                salt: (u32_at(&buf, 32), u32_at(&buf, 36)),
+                page_size: if size == 1 { 65_536 } else { size },
+            });
+        }
+        None
+    }
+
+    /// Whether every committed frame has been copied into the database file.
+    pub fn checkpointed(&self) -> bool {
+        self.backfilled >= self.max_frame
+    }
+}
+
+fn with_ext(db: &Path, ext: &str) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(ext);
+    PathBuf::from(p)
+}
+
+/// Waits until every frame of the WAL has been checkpointed (the server's checkpoints run every
+/// second by default); the time it took, or `None` after `timeout`.
+pub fn wait_checkpointed(db: &Path, timeout: Duration) -> Option<Duration> {
+    let t0 = std::time::Instant::now();
+    loop {
+        if WalIndex::read(db).is_some_and(|w| w.checkpointed()) {
+            return Some(t0.elapsed());
+        }
+        if t0.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Counts the frames appended to a server's WAL while it runs, by reading the WAL index every
+/// millisecond: the growth of the last committed frame, and each time the WAL starts over (a new
+/// salt) the frames of the new round. Frames appended between the last reading and a restart
+/// are missed (at most about a millisecond's worth, once per restart).
+pub struct WalFrames {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<WalCount>,
+}
+
+/// What [`WalFrames`] counted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WalCount {
+    pub frames: u64,
+    /// Times the WAL started over.
+    pub restarts: u64,
+    pub page_size: u32,
+    /// Readings of the WAL index.
+    pub readings: u64,
+}
+
+impl WalCount {
+    /// Bytes of WAL those frames are (each a 24-byte header and a page).
+    pub fn bytes(&self) -> u64 {
+        self.frames * (self.page_size as u64 + 24)
+    }
+}
+
+impl WalFrames {
+    pub fn start(db: &Path) -> WalFrames {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (db, flag) = (db.to_path_buf(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut count = WalCount::default();
+            let mut last = WalIndex::read(&db);
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+                let Some(now) = WalIndex::read(&db) else {
+                    continue;
+                };
+                count.readings += 1;
+                count.page_size = now.page_size;
+                match last {
+                    Some(l) if l.salt == now.salt => {
+                        count.frames += now.max_frame.saturating_sub(l.max_frame) as u64
+                    }
+                    Some(_) => {
+                        count.restarts += 1;
+                        count.frames += now.max_frame as u64;
+                    }
+                    None => {}
+                }
+                last = Some(now);
+            }
+            count
+        });
+        WalFrames { stop, thread }
+    }
+
+    pub fn stop(self) -> WalCount {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// Deliveries still `pending` in the database (read-only, beside the running server).
+pub fn pending_deliveries(db: &Path) -> Result<u64, String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| e.to_string())?;
+    conn.busy_timeout(Duration::from_secs(5)).ok();
+    conn.query_row(
+        "SELECT count(*) FROM deliveries WHERE status = 'pending'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
+    .map_err(|e| e.to_string())
+}

@@ -28,7 +28,7 @@ const DELIVERY_P99_TARGET_MS: f64 = 50.0;
 const DELIVERY_P99_FLOOR_MS: f64 = 250.0;
 const DELIVERY_RATE_TARGET: f64 = 5_000.0;
 
-fn forward_journey() -> serde_json::Value {
+pub fn forward_journey() -> serde_json::Value {
     serde_json::json!({
         "id": "bench-forward", "name": "bench: forward each event",
         "entry": {"event": "Bench_Forward"},
@@ -38,7 +38,7 @@ fn forward_journey() -> serde_json::Value {
 
 /// Properties of a forwarded event: the tag and sequence number the receiver matches on, and
 /// product-like fields.
-fn forward_props(out: &mut String, tag: &str, seq: Option<u64>, rng: &mut Rng) {
+pub fn forward_props(out: &mut String, tag: &str, seq: Option<u64>, rng: &mut Rng) {
     let _ = write!(out, r#""bench_tag":"{tag}","#);
     if let Some(seq) = seq {
         let _ = write!(out, r#""bench_seq":{seq},"#);
@@ -47,7 +47,7 @@ fn forward_props(out: &mut String, tag: &str, seq: Option<u64>, rng: &mut Rng) {
 }
 
 /// The receiver as a webhook destination, with `concurrency` when given.
-fn sink(receiver: &Receiver, concurrency: Option<u32>) -> serde_json::Value {
+pub fn sink(receiver: &Receiver, concurrency: Option<u32>) -> serde_json::Value {
     let mut dest = serde_json::json!({"type": "webhook", "url": receiver.url, "timeout": "5m"});
     if let Some(c) = concurrency {
         dest["concurrency"] = c.into();

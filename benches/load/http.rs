@@ -107,6 +107,18 @@ impl Api {
         path: &str,
         body: Option<String>,
     ) -> Result<(StatusCode, Bytes), String> {
+        self.call_within(method, path, body, Duration::from_secs(60))
+            .await
+    }
+
+    /// An admin call that may take up to `timeout`.
+    pub async fn call_within(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), String> {
         let req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -114,7 +126,7 @@ impl Api {
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(60), self.client.request(req))
+        let resp = tokio::time::timeout(timeout, self.client.request(req))
             .await
             .map_err(|_| format!("{path}: timed out"))?
             .map_err(|e| format!("{path}: {e}"))?;
@@ -135,6 +147,61 @@ impl Api {
             Ok((s, b)) => panic!("PUT {path}: {s} {}", String::from_utf8_lossy(&b)),
             Err(e) => panic!("PUT {path}: {e}"),
         }
+    }
+
+    /// `POST` of a JSON document with the admin token; the status and the answer's body.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        doc: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), String> {
+        self.call_within(Method::POST, path, Some(doc.to_string()), timeout)
+            .await
+    }
+
+    /// `GET` of `path` with the admin token, its body streamed into the file `dest`; the bytes
+    /// written. An answer other than 200 is an error.
+    pub async fn download(&self, path: &str, dest: &std::path::Path) -> Result<u64, String> {
+        use std::io::Write as _;
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{path}", self.base))
+            .header(AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        // The server makes the whole copy before it answers.
+        let resp = tokio::time::timeout(Duration::from_secs(600), self.client.request(req))
+            .await
+            .map_err(|_| format!("{path}: timed out"))?
+            .map_err(|e| format!("{path}: {e}"))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if status != StatusCode::OK {
+            let b = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            return Err(format!("{path}: {status} {}", String::from_utf8_lossy(&b)));
+        }
+        let mut file = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(dest).map_err(|e| format!("{}: {e}", dest.display()))?,
+        );
+        let mut written = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| format!("{path}: {e}"))?;
+            if let Ok(data) = frame.into_data() {
+                file.write_all(&data).map_err(|e| e.to_string())?;
+                written += data.len() as u64;
+            }
+        }
+        file.flush().map_err(|e| e.to_string())?;
+        Ok(written)
+    }
+
+    /// `GET /healthz`: whether it answered 200, and how long the answer took.
+    pub async fn healthz_timed(&self) -> (bool, Duration) {
+        let t0 = Instant::now();
+        let ok = self.healthz().await;
+        (ok, t0.elapsed())
     }
 
     pub async fn healthz(&self) -> bool {

@@ -45,7 +45,7 @@ fn verdict_flat(ratio: f64) -> &'static str {
     }
 }
 
-fn wait_journey() -> serde_json::Value {
+pub fn wait_journey() -> serde_json::Value {
     serde_json::json!({
         "id": "bench-wait", "name": "bench: waiting in a hold",
         "entry": {"event": "Bench_Wait_Enter"},

@@ -1,7 +1,8 @@
 //! Load benchmark of `journeyd`: `cargo bench --bench load`.
 //!
-//! Four groups of phases, chosen with `JOURNEYD_BENCH_PHASES=ingest,journeys,timers,delivery`
-//! (comma-separated; default all). BENCHMARKS.md describes each phase and its targets.
+//! Six groups of phases, chosen with
+//! `JOURNEYD_BENCH_PHASES=ingest,journeys,timers,delivery,storage,backtest` (comma-separated;
+//! default `all`, which is all six). BENCHMARKS.md describes each phase and its targets.
 //!
 //! `ingest`, each phase run for `JOURNEYD_BENCH_SECS` seconds (default 5):
 //!
@@ -43,6 +44,30 @@
 //!    `JOURNEYD_BENCH_DELIVERIES` (50,000), at the default destination concurrency and (unless
 //!    `JOURNEYD_BENCH_EXTRA=0`) at 64.
 //!
+//! `storage`, once per count of `JOURNEYD_BENCH_STORAGE_WAITING` (default 10,000 and 1,000,000),
+//! each on a fresh database:
+//!
+//! S. Storage per forwarded event. Fill a hold (max_hold 7d) with that many instances as phase 5
+//!    does, wait for the WAL to be checkpointed, take a backup (`GET /v1/backup`); then a window:
+//!    32 clients of single `POST /v1/track` of a forwarding event (the `delivery` group's journey:
+//!    entry, then send to the receiver; about 460 bytes stored per event, `JOURNEYD_BENCH_USERS`
+//!    users) for `JOURNEYD_BENCH_STORAGE_SECS` (20) seconds, after which the window stays open
+//!    until the receiver has every delivery, no delivery is pending in the database and the WAL
+//!    is checkpointed again. Then a second backup. Per acknowledged event: the bytes the server
+//!    sent to storage in the window (`write_bytes` of /proc/<pid>/io), the WAL frames appended
+//!    (counted from the `-shm` WAL index), the growth of the backup, and per table and index the
+//!    entries, pages and bytes (`dbstat` on the backups). Also the event throughput at each count
+//!    and its ratio from the smallest count to the largest.
+//!
+//! `backtest`, once per count of `JOURNEYD_BENCH_BACKTEST_EVENTS` (default 100,000 and 1,000,000),
+//! each on a fresh database:
+//!
+//! B. Store that many track messages (phase 2's, five event names at random) through
+//!    `POST /v1/batch`, then `POST /v1/journeys/backtest` of a draft journey (entry on one of the
+//!    five names, a hold, a send) over `"since": "7d"`, twice: events per second by the server's
+//!    `took_ms` and by the wall time of the HTTP call, while `/healthz` is called every 25 ms
+//!    (its latency against 2 s of calls without a backtest).
+//!
 //! Journeys and destinations are set up through the admin API; webhooks go to a receiver inside
 //! this process (hyper on 127.0.0.1), which answers 200 and records when each delivery arrived,
 //! matched through properties of the event that come back in the payload's journey context.
@@ -66,14 +91,16 @@
 //! `JOURNEYD_BENCH_USERS` (5000 distinct userIds), `JOURNEYD_BENCH_LOG` (the server's RUST_LOG, `warn`).
 //!
 //! Layout: this file holds the settings, the choice of phases and the summary; one module per
-//! group of phases (`ingest`, `journeys`, `timers`, `delivery`, and `ceiling` for phase 1's plain
-//! SQLite loops); the rest is what several phases share.
+//! group of phases (`ingest`, `journeys`, `timers`, `delivery`, `storage`, `backtest`, and
+//! `ceiling` for phase 1's plain SQLite loops); the rest is what several phases share.
 
 // The phases.
+mod backtest;
 mod ceiling;
 mod delivery;
 mod ingest;
 mod journeys;
+mod storage;
 mod timers;
 
 // What they share.
@@ -130,6 +157,12 @@ pub struct Settings {
     /// The paced rate of the delivery-latency phase (`JOURNEYD_BENCH_DELIVERY_RATE`; default: half
     /// the measured saturating rate), to compare configurations at one rate.
     pub delivery_rate: Option<f64>,
+    /// Waiting-instance counts of the storage group (`JOURNEYD_BENCH_STORAGE_WAITING`).
+    pub storage_waiting: Vec<u64>,
+    /// Length of the storage group's forwarding window (`JOURNEYD_BENCH_STORAGE_SECS`).
+    pub storage_secs: f64,
+    /// Stored-event counts of the backtest group (`JOURNEYD_BENCH_BACKTEST_EVENTS`).
+    pub backtest_events: Vec<u64>,
 }
 
 /// The groups of phases `JOURNEYD_BENCH_PHASES` selects (comma-separated; default all).
@@ -139,6 +172,8 @@ pub struct Phases {
     journeys: bool,
     timers: bool,
     delivery: bool,
+    storage: bool,
+    backtest: bool,
 }
 
 impl Phases {
@@ -149,6 +184,8 @@ impl Phases {
             journeys: false,
             timers: false,
             delivery: false,
+            storage: false,
+            backtest: false,
         };
         for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
@@ -158,14 +195,18 @@ impl Phases {
                         journeys: true,
                         timers: true,
                         delivery: true,
+                        storage: true,
+                        backtest: true,
                     }
                 }
                 "ingest" => p.ingest = true,
                 "journeys" => p.journeys = true,
                 "timers" => p.timers = true,
                 "delivery" => p.delivery = true,
+                "storage" => p.storage = true,
+                "backtest" => p.backtest = true,
                 other => panic!(
-                    "JOURNEYD_BENCH_PHASES: unknown group {other:?}; use ingest, journeys, timers, delivery or all"
+                    "JOURNEYD_BENCH_PHASES: unknown group {other:?}; use ingest, journeys, timers, delivery, storage, backtest or all"
                 ),
             }
         }
@@ -179,12 +220,30 @@ impl Phases {
             (self.journeys, "journeys"),
             (self.timers, "timers"),
             (self.delivery, "delivery"),
+            (self.storage, "storage"),
+            (self.backtest, "backtest"),
         ] {
             if on {
                 v.push(name);
             }
         }
         v.join(",")
+    }
+}
+
+/// A comma-separated list of counts (`1000000` or `1_000_000`) from `name`, or `default`.
+fn env_counts(name: &str, default: &[u64]) -> Vec<u64> {
+    match std::env::var(name) {
+        Ok(v) => {
+            v.split(',')
+                .map(|n| {
+                    n.trim().replace('_', "").parse().unwrap_or_else(|_| {
+                        panic!("{name}={v:?}: a comma-separated list of counts")
+                    })
+                })
+                .collect()
+        }
+        Err(_) => default.to_vec(),
     }
 }
 
@@ -229,18 +288,14 @@ impl Settings {
             dir,
             keep: env_parse::<u8>("JOURNEYD_BENCH_KEEP", 0) != 0,
             phases: Phases::from_env(),
-            waiting: match std::env::var("JOURNEYD_BENCH_WAITING") {
-                Ok(v) => v
-                    .split(',')
-                    .map(|n| {
-                        n.trim().replace('_', "").parse().unwrap_or_else(|_| {
-                            panic!("JOURNEYD_BENCH_WAITING={v:?}: a comma-separated list of counts")
-                        })
-                    })
-                    .collect(),
-                Err(_) if env_parse::<u8>("JOURNEYD_BENCH_BIG", 0) != 0 => vec![10_000, 1_000_000],
-                Err(_) => vec![10_000, 100_000],
-            },
+            waiting: env_counts(
+                "JOURNEYD_BENCH_WAITING",
+                if env_parse::<u8>("JOURNEYD_BENCH_BIG", 0) != 0 {
+                    &[10_000, 1_000_000]
+                } else {
+                    &[10_000, 100_000]
+                },
+            ),
             timers: env_parse("JOURNEYD_BENCH_TIMERS", 50_000),
             tick: env_parse("JOURNEYD_BENCH_TICK", 5_000),
             event_calls: env_parse("JOURNEYD_BENCH_EVENT_CALLS", 10_000),
@@ -255,6 +310,9 @@ impl Settings {
                 v.parse()
                     .expect("JOURNEYD_BENCH_DELIVERY_RATE: requests per second")
             }),
+            storage_waiting: env_counts("JOURNEYD_BENCH_STORAGE_WAITING", &[10_000, 1_000_000]),
+            storage_secs: env_parse("JOURNEYD_BENCH_STORAGE_SECS", 20.0),
+            backtest_events: env_counts("JOURNEYD_BENCH_BACKTEST_EVENTS", &[100_000, 1_000_000]),
         }
     }
 
@@ -362,7 +420,7 @@ fn main() {
     if settings.phases.journeys {
         journeys::run(&settings, &runtime, &mut rows, &mut problems);
     }
-    if settings.phases.timers || settings.phases.delivery {
+    if settings.phases.timers || settings.phases.delivery || settings.phases.storage {
         let receiver = runtime.block_on(receiver::Receiver::start());
         println!("== Webhook receiver (in this process) on {}", receiver.url);
         println!();
@@ -372,6 +430,12 @@ fn main() {
         if settings.phases.delivery {
             delivery::run(&settings, &runtime, &receiver, &mut rows, &mut problems);
         }
+        if settings.phases.storage {
+            storage::run(&settings, &runtime, &receiver, &mut rows, &mut problems);
+        }
+    }
+    if settings.phases.backtest {
+        backtest::run(&settings, &runtime, &mut rows, &mut problems);
     }
 
     // Summary ------------------------------------------------------------------------------

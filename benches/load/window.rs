@@ -78,6 +78,15 @@ impl Measured {
         );
     }
 
+    /// What the server wrote in the window, from /proc/<pid>/io: (bytes passed to write calls,
+    /// bytes it caused to be sent to storage).
+    pub fn written(&self) -> (u64, u64) {
+        (
+            self.io.1.0.saturating_sub(self.io.0.0),
+            self.io.1.1.saturating_sub(self.io.0.1),
+        )
+    }
+
     /// `  <label>: ...`: the bytes the server wrote over `secs`, per `rows` rows.
     pub fn print_io(&self, label: &str, secs: f64, rows: u64) {
         println!(

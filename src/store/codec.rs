@@ -7,8 +7,8 @@
 //! else the text itself) and `jd_text(value)` turns what is stored back into the JSON, byte for
 //! byte. Rows written before compression (TEXT) read as they are. A frame names its dictionary
 //! by the id zstd writes into its header; the dictionaries live in the `dictionaries` table of the
-//! same file, so a backup is readable on its own, and are never deleted (16 KiB each, one a week
-//! at most).
+//! same file, so a backup is readable on its own, and are never deleted (16 KiB each: a second one
+//! after 10,000 more values, then one a week at most).
 //!
 //! A dictionary holds text frequent in its samples, so it is trained only on what many people
 //! share: before training, every string value that fewer than [`MIN_PROFILES`] profiles of the
@@ -47,7 +47,12 @@ const MIN_PROFILES: usize = 5;
 /// A dictionary is trained once this many values were stored without one.
 const TRAIN_AFTER: u64 = 1_000;
 
-/// A newer dictionary is trained when the current one is this old and this many values were
+/// The second dictionary is trained once this many values were stored with the first: the first
+/// thousand messages of a new database (tests, a backfill, one journey's events) often look
+/// little like the traffic that follows.
+const RETRAIN_FIRST_AFTER: u64 = 10_000;
+
+/// Later, a newer dictionary is trained when the current one is this old and this many values were
 /// stored since: what users send changes as their product does.
 const RETRAIN_AFTER_MS: i64 = 7 * 24 * 3_600_000;
 
@@ -117,8 +122,10 @@ impl Dictionaries {
     /// Whether a (new) dictionary should be trained now.
     fn due(&self, now: i64) -> bool {
         let packed = self.packed.load(std::sync::atomic::Ordering::Relaxed);
-        match self.current() {
+        let state = self.state.read().unwrap();
+        match state.current {
             None => packed >= TRAIN_AFTER,
+            Some(_) if state.by_id.len() == 1 => packed >= RETRAIN_FIRST_AFTER,
             Some((_, at)) => now - at >= RETRAIN_AFTER_MS && packed >= TRAIN_AFTER,
         }
     }

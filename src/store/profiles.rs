@@ -203,7 +203,8 @@ fn delivery_id(instance: i64, step: &str, exit: bool) -> String {
         .to_string()
 }
 
-const INSTANCE_COLUMNS: &str = "instance_id, journey_id, version, step_id, unique_value, context, resets, due_at, ordinal, entered_at";
+/// `context` is stored through `jd_pack`, like event bodies (see `codec.rs`).
+const INSTANCE_COLUMNS: &str = "instance_id, journey_id, version, step_id, unique_value, jd_text(context), resets, due_at, ordinal, entered_at";
 
 /// Loads what the engine needs of one profile: traits, journey memory, and its active instances:
 /// all of them (`only` is `None`: an event can reach any), or only those listed (firing timers
@@ -333,7 +334,7 @@ fn persist(
             conn.prepare_cached(
                 "INSERT INTO instances (instance_id, profile_key, journey_id, version, state, step_id, unique_value, context,
                                         resets, due_at, ordinal, entered_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, jd_pack(?8), ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                 inst.id,
@@ -352,7 +353,7 @@ fn persist(
             ])?;
         } else {
             conn.prepare_cached(
-                "UPDATE instances SET state = ?2, step_id = ?3, context = ?4, resets = ?5, due_at = ?6, updated_at = ?7
+                "UPDATE instances SET state = ?2, step_id = ?3, context = jd_pack(?4), resets = ?5, due_at = ?6, updated_at = ?7
                  WHERE instance_id = ?1",
             )?
             .execute(params![

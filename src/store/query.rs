@@ -432,7 +432,7 @@ fn raw_transition(r: &rusqlite::Row) -> rusqlite::Result<RawTransition> {
 }
 
 const INSTANCE_COLUMNS: &str =
-    "instance_id, profile_key, journey_id, version, state, step_id, unique_value, context, resets,
+    "instance_id, profile_key, journey_id, version, state, step_id, unique_value, jd_text(context), resets,
      due_at, entered_at, updated_at";
 
 /// An instance row as read, its text columns not yet parsed.

@@ -628,7 +628,7 @@ fn profiles_show_and_forget_leave_nothing_of_the_person() {
             "SELECT count(*) FROM merges WHERE absorbed = ?1 OR survivor = ?1",
             "SELECT count(*) FROM events WHERE instr(jd_text(body), ?1) > 0",
             "SELECT count(*) FROM deliveries WHERE instr(jd_text(payload), ?1) > 0",
-            "SELECT count(*) FROM instances WHERE instr(context, ?1) > 0",
+            "SELECT count(*) FROM instances WHERE instr(jd_text(context), ?1) > 0",
         ] {
             assert_eq!(count(sql, id), 0, "{sql} for {id}");
         }

@@ -380,7 +380,7 @@ fn main() {
         "  groups: {} (JOURNEYD_BENCH_PHASES)",
         settings.phases.names()
     );
-    println!("  binary {}", env!("CARGO_BIN_EXE_journeyd"));
+    println!("  binary {}", server::binary().display());
     // Which source the figures belong to: the commit, and whether src/ had uncommitted changes.
     let git = |args: &[&str]| {
         Command::new("git")

@@ -25,7 +25,7 @@ pub struct Server {
 impl Server {
     pub fn start(db: &Path, sync: &str) -> Server {
         let spawned = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_journeyd"))
+        let mut child = Command::new(binary())
             .args([
                 "serve",
                 "--listen",
@@ -182,4 +182,12 @@ pub fn stop_checked(server: Server, what: &str, problems: &mut Vec<String>) -> D
         problems.push(format!("{what}: server exited with {code:?} on SIGTERM"));
     }
     took
+}
+
+/// The server binary: this build's, or another build's given in `JOURNEYD_BENCH_BIN` (to compare
+/// two builds with the same load generator, on the same machine at the same time).
+pub fn binary() -> std::path::PathBuf {
+    std::env::var_os("JOURNEYD_BENCH_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_journeyd").into())
 }

@@ -80,6 +80,9 @@ pub(crate) struct Instance {
     pub(crate) ordinal: i64,
     /// Set when the engine changed it: the caller writes dirty instances back.
     pub(crate) dirty: bool,
+    /// Set when the engine changed `context` (a new instance, or a hold branch keeping its
+    /// event's properties): the caller rewrites a stored context only then.
+    pub(crate) context_changed: bool,
 }
 
 /// What a profile remembers about one journey beyond its instances.
@@ -552,6 +555,7 @@ impl<'a> Engine<'a> {
         inst.context
             .insert(branch.context_key().to_string(), event.properties());
         inst.dirty = true;
+        inst.context_changed = true;
         if branch.reset_timer {
             inst.resets += 1;
             inst.due_at = max_hold.map(|ms| now + ms as i64);
@@ -660,6 +664,7 @@ impl<'a> Engine<'a> {
             entered_at: now,
             ordinal,
             dirty: true,
+            context_changed: true,
         };
         self.transition(&inst, now, What::Entered, None, None);
         profile.instances.push(inst);

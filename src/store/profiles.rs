@@ -315,6 +315,7 @@ fn instance(r: &rusqlite::Row) -> Result<Instance> {
         ordinal: r.get(8)?,
         entered_at: r.get(9)?,
         dirty: false,
+        context_changed: false,
     })
 }
 
@@ -329,7 +330,11 @@ fn persist(
 ) -> Result<()> {
     let conn = ctx.conn;
     for inst in profile.instances.iter().filter(|i| i.dirty) {
-        let context = serde_json::to_string(&inst.context).expect("a JSON map serialises");
+        // Only a changed context is serialised and compressed again: a timer firing or a step
+        // moving on leaves it as it was.
+        let context = inst
+            .context_changed
+            .then(|| serde_json::to_string(&inst.context).expect("a JSON map serialises"));
         if inst.id >= first_new {
             conn.prepare_cached(
                 "INSERT INTO instances (instance_id, profile_key, journey_id, version, state, step_id, unique_value, context,
@@ -353,7 +358,7 @@ fn persist(
             ])?;
         } else {
             conn.prepare_cached(
-                "UPDATE instances SET state = ?2, step_id = ?3, context = jd_pack(?4), resets = ?5, due_at = ?6, updated_at = ?7
+                "UPDATE instances SET state = ?2, step_id = ?3, context = coalesce(jd_pack(?4), context), resets = ?5, due_at = ?6, updated_at = ?7
                  WHERE instance_id = ?1",
             )?
             .execute(params![

@@ -139,7 +139,7 @@ pub(crate) fn run(
     let mut bt = crate::sim::Backtest::new(input, max_active);
     events.for_each(|e| {
         bt.replay(e);
-        if bt.replayed() % PROGRESS_EVERY == 0 {
+        if bt.replayed().is_multiple_of(PROGRESS_EVERY) {
             progress(bt.replayed(), total);
         }
     })?;

@@ -333,11 +333,11 @@ pub(crate) fn simulation(out: &sim::Output) -> Value {
                 let detail = obj.remove("detail").unwrap_or(Value::Null);
                 obj.insert(key.into(), detail);
             }
-            if t.what.is_note() || t.what == What::Skipped {
-                if let Some(obj) = v.as_object_mut() {
-                    obj.remove("instance");
-                    obj.remove("detail");
-                }
+            if (t.what.is_note() || t.what == What::Skipped)
+                && let Some(obj) = v.as_object_mut()
+            {
+                obj.remove("instance");
+                obj.remove("detail");
             }
             v
         })

@@ -80,7 +80,7 @@ fn backup(args: crate::config::BackupArgs) -> anyhow::Result<()> {
         crate::store::Replace::Backups
     };
     crate::store::backup_to(&args.db.db, &args.dest, replace, &mut |done, total| {
-        bar.show(done as u64, total as u64)
+        bar.show(done, total)
     })?;
     bar.finish();
     let size = std::fs::metadata(&args.dest).map(|m| m.len()).unwrap_or(0);

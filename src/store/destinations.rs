@@ -62,7 +62,7 @@ impl Store {
     pub(crate) async fn destination_caps(
         &self,
     ) -> Result<std::collections::HashMap<String, crate::delivery::Cap>> {
-        self.read(|conn| caps(conn)).await
+        self.read(caps).await
     }
 
     /// A destination's stored secrets (empty when it does not exist), to unmask a `PUT`.

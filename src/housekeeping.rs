@@ -154,7 +154,9 @@ async fn backup(store: &Store, settings: &Settings) {
         return;
     };
     let src = store.path().to_path_buf();
-    let dest = dir.join(crate::store::backup_name(store.clock().now_ms()));
+    let name = crate::store::backup_name(store.clock().now_ms());
+    let dest = dir.join(&name);
+    let partial = dir.join(crate::store::partial_name(&name));
     let keep = settings.backup_keep;
     // One scheduled backup at a time (a run can outlast a short schedule), and the oldest are
     // removed before the new copy takes its name: the directory never holds more than `keep`.
@@ -162,9 +164,7 @@ async fn backup(store: &Store, settings: &Settings) {
     let result = tokio::task::spawn_blocking(move || {
         let _one = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
         std::fs::create_dir_all(&dir)?;
-        let mut partial = dest.clone().into_os_string();
-        partial.push(".partial");
-        let partial = std::path::PathBuf::from(partial);
+        crate::store::remove_partials(&dir, &src)?;
         crate::store::backup_to(
             &src,
             &partial,

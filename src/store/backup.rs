@@ -250,6 +250,29 @@ fn is_backup_name(name: &str) -> bool {
         .is_some_and(|t| backup_name(t.and_utc().timestamp_millis()) == name)
 }
 
+/// The name a scheduled backup is written under until it is complete.
+pub(crate) fn partial_name(name: &str) -> String {
+    format!("{name}.partial")
+}
+
+/// Deletes what scheduled backups left half-written in `dir` (the process died during one):
+/// only files named as [`partial_name`] names them, never the live database `db` or its files.
+/// Call it while no scheduled backup is being written.
+pub(crate) fn remove_partials(dir: &Path, db: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let partial = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".partial"))
+            .is_some_and(is_backup_name);
+        if partial && path.is_file() && !is_live_file(db, &path) && !names_a_live_file(db, &path) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Keeps the newest `keep` scheduled backups in `dir` and deletes the older ones: only files
 /// named exactly as [`backup_name`] names them, and never the live database `db` or its files,
 /// whatever their names. Returns the deleted paths.

@@ -33,7 +33,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub(crate) use backtest::StoredEvents;
-pub(crate) use backup::{Replace, Restored, backup_name, backup_to, restore, rotate_backups};
+pub(crate) use backup::{
+    Replace, Restored, backup_name, backup_to, partial_name, remove_partials, restore,
+    rotate_backups,
+};
 pub use codec::inspect;
 pub(crate) use deliveries::{Attempt, DeliveryView, DestinationRow, DueDelivery};
 pub(crate) use destinations::DestinationView;

@@ -136,6 +136,10 @@ fn metrics_follow_traffic() {
 #[test]
 fn scheduled_backups_keep_the_newest_copies_and_they_open() {
     let dir = temp_dir("backups");
+    // What a backup cut short by a crash leaves: the next scheduled backup removes it.
+    let stale = dir.join("journeyd-backup-20200101T000000.000Z.db.partial");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&stale, "half a copy").unwrap();
     let srv = Server::start_with(Options {
         extra_args: vec![
             "--backup-dir".into(),
@@ -171,6 +175,7 @@ fn scheduled_backups_keep_the_newest_copies_and_they_open() {
     });
     let left = list();
     assert!(left.len() <= 2, "keep 2, found {left:?}");
+    assert!(!stale.exists(), "a stale .partial is left");
     for path in &left {
         let conn = rusqlite::Connection::open(path).unwrap();
         let ok: String = conn

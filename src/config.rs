@@ -98,6 +98,11 @@ pub struct SimulateArgs {
     /// Most active instances per profile, as for `serve`.
     #[arg(long, env = "JOURNEYD_MAX_ACTIVE_PER_PROFILE", default_value_t = crate::engine::DEFAULT_MAX_ACTIVE)]
     pub max_active_per_profile: usize,
+    /// A destination document, as `journeyd push` reads it (its id is its "id" field, else the
+    /// file name without .json); its frequency cap applies to the journey's sends to it, as the
+    /// server's simulation applies the stored destinations' caps. Repeatable.
+    #[arg(long = "destination", value_name = "FILE")]
+    pub destinations: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -191,8 +191,37 @@ fn simulate(args: crate::config::SimulateArgs) -> anyhow::Result<ExitCode> {
     if let Some(start) = &args.start {
         doc["start"] = json!(start);
     }
+    let mut caps = std::collections::HashMap::new();
+    for file in &args.destinations {
+        let mut body: Value = serde_json::from_str(
+            &std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?,
+        )
+        .with_context(|| format!("{} is not valid JSON", file.display()))?;
+        let id = match body.as_object_mut().and_then(|m| m.remove("id")) {
+            Some(Value::String(id)) => id,
+            _ => file
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        match crate::delivery::parse(&body) {
+            Ok(doc) => {
+                if let Some(cap) = doc.destination.frequency_cap {
+                    caps.insert(id, cap);
+                }
+            }
+            Err(problems) => {
+                for p in problems {
+                    println!("{}: {p}", file.display());
+                }
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
     match crate::sim::parse(&doc) {
-        Ok(input) => {
+        Ok(mut input) => {
+            input.caps = caps;
             let out = crate::sim::run(&input, args.max_active_per_profile);
             println!(
                 "{}",

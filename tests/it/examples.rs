@@ -155,6 +155,84 @@ const CASES: &[Case] = &[
         ],
     },
     Case {
+        dir: "product-nudge-with-a-daily-cap",
+        instances: &[
+            Inst {
+                user: "701",
+                history: &[
+                    "entered",
+                    "step wait_for_cart",
+                    "timeout wait_for_cart -> nudge",
+                    "step nudge",
+                    "send nudge -> crm",
+                    "completed nudge",
+                ],
+            },
+            Inst {
+                user: "701",
+                history: &[
+                    "entered",
+                    "step wait_for_cart",
+                    "timeout wait_for_cart -> nudge",
+                    "step nudge",
+                    "capped nudge -> crm",
+                    "completed nudge",
+                ],
+            },
+            Inst {
+                user: "702",
+                history: &[
+                    "entered",
+                    "step wait_for_cart",
+                    "branch wait_for_cart -> added to cart",
+                    "completed wait_for_cart",
+                ],
+            },
+            Inst {
+                user: "702",
+                history: &[
+                    "entered",
+                    "step wait_for_cart",
+                    "timeout wait_for_cart -> nudge",
+                    "step nudge",
+                    "send nudge -> crm",
+                    "completed nudge",
+                ],
+            },
+            Inst {
+                user: "701",
+                history: &[
+                    "entered",
+                    "step wait_for_cart",
+                    "timeout wait_for_cart -> nudge",
+                    "step nudge",
+                    "send nudge -> crm",
+                    "completed nudge",
+                ],
+            },
+        ],
+        deliveries: &[
+            Deliv {
+                instance: 1,
+                step: "nudge",
+                event_name: "Product Nudge",
+                context: &[("Product_Viewed", 2)],
+            },
+            Deliv {
+                instance: 4,
+                step: "nudge",
+                event_name: "Product Nudge",
+                context: &[("Product_Viewed", 6)],
+            },
+            Deliv {
+                instance: 5,
+                step: "nudge",
+                event_name: "Product Nudge",
+                context: &[("Product_Viewed", 7)],
+            },
+        ],
+    },
+    Case {
         dir: "anonymous-cart-then-sign-in",
         instances: &[
             Inst {
@@ -465,6 +543,11 @@ fn case(dir: &str) -> &'static Case {
 }
 
 #[test]
+fn examples_product_nudge_with_a_daily_cap() {
+    check(case("product-nudge-with-a-daily-cap"));
+}
+
+#[test]
 fn examples_appointment_reminder() {
     check(case("appointment-reminder"));
 }
@@ -562,7 +645,12 @@ fn examples_check_and_simulate_cli() {
             );
             let journey = example_file(c.dir, "journey.json").display().to_string();
             let events = example_file(c.dir, "events.jsonl").display().to_string();
-            let out = run_cli(&["simulate", &journey, "--events", &events, "--start", START]);
+            let mut args = vec!["simulate", &journey, "--events", &events, "--start", START];
+            let crm = example_file(c.dir, "crm.json").display().to_string();
+            if example_file(c.dir, "crm.json").exists() {
+                args.extend(["--destination", &crm]);
+            }
+            let out = run_cli(&args);
             assert!(
                 out.status.success(),
                 "journeyd simulate {}: {}",
@@ -588,7 +676,7 @@ fn check(c: &Case) {
     let receiver = srv.receiver(Vec::new());
     srv.admin_put(
         "/v1/destinations/crm",
-        &signed_webhook(&receiver.url("/hook")),
+        &crm_destination(c, &receiver.url("/hook")),
     )
     .expect(201);
     let resp = srv.admin_put(&format!("/v1/journeys/{journey_id}"), &journey);
@@ -830,7 +918,24 @@ fn check(c: &Case) {
     );
 
     // The outbox: every delivery succeeded at the first attempt, under the ids the receiver saw.
-    let outbox = settled_deliveries(&srv, "destination=crm", c.deliveries.len(), WAIT);
+    let capped = c
+        .instances
+        .iter()
+        .flat_map(|i| i.history)
+        .filter(|line| line.starts_with("capped "))
+        .count();
+    let all = settled_deliveries(&srv, "destination=crm", c.deliveries.len() + capped, WAIT);
+    let (capped_rows, outbox): (Vec<Value>, Vec<Value>) =
+        all.into_iter().partition(|d| d["status"] == "capped");
+    assert_eq!(
+        capped_rows.len(),
+        capped,
+        "{}: capped deliveries {capped_rows:#?}",
+        c.dir
+    );
+    for d in &capped_rows {
+        assert_eq!(d["attempts"], 0, "{}: {d}", c.dir);
+    }
     let outbox_ids: BTreeSet<String> = outbox
         .iter()
         .map(|d| d["id"].as_str().unwrap().to_string())
@@ -1039,6 +1144,21 @@ fn offset_ms(s: &str) -> u64 {
         }
     }
     total
+}
+
+/// The `crm` destination of an example: a signed webhook to the receiver, with the settings of
+/// the example's `crm.json` when it has one (a frequency cap, say).
+fn crm_destination(c: &Case, url: &str) -> Value {
+    let mut dest = signed_webhook(url);
+    let file = example_file(c.dir, "crm.json");
+    if file.exists() {
+        for (k, v) in read_json(&file).as_object().unwrap() {
+            if !["url", "secret"].contains(&k.as_str()) {
+                dest[k] = v.clone();
+            }
+        }
+    }
+    dest
 }
 
 fn examples_dir() -> PathBuf {

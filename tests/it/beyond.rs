@@ -294,14 +294,17 @@ fn the_backtest_command_reads_the_file_beside_the_server() {
     let file = dir.join("draft.json");
     std::fs::write(&file, draft.to_string()).unwrap();
     let db = srv.db_path().to_str().unwrap().to_string();
-    let out = run_cli(&[
-        "backtest",
-        file.to_str().unwrap(),
-        "--since",
-        "1h",
-        "--db",
-        &db,
-    ]);
+    let backtest = |since: &str| {
+        run_cli(&[
+            "backtest",
+            file.to_str().unwrap(),
+            "--since",
+            since,
+            "--db",
+            &db,
+        ])
+    };
+    let out = backtest("1h");
     assert!(out.status.success(), "{}", describe(&out));
     let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
     let api = srv
@@ -326,24 +329,10 @@ fn the_backtest_command_reads_the_file_beside_the_server() {
     assert_eq!(cli["active"], 12, "the hour has not passed: {cli:#}");
     assert!(rx.received().is_empty(), "nothing sent");
 
-    let out = run_cli(&[
-        "backtest",
-        file.to_str().unwrap(),
-        "--since",
-        "soon",
-        "--db",
-        &db,
-    ]);
+    let out = backtest("soon");
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     std::fs::write(&file, json!({"id": "x", "entry": {}}).to_string()).unwrap();
-    let out = run_cli(&[
-        "backtest",
-        file.to_str().unwrap(),
-        "--since",
-        "1h",
-        "--db",
-        &db,
-    ]);
+    let out = backtest("1h");
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("/entry"),

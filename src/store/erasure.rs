@@ -1,6 +1,7 @@
 //! Forgetting a person (SPEC §6 `DELETE /v1/profiles/{id}`, an erasure request): their events,
 //! traits, linked ids, instances with their history, deliveries and journey memory are deleted;
-//! the stats counters stay (they count no one in particular). Large histories go in bounded
+//! the stats counters stay (they count no one in particular). The person's active instances end
+//! in the first job, so that nothing more happens for them; large histories then go in bounded
 //! batches, one writer job each, so the writer is never held for long.
 
 use rusqlite::{Connection, params};
@@ -64,6 +65,7 @@ impl Store {
                     .execute([&key])?;
                 conn.prepare_cached("DELETE FROM profiles WHERE profile_key = ?1")?
                     .execute([&key])?;
+                end_active(conn, &key, ctx.now)?;
                 Ok(keys)
             })
             .await?;
@@ -91,6 +93,18 @@ impl Store {
         );
         Ok(forgotten)
     }
+}
+
+/// Ends the person's active instances at once, before the batches delete them: no timer of
+/// theirs fires for someone forgotten, and an event under one of their ids (a new person now)
+/// never reaches them. The stats counters are left as they are (SPEC §6).
+fn end_active(conn: &Connection, key: &str, now: i64) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE instances SET state = 'exited', due_at = NULL, updated_at = ?2
+         WHERE profile_key = ?1 AND state = 'active'",
+    )?
+    .execute(params![key, now])?;
+    Ok(())
 }
 
 /// Deletes up to [`BATCH`] rows of each table for one profile key; returns how many.

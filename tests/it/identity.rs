@@ -187,3 +187,47 @@ fn events_before_linking_stay_visible() {
         "an event sent by {anon} before it was linked to {user} is in neither timeline: {seen:?}"
     );
 }
+
+/// Forgetting a person ends their waiting instances at once: the timer that was due never fires
+/// for them (nothing is sent), while someone else's does; the journey's counters stay as they
+/// were (SPEC §6).
+#[test]
+fn a_forgotten_person_is_sent_nothing_more() {
+    use crate::support::{Appliance, WAIT, settled_deliveries, signed_webhook};
+    let srv = Appliance::start();
+    let receiver = srv.receiver(Vec::new());
+    srv.admin_put(
+        "/v1/destinations/crm",
+        &signed_webhook(&receiver.url("/hook")),
+    )
+    .expect(201);
+    let journey = json!({"id": "remind", "entry": {"event": "Signed_Up"},
+        "steps": [{"id": "wait", "type": "delay", "duration": "1h", "next": "nudge"},
+                  {"id": "nudge", "type": "send", "destination": "crm"}]});
+    srv.admin_put("/v1/journeys/remind", &journey).expect(201);
+    for user in ["gone", "kept"] {
+        srv.ingest_ok("/v1/track", &json!({"userId": user, "event": "Signed_Up"}));
+    }
+    let stats = || srv.admin_json("/v1/journeys/remind/stats");
+    let before = stats();
+    assert_eq!(before["active"], 2, "{before:#}");
+    let resp = srv.admin_delete("/v1/profiles/gone");
+    assert_eq!(resp.status, 204, "{resp}");
+    assert_eq!(stats(), before, "the counters stay");
+
+    srv.set_time(srv.now_ms() + 2 * 3_600_000);
+    let sent = settled_deliveries(&srv, "destination=crm", 1, WAIT);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].json()["userId"], "kept");
+    // The forgotten person's timer was due at the same moment as the other's, so it would have
+    // fired in the same tick: nothing more arrives.
+    assert_eq!(
+        srv.admin_json("/v1/deliveries?destination=crm")["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -198,16 +198,14 @@ fn simulate(args: crate::config::SimulateArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("reading {}", file.display()))?,
         )
         .with_context(|| format!("{} is not valid JSON", file.display()))?;
-        let id = match body.as_object_mut().and_then(|m| m.remove("id")) {
-            Some(Value::String(id)) => id,
-            _ => file
-                .file_stem()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        };
-        match crate::delivery::parse(&body) {
-            Ok(doc) => {
-                if let Some(cap) = doc.destination.frequency_cap {
+        let parsed = push::destination_id(&mut body, file).and_then(|id| {
+            crate::delivery::parse(&body)
+                .map(|doc| (id, doc.destination.frequency_cap))
+                .map_err(|problems| problems.iter().map(ToString::to_string).collect())
+        });
+        match parsed {
+            Ok((id, cap)) => {
+                if let Some(cap) = cap {
                     caps.insert(id, cap);
                 }
             }

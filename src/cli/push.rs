@@ -362,20 +362,7 @@ fn read(file: &Path) -> Result<Doc, Vec<String>> {
                 .into(),
         ]);
     }
-    let id = match body.as_object_mut().and_then(|m| m.remove("id")) {
-        Some(Value::String(id)) => id,
-        Some(other) => return Err(vec![format!("/id: expected a string, got {other}")]),
-        None => file
-            .file_name()
-            .and_then(|n| n.to_str())
-            .map(|n| n.strip_suffix(".json").unwrap_or(n).to_string())
-            .unwrap_or_default(),
-    };
-    if !crate::delivery::valid_id(&id) {
-        return Err(vec![format!(
-            "/id: destination id \"{id}\" (its \"id\", else the file name) must be 1 to 64 of A-Z a-z 0-9 _ - ."
-        )]);
-    }
+    let id = destination_id(&mut body, file)?;
     let parsed = crate::delivery::parse(&body).map_err(shown)?;
     let dest = &parsed.destination;
     let write_only = parsed.secrets.values().any(Value::is_string)
@@ -510,4 +497,24 @@ fn report_json(r: &Report) -> Value {
         v["problems"] = json!(p);
     }
     v
+}
+
+/// A destination document's id, taken out of it: its `id` field, else the file name without
+/// `.json` (the API takes the id from the URL, not the body).
+pub(super) fn destination_id(body: &mut Value, file: &Path) -> Result<String, Vec<String>> {
+    let id = match body.as_object_mut().and_then(|m| m.remove("id")) {
+        Some(Value::String(id)) => id,
+        Some(other) => return Err(vec![format!("/id: expected a string, got {other}")]),
+        None => file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.strip_suffix(".json").unwrap_or(n).to_string())
+            .unwrap_or_default(),
+    };
+    if !crate::delivery::valid_id(&id) {
+        return Err(vec![format!(
+            "/id: destination id \"{id}\" (its \"id\", else the file name) must be 1 to 64 of A-Z a-z 0-9 _ - ."
+        )]);
+    }
+    Ok(id)
 }

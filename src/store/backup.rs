@@ -255,20 +255,28 @@ pub(crate) fn partial_name(name: &str) -> String {
     format!("{name}.partial")
 }
 
+/// The files in `dir` whose names `named` accepts, never the live database `db` or its files
+/// whatever their names.
+fn files_named(
+    dir: &Path,
+    db: &Path,
+    named: impl Fn(&str) -> bool,
+) -> std::io::Result<Vec<PathBuf>> {
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(&named))
+        .filter(|p| !is_live_file(db, p) && !names_a_live_file(db, p))
+        .collect())
+}
+
 /// Deletes what scheduled backups left half-written in `dir` (the process died during one):
-/// only files named as [`partial_name`] names them, never the live database `db` or its files.
-/// Call it while no scheduled backup is being written.
+/// only files named as [`partial_name`] names them. Call it while no scheduled backup is being
+/// written.
 pub(crate) fn remove_partials(dir: &Path, db: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let partial = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".partial"))
-            .is_some_and(is_backup_name);
-        if partial && path.is_file() && !is_live_file(db, &path) && !names_a_live_file(db, &path) {
-            std::fs::remove_file(&path)?;
-        }
+    let partial = |n: &str| n.strip_suffix(".partial").is_some_and(is_backup_name);
+    for p in files_named(dir, db, partial)? {
+        std::fs::remove_file(p)?;
     }
     Ok(())
 }
@@ -277,16 +285,7 @@ pub(crate) fn remove_partials(dir: &Path, db: &Path) -> std::io::Result<()> {
 /// named exactly as [`backup_name`] names them, and never the live database `db` or its files,
 /// whatever their names. Returns the deleted paths.
 pub(crate) fn rotate_backups(dir: &Path, db: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
-    let mut backups: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(is_backup_name)
-        })
-        .filter(|p| !is_live_file(db, p) && !names_a_live_file(db, p))
-        .collect();
+    let mut backups = files_named(dir, db, is_backup_name)?;
     // The names carry a sortable UTC timestamp: newest last.
     backups.sort();
     let excess = backups.len().saturating_sub(keep);

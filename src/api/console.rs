@@ -21,7 +21,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use super::{App, Body, admin_error, json_response, store_error, views};
+use super::{App, Body, json_response, store_error, views};
 use crate::journey::{self, Problem, StepKind};
 
 /// What a console page may load: its own scripts, styles and images, and calls to its own origin.
@@ -213,21 +213,9 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 
 /// `GET /v1/journeys/{id}/layout?version=N`: the newest version (or version N) laid out.
 pub(super) async fn journey_layout(app: &App, id: String, query: Option<&str>) -> Response<Body> {
-    let version = match super::query_pairs(query)
-        .into_iter()
-        .find(|(k, v)| k == "version" && !v.is_empty())
-    {
-        None => None,
-        Some((_, v)) => match v.parse::<i64>() {
-            Ok(n) => Some(n),
-            Err(_) => {
-                return admin_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("version \"{v}\" is not a number"),
-                );
-            }
-        },
+    let version = match super::version_param(query) {
+        Ok(v) => v,
+        Err(resp) => return resp,
     };
     let (version, definition) = match version {
         Some(v) => match app.store.journey_version(id.clone(), v).await {

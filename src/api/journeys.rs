@@ -162,21 +162,9 @@ pub(super) async fn archive(app: &App, id: String) -> Response<Body> {
 }
 
 pub(super) async fn stats(app: &App, id: String, query: Option<&str>) -> Response<Body> {
-    let version = match super::query_pairs(query)
-        .into_iter()
-        .find(|(k, _)| k == "version")
-    {
-        None => None,
-        Some((_, v)) => match v.parse::<i64>() {
-            Ok(n) => Some(n),
-            Err(_) => {
-                return admin_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("version \"{v}\" is not a number"),
-                );
-            }
-        },
+    let version = match super::version_param(query) {
+        Ok(v) => v,
+        Err(resp) => return resp,
     };
     let counters = match app.store.journey_stats(id.clone(), version).await {
         Ok(c) => c,

@@ -344,6 +344,23 @@ fn pagination(query: Option<&str>) -> Result<(usize, Option<String>), Response<B
     Ok((limit, cursor))
 }
 
+/// Parses `?version=N` (absent or empty: `None`), answering 400 when it is not a number.
+fn version_param(query: Option<&str>) -> Result<Option<i64>, Response<Body>> {
+    match query_pairs(query)
+        .into_iter()
+        .find(|(k, v)| k == "version" && !v.is_empty())
+    {
+        None => Ok(None),
+        Some((_, v)) => v.parse::<i64>().map(Some).map_err(|_| {
+            admin_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("version \"{v}\" is not a number"),
+            )
+        }),
+    }
+}
+
 /// Decodes the pairs of a query string.
 fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     form_urlencoded::parse(query.unwrap_or("").as_bytes())

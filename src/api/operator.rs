@@ -13,7 +13,8 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::{
-    App, Body, admin_error, json_response, ok, pagination, query_pairs, store_error, views,
+    App, Body, admin_error, json_response, ok, pagination, query_pairs, store_error, version_param,
+    views,
 };
 use crate::engine::State;
 use crate::store::{InstanceFilter, StreamEvent};
@@ -40,7 +41,13 @@ pub(super) async fn instances(app: &App, id: String, query: Option<&str>) -> Res
         Err(resp) => return resp,
     };
     let bad = |what: String| admin_error(StatusCode::BAD_REQUEST, "bad_request", what);
-    let mut filter = InstanceFilter::default();
+    let mut filter = InstanceFilter {
+        version: match version_param(query) {
+            Ok(v) => v,
+            Err(resp) => return resp,
+        },
+        ..InstanceFilter::default()
+    };
     for (k, v) in query_pairs(query) {
         if v.is_empty() {
             continue;
@@ -55,10 +62,6 @@ pub(super) async fn instances(app: &App, id: String, query: Option<&str>) -> Res
                 }
             },
             "step" => filter.step = Some(v),
-            "version" => match v.parse() {
-                Ok(n) => filter.version = Some(n),
-                Err(_) => return bad(format!("version \"{v}\" is not a number")),
-            },
             _ => {}
         }
     }

@@ -151,15 +151,11 @@ pub(crate) fn stream_event(event: &StreamEvent) -> (&'static str, Value) {
     }
 }
 
+/// A profile with its newest instances: the summary plus `instances`.
 pub(crate) fn profile(p: &ProfileView, instances: &[InstanceView]) -> Value {
-    json!({
-        "id": p.key,
-        "traits": p.traits,
-        "ids": p.ids,
-        "created_at": ts(p.created_at),
-        "updated_at": ts(p.updated_at),
-        "instances": instances.iter().map(instance).collect::<Vec<_>>(),
-    })
+    let mut v = profile_summary(p);
+    v["instances"] = instances.iter().map(instance).collect();
+    v
 }
 
 fn totals(counts: &BTreeMap<Total, i64>) -> Map<String, Value> {

@@ -270,12 +270,17 @@ fn timeline_item(item: &Value) -> (String, String) {
 
 /// A transition in one line: `journey #instance what step -> detail`.
 pub(super) fn transition_line(t: &Value) -> String {
-    let mut s = format!(
+    format!(
         "{} #{} {}",
         text(&t["journey"]),
         text(&t["instance"]),
-        text(&t["what"])
-    );
+        transition_what(t)
+    )
+}
+
+/// What a transition did: `what step -> detail` (step and detail where it has them).
+pub(super) fn transition_what(t: &Value) -> String {
+    let mut s = text(&t["what"]);
     if let Some(step) = t["step"].as_str() {
         s.push(' ');
         s.push_str(step);

@@ -122,18 +122,11 @@ fn line(event: &str, v: &Value) -> String {
         text(&v["instance"])
     );
     match event {
-        "transition" => {
-            let mut what = text(&v["what"]);
-            if let Some(step) = v["step"].as_str() {
-                what.push(' ');
-                what.push_str(step);
-            }
-            if !v["detail"].is_null() {
-                what.push_str(" -> ");
-                what.push_str(&text(&v["detail"]));
-            }
-            format!("{head}  profile {}  {what}", text(&v["profile"]))
-        }
+        "transition" => format!(
+            "{head}  profile {}  {}",
+            text(&v["profile"]),
+            super::operate::transition_what(v)
+        ),
         "delivery" => {
             let mut notes = vec![format!("attempt {}", text(&v["attempts"]))];
             if !v["last_status"].is_null() {

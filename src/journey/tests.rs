@@ -4,33 +4,12 @@
 use super::*;
 use serde_json::{Value, json};
 
-/// The example of SPEC §3, which must stay valid.
+/// The example of SPEC §3, which must stay valid (the file the integration tests use too).
 fn spec_example() -> Value {
-    json!({
-      "id": "cart-abandonment",
-      "name": "Cart abandonment (cart modified)",
-      "entry": {
-        "event": "Product_Added",
-        "where": [{"property": "cart_ID", "exists": true}],
-        "reentry": "every_time",
-        "unique_by": "cart_ID"
-      },
-      "exit": {
-        "events": [{"event": "Account_Deleted"}],
-        "send": "notify_exit"
-      },
-      "steps": [
-        {"id": "wait_for_order", "type": "hold_until", "max_hold": "2h",
-         "branches": [
-           {"name": "cart changed", "event": "Cart_Modified", "reset_timer": true},
-           {"name": "ordered", "event": "Order_Confirmation", "next": null}
-         ],
-         "on_timeout": "remind"},
-        {"id": "remind", "type": "send", "destination": "crm", "event_name": "Cart Reminder",
-         "traits": ["email", "first_name"], "next": null},
-        {"id": "notify_exit", "type": "send", "destination": "crm"}
-      ]
-    })
+    serde_json::from_str(include_str!(
+        "../../tests/fixtures/journeys/spec-example.json"
+    ))
+    .expect("the SPEC example is JSON")
 }
 
 /// A small journey that uses every step type, valid as it stands.

@@ -179,18 +179,10 @@ pub(crate) fn restore(backup: &Path, db: &Path) -> Result<Restored> {
     }
     let source = Connection::open_with_flags(backup, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     source.busy_timeout(std::time::Duration::from_secs(5))?;
-    let found: Vec<String> = source
-        .prepare("PRAGMA quick_check(20)")
-        .and_then(|mut stmt| {
-            stmt.query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()
-        })
-        .unwrap_or_else(|e| vec![e.to_string()]);
-    if found != ["ok"] {
+    if let Some(found) = super::damage(&source) {
         return Err(StoreError::Damaged(format!(
-            "{} is damaged ({}): pick another backup; nothing was changed",
+            "{} is damaged ({found}): pick another backup; nothing was changed",
             backup.display(),
-            found.join("; ")
         )));
     }
     let schema_version: i64 = source.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -228,6 +228,15 @@ fn plan_stability(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
 
 /// Refuses a damaged database before anything reads or writes it (SPEC §9).
 fn quick_check(conn: &rusqlite::Connection, path: &Path) -> Result<()> {
+    match damage(conn) {
+        None => Ok(()),
+        Some(found) => Err(damaged_message(path, &found)),
+    }
+}
+
+/// What `PRAGMA quick_check` finds wrong with a database (the first 20 problems, joined), or
+/// `None` when it is sound.
+fn damage(conn: &rusqlite::Connection) -> Option<String> {
     let found: Vec<String> = conn
         .prepare("PRAGMA quick_check(20)")
         .and_then(|mut stmt| {
@@ -235,10 +244,7 @@ fn quick_check(conn: &rusqlite::Connection, path: &Path) -> Result<()> {
                 .collect::<rusqlite::Result<_>>()
         })
         .unwrap_or_else(|e| vec![e.to_string()]);
-    if found == ["ok"] {
-        return Ok(());
-    }
-    Err(damaged_message(path, &found.join("; ")))
+    (found != ["ok"]).then(|| found.join("; "))
 }
 
 /// An error opening the database that means the file is not a sound database.

@@ -187,36 +187,11 @@ fn examples() -> Vec<Value> {
         .collect()
 }
 
-/// A valid journey of `count` steps with every step type, branches that skip ahead and join.
-fn generated(id: &str, count: usize) -> Value {
-    let step = |i: usize| -> Value {
-        if i < count {
-            json!(format!("step_{i:02}"))
-        } else {
-            Value::Null
-        }
-    };
-    let steps: Vec<Value> = (0..count)
-        .map(|i| match i % 5 {
-            0 => json!({"id": step(i), "type": "hold_until", "max_hold": "1d",
-                "branches": [
-                    {"name": format!("go {i}"), "event": format!("Go_{i}"), "next": step(i + 1)},
-                    {"name": "skip", "event": "Skip", "next": step(i + 2)},
-                    {"name": "again", "event": "Again", "reset_timer": true}],
-                "on_timeout": step(i + 3)}),
-            1 => json!({"id": step(i), "type": "split",
-                "branches": [{"name": "premium", "where": [{"path": "traits.tier", "equals": "p"}],
-                              "next": step(i + 1)}],
-                "else": step(i + 2)}),
-            2 => json!({"id": step(i), "type": "delay", "duration": "2h", "next": step(i + 1)}),
-            3 => json!({"id": step(i), "type": "random_split",
-                "branches": [{"name": "a", "percent": 50, "next": step(i + 1)},
-                             {"name": "b", "percent": 50, "next": step(i + 2)}]}),
-            _ => json!({"id": step(i), "type": "send", "destination": "crm", "next": step(i + 1)}),
-        })
-        .collect();
-    json!({"id": id, "name": format!("{count} generated steps"), "entry": {"event": "Go"},
-           "steps": steps})
+/// A valid 50-step journey with every step type, branches that skip ahead and join (the one the
+/// layout's unit tests generate).
+fn fifty_steps() -> Value {
+    serde_json::from_str(include_str!("../fixtures/journeys/fifty-steps.json"))
+        .expect("the fifty-step journey is JSON")
 }
 
 /// The rectangles of a layout answer that must not overlap: boxes and labels.
@@ -266,7 +241,7 @@ fn layout_draws_every_version_without_overlaps() {
     put_destination(&app, "crm", &signed_webhook("http://127.0.0.1:9/"));
     let mut docs = examples();
     assert!(docs.len() >= 7);
-    docs.push(generated("fifty", 50));
+    docs.push(fifty_steps());
     for doc in &docs {
         put_journey(&app, doc);
         let id = doc["id"].as_str().unwrap();
@@ -987,7 +962,7 @@ fn every_example_and_fifty_steps_draw_without_overlaps() {
     let app = Appliance::start();
     put_destination(&app, "crm", &signed_webhook("http://127.0.0.1:9/"));
     let mut docs = examples();
-    docs.push(generated("fifty", 50));
+    docs.push(fifty_steps());
     for doc in &docs {
         put_journey(&app, doc);
     }

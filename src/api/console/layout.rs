@@ -775,9 +775,13 @@ mod tests {
         out
     }
 
-    /// A valid 50-step journey with every step type, branches that skip ahead and join.
+    /// A valid 50-step journey with every step type, branches that skip ahead and join: the
+    /// file the browser tests draw too, `generated(50)` as it stands.
     pub(crate) fn fifty_steps() -> Value {
-        generated(50)
+        serde_json::from_str(include_str!(
+            "../../../tests/fixtures/journeys/fifty-steps.json"
+        ))
+        .expect("the fifty-step journey is JSON")
     }
 
     pub(crate) fn generated(count: usize) -> Value {
@@ -897,6 +901,11 @@ mod tests {
         for n in [1, 2, 5, 12, 27, 50] {
             check(&format!("{n} steps"), &generated(n));
         }
+        assert_eq!(
+            generated(50),
+            fifty_steps(),
+            "the fixture is the generator's output"
+        );
         let l = check("fifty", &fifty_steps());
         assert_eq!(
             l.nodes.iter().filter(|n| !n.id.starts_with('@')).count(),
@@ -906,19 +915,10 @@ mod tests {
 
     #[test]
     fn the_spec_example_with_exit_send() {
-        let doc = json!({
-            "id": "cart", "entry": {"event": "Product_Added"},
-            "exit": {"events": [{"event": "Account_Deleted"}], "send": "notify_exit"},
-            "steps": [
-                {"id": "wait_for_order", "type": "hold_until", "max_hold": "2h",
-                 "branches": [
-                   {"name": "cart changed", "event": "Cart_Modified", "reset_timer": true},
-                   {"name": "ordered", "event": "Order_Confirmation", "next": null}],
-                 "on_timeout": "remind"},
-                {"id": "remind", "type": "send", "destination": "crm", "next": null},
-                {"id": "notify_exit", "type": "send", "destination": "crm"}
-            ]
-        });
+        let doc: Value = serde_json::from_str(include_str!(
+            "../../../tests/fixtures/journeys/spec-example.json"
+        ))
+        .unwrap();
         let l = check("spec", &doc);
         let wait = l.nodes.iter().find(|n| n.id == "wait_for_order").unwrap();
         assert_eq!(wait.loops, vec!["cart changed"]);

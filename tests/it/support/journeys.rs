@@ -195,24 +195,8 @@ pub fn settled_deliveries(c: &Client, query: &str, n: usize, timeout: Duration) 
 
 /// The cart-abandonment journey of SPEC §3; its destination `crm` need not exist for simulation.
 pub fn cart_journey() -> Value {
-    json!({
-        "id": "cart-abandonment",
-        "name": "Cart abandonment (cart modified)",
-        "entry": {"event": "Product_Added", "where": [{"property": "cart_ID", "exists": true}],
-                  "reentry": "every_time", "unique_by": "cart_ID"},
-        "exit": {"events": [{"event": "Account_Deleted"}], "send": "notify_exit"},
-        "steps": [
-            {"id": "wait_for_order", "type": "hold_until", "max_hold": "2h",
-             "branches": [
-                 {"name": "cart changed", "event": "Cart_Modified", "reset_timer": true},
-                 {"name": "ordered", "event": "Order_Confirmation", "next": null}
-             ],
-             "on_timeout": "remind"},
-            {"id": "remind", "type": "send", "destination": "crm", "event_name": "Cart Reminder",
-             "traits": ["email", "first_name"], "next": null},
-            {"id": "notify_exit", "type": "send", "destination": "crm"}
-        ]
-    })
+    serde_json::from_str(include_str!("../../fixtures/journeys/spec-example.json"))
+        .expect("the SPEC example is JSON")
 }
 
 /// Timed events for the cart journey: one cart abandoned (its timer reset at +1h, so reminded at

@@ -56,6 +56,20 @@
       }))),
       h('tbody', {}, rows)));
   }
+  /** Shows one page of a paged list in `list`: a first page replaces what was there, a further
+   *  one (`more`) appends its rows; a "Load more" button calls `loadMore` while `cursor` is set. */
+  function showPage(list, more, headers, rows, empty, cursor, loadMore) {
+    if (more) {
+      const tbody = list.querySelector('tbody');
+      if (tbody) tbody.append(...rows);
+    } else list.replaceChildren(table(headers, rows, empty));
+    const old = list.querySelector('.more');
+    if (old) old.remove();
+    if (cursor) {
+      list.append(h('p', {class: 'more'},
+        h('button', {type: 'button', class: 'quiet', onclick: loadMore}, 'Load more')));
+    }
+  }
   function params() {
     const hash = location.hash.slice(1) || '/journeys';
     const [path, query] = hash.split('?');
@@ -627,18 +641,9 @@
           h('td', {class: 'mono'}, i.step || ''),
           h('td', {class: 'hide-narrow'}, fmtTime(i.entered_at)),
           h('td', {class: 'hide-narrow'}, fmtTime(i.updated_at))));
-        const t = table(['Instance', 'Profile', ['Version', 'num'], 'State', 'Step',
-          ['Entered', 'hide-narrow'], ['Updated', 'hide-narrow']], rows, 'No instances match.');
-        if (more) {
-          const tbody = list.querySelector('tbody');
-          if (tbody) tbody.append(...rows);
-        } else list.replaceChildren(t);
-        const old = list.querySelector('.more');
-        if (old) old.remove();
-        if (cursor) {
-          list.append(h('p', {class: 'more'}, h('button', {type: 'button', class: 'quiet',
-            onclick: () => loadInstances(true)}, 'Load more')));
-        }
+        showPage(list, more, ['Instance', 'Profile', ['Version', 'num'], 'State', 'Step',
+          ['Entered', 'hide-narrow'], ['Updated', 'hide-narrow']], rows, 'No instances match.',
+          cursor, () => loadInstances(true));
       } catch (err) {
         list.replaceChildren(errorBox(err));
       }
@@ -838,17 +843,9 @@
             h('pre', {}, json(d.payload)))),
           h('td', {}, retry));
       });
-      const t = table(['Status', 'Destination', 'Journey', ['Attempts', 'num'], 'Last error',
-        ['Created', 'hide-narrow'], 'Payload', ''], rows, 'No deliveries match.');
-      keepFocus(list, () => {
-        if (more) {
-          const tbody = list.querySelector('tbody');
-          if (tbody) tbody.append(...rows);
-        } else list.replaceChildren(t);
-        const old = list.querySelector('.more');
-        if (old) old.remove();
-        if (cursor) list.append(h('p', {class: 'more'}, h('button', {type: 'button', class: 'quiet', onclick: () => load(true)}, 'Load more')));
-      });
+      keepFocus(list, () => showPage(list, more, ['Status', 'Destination', 'Journey',
+        ['Attempts', 'num'], 'Last error', ['Created', 'hide-narrow'], 'Payload', ''], rows,
+        'No deliveries match.', cursor, () => load(true)));
     }
     root.append(h('div', {class: 'head'}, h('h1', {}, 'Deliveries'), h('div', {class: 'actions'}, retryAll)),
       h('div', {class: 'filters'},

@@ -17,9 +17,7 @@ const HOUR: i64 = 3_600_000;
 /// opens in the person's zone; inside, at once.
 #[test]
 fn a_send_waits_for_its_window_in_the_persons_zone() {
-    let app = Appliance::start();
-    let rx = app.receiver(Vec::new());
-    put_destination(&app, "crm", &webhook(&rx.url("/in"), json!({})));
+    let (app, rx) = Appliance::with_crm_receiver();
     put_journey(
         &app,
         &json!({"id": "w", "entry": {"event": "Go"},
@@ -133,9 +131,7 @@ fn frequency_caps_across_journeys() {
 /// "One hour before the appointment": a delay until a time in the context, with an offset.
 #[test]
 fn a_contextual_delay_waits_for_the_time_in_the_context() {
-    let app = Appliance::start();
-    let rx = app.receiver(Vec::new());
-    put_destination(&app, "crm", &webhook(&rx.url("/in"), json!({})));
+    let (app, rx) = Appliance::with_crm_receiver();
     put_journey(
         &app,
         &json!({"id": "appt", "entry": {"event": "Appointment_Booked"},
@@ -171,9 +167,7 @@ fn a_contextual_delay_waits_for_the_time_in_the_context() {
 /// sent.
 #[test]
 fn a_backtest_replays_stored_events_and_changes_nothing() {
-    let app = Appliance::start();
-    let rx = app.receiver(Vec::new());
-    put_destination(&app, "crm", &webhook(&rx.url("/in"), json!({})));
+    let (app, rx) = Appliance::with_crm_receiver();
     app.ingest_ok(
         "/v1/identify",
         &json!({"userId": "u0", "traits": {"email": "u0@example.com"}}),

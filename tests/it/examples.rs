@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Appliance, Client, Received, SECRET, WAIT, check_all, check_webhook, describe, enc, eventually,
-    fmt_ms, history_lines, instance, is_stored_timestamp, live_instances, run_cli,
+    fmt_ms, history_lines, instance, is_stored_timestamp, live_instances, offset_ms, run_cli,
     settled_deliveries, signed_webhook, transition_line, ts_ms,
 };
 
@@ -49,39 +49,43 @@ struct Case {
 /// appliance's clock): a Tuesday at midnight UTC. It matters to send windows and `delay.until`.
 const START: &str = "2030-01-01T00:00:00Z";
 
+/// appointment-reminder: an instance that sent the reminder the day before and the one an hour
+/// before.
+const REMINDED_TWICE: &[&str] = &[
+    "entered",
+    "step until_day_before",
+    "timer until_day_before -> day_before",
+    "step day_before",
+    "send day_before -> crm",
+    "step until_hour_before",
+    "timer until_hour_before -> hour_before",
+    "step hour_before",
+    "send hour_before -> crm",
+    "completed hour_before",
+];
+
+/// product-nudge-with-a-daily-cap: an instance whose wait for the cart timed out and whose nudge
+/// went out.
+const NUDGED: &[&str] = &[
+    "entered",
+    "step wait_for_cart",
+    "timeout wait_for_cart -> nudge",
+    "step nudge",
+    "send nudge -> crm",
+    "completed nudge",
+];
+
 const CASES: &[Case] = &[
     Case {
         dir: "appointment-reminder",
         instances: &[
             Inst {
                 user: "501",
-                history: &[
-                    "entered",
-                    "step until_day_before",
-                    "timer until_day_before -> day_before",
-                    "step day_before",
-                    "send day_before -> crm",
-                    "step until_hour_before",
-                    "timer until_hour_before -> hour_before",
-                    "step hour_before",
-                    "send hour_before -> crm",
-                    "completed hour_before",
-                ],
+                history: REMINDED_TWICE,
             },
             Inst {
                 user: "502",
-                history: &[
-                    "entered",
-                    "step until_day_before",
-                    "timer until_day_before -> day_before",
-                    "step day_before",
-                    "send day_before -> crm",
-                    "step until_hour_before",
-                    "timer until_hour_before -> hour_before",
-                    "step hour_before",
-                    "send hour_before -> crm",
-                    "completed hour_before",
-                ],
+                history: REMINDED_TWICE,
             },
         ],
         deliveries: &[
@@ -159,14 +163,7 @@ const CASES: &[Case] = &[
         instances: &[
             Inst {
                 user: "701",
-                history: &[
-                    "entered",
-                    "step wait_for_cart",
-                    "timeout wait_for_cart -> nudge",
-                    "step nudge",
-                    "send nudge -> crm",
-                    "completed nudge",
-                ],
+                history: NUDGED,
             },
             Inst {
                 user: "701",
@@ -190,25 +187,11 @@ const CASES: &[Case] = &[
             },
             Inst {
                 user: "702",
-                history: &[
-                    "entered",
-                    "step wait_for_cart",
-                    "timeout wait_for_cart -> nudge",
-                    "step nudge",
-                    "send nudge -> crm",
-                    "completed nudge",
-                ],
+                history: NUDGED,
             },
             Inst {
                 user: "701",
-                history: &[
-                    "entered",
-                    "step wait_for_cart",
-                    "timeout wait_for_cart -> nudge",
-                    "step nudge",
-                    "send nudge -> crm",
-                    "completed nudge",
-                ],
+                history: NUDGED,
             },
         ],
         deliveries: &[
@@ -1108,42 +1091,6 @@ fn comparable(payload: &Value) -> Value {
         .unwrap()
         .remove("instance_id");
     p
-}
-
-/// `"90m"` to milliseconds (SPEC §3: a whole number and one of s, m, h, d, w).
-fn duration_ms(s: &str) -> u64 {
-    let (n, unit) = s.split_at(s.len() - 1);
-    let n: u64 = n.parse().unwrap_or_else(|_| panic!("bad duration {s:?}"));
-    n * match unit {
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 604_800_000,
-        _ => panic!("bad duration {s:?}"),
-    }
-}
-
-/// A script or trace offset (`+90m`, `+0s`, `+1500ms`, compound `+1h30m`) to milliseconds.
-fn offset_ms(s: &str) -> u64 {
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    let mut total = 0;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let n: u64 = rest[..digits]
-            .parse()
-            .unwrap_or_else(|_| panic!("bad offset {s:?}"));
-        if rest[digits..].starts_with("ms") {
-            total += n;
-            rest = &rest[digits + 2..];
-        } else {
-            total += duration_ms(&rest[..digits + 1]);
-            rest = &rest[digits + 1..];
-        }
-    }
-    total
 }
 
 /// The `crm` destination of an example: a signed webhook to the receiver, with the settings of

@@ -4,25 +4,11 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Appliance, WAIT, cart_journey, put_destination, put_journey, webhook};
+use crate::support::{Appliance, WAIT, cart_journey, offset_ms, put_journey};
 
 /// A script line: an offset from the start and a Segment message.
 fn at(offset: &str, message: Value) -> Value {
     json!({"at": offset, "message": message})
-}
-
-fn offset_ms(s: &str) -> i64 {
-    let s = s.trim_start_matches('+');
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap());
-    let n: i64 = n.parse().unwrap();
-    n * match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        other => panic!("unit {other}"),
-    }
 }
 
 /// A payload with what differs by nature between a live run and a simulation taken out: ids.
@@ -41,15 +27,13 @@ fn comparable(payload: &Value) -> Value {
 /// checks that the payloads delivered are those `POST /v1/simulate` gives for the same script.
 /// Returns the appliance and the live payloads.
 fn live_equals_simulated(journey: &Value, script: &[Value]) -> (Appliance, Vec<Value>) {
-    let app = Appliance::start();
-    let rx = app.receiver(Vec::new());
-    put_destination(&app, "crm", &webhook(&rx.url("/in"), json!({})));
+    let (app, rx) = Appliance::with_crm_receiver();
     put_journey(&app, journey);
     let start = app.now_ms();
     let mut sorted: Vec<&Value> = script.iter().collect();
     sorted.sort_by_key(|e| offset_ms(e["at"].as_str().unwrap()));
     for e in &sorted {
-        app.set_time(start + offset_ms(e["at"].as_str().unwrap()));
+        app.set_time(start + offset_ms(e["at"].as_str().unwrap()) as i64);
         app.ingest_ok("/v1/batch", &json!({"batch": [e["message"]]}));
     }
     let sim = app
@@ -307,9 +291,7 @@ fn random_identity_scripts_run_live_as_simulated() {
 /// `webhook-id`; an instance entered after the restore gets ids never seen before.
 #[test]
 fn delivery_ids_survive_a_restore_and_never_repeat_after_it() {
-    let mut app = Appliance::start();
-    let rx = app.receiver(Vec::new());
-    put_destination(&app, "crm", &webhook(&rx.url("/in"), json!({})));
+    let (mut app, rx) = Appliance::with_crm_receiver();
     put_journey(&app, &cart_journey());
     let add = |user: &str, cart: &str| json!({"userId": user, "event": "Product_Added", "properties": {"cart_ID": cart}});
     app.ingest_ok("/v1/track", &add("r1", "c1"));

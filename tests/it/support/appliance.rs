@@ -24,7 +24,12 @@ use clap::Parser as _;
 use journeyd::clock::{Clock, ManualClock};
 use journeyd::config::{Cli, Command};
 
-use super::{Client, Options, Receiver, Reply, log_tail, server::START_TIMEOUT, temp_dir};
+use serde_json::json;
+
+use super::{
+    Client, Options, Receiver, Reply, log_tail, put_destination, server::START_TIMEOUT, temp_dir,
+    webhook,
+};
 
 /// Where every appliance's clock starts: 2030-01-01T00:00:00Z, far from the wall clock, so that
 /// anything that reads the wall clock instead of the server's clock shows.
@@ -60,6 +65,16 @@ impl Deref for Appliance {
 impl Appliance {
     pub fn start() -> Appliance {
         Appliance::start_with(Options::default())
+    }
+
+    /// An appliance with a receiver on its clock and a `crm` destination (a [`webhook`] with
+    /// the defaults) pointing at the receiver's `/in`. The receiver comes second, so that a test
+    /// that binds both as `let (app, rx)` drops it first.
+    pub fn with_crm_receiver() -> (Appliance, Receiver) {
+        let app = Appliance::start();
+        let rx = app.receiver(Vec::new());
+        put_destination(&app, "crm", &webhook(&rx.url("/in"), json!({})));
+        (app, rx)
     }
 
     pub fn start_with(opts: Options) -> Appliance {

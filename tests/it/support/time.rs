@@ -45,6 +45,42 @@ pub fn fmt_ms(ms: i64) -> String {
     fmt_ts(DateTime::from_timestamp_millis(ms).expect("a representable time"))
 }
 
+/// `"90m"` to milliseconds (SPEC §3: a whole number and one of s, m, h, d, w).
+pub fn duration_ms(s: &str) -> u64 {
+    let (n, unit) = s.split_at(s.len() - 1);
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("bad duration {s:?}"));
+    n * match unit {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        _ => panic!("bad duration {s:?}"),
+    }
+}
+
+/// A script or trace offset (`+90m`, `+0s`, `+1500ms`, compound `+1h30m`) to milliseconds.
+pub fn offset_ms(s: &str) -> u64 {
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    let mut total = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits]
+            .parse()
+            .unwrap_or_else(|_| panic!("bad offset {s:?}"));
+        if rest[digits..].starts_with("ms") {
+            total += n;
+            rest = &rest[digits + 2..];
+        } else {
+            total += duration_ms(&rest[..digits + 1]);
+            rest = &rest[digits + 1..];
+        }
+    }
+    total
+}
+
 /// The wall clock, for the servers that run on it (the subprocess [`Server`](super::Server)).
 pub fn now() -> DateTime<Utc> {
     Utc::now()

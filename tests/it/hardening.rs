@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::support::server::run_cli_in;
 use crate::support::{
-    Options, Receiver, Reply, Server, basic, bearer, describe, run_cli, temp_dir,
+    Options, Receiver, Reply, Server, basic, bearer, describe, file_names, run_cli, temp_dir,
 };
 
 fn addr(srv: &Server) -> SocketAddr {
@@ -52,6 +52,54 @@ fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
         && !matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
+/// POSTs `body` to `url` (the batch endpoint) on a connection of its own, waiting up to a minute
+/// for the answer, whatever its status.
+fn post_batch(
+    url: &str,
+    auth: &str,
+    body: &str,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    ureq::post(url)
+        .config()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .header("Authorization", auth)
+        .send(body.as_bytes())
+}
+
+/// Runs `journeyd serve` on `db` and expects it to refuse to start: exit code 1, never listening.
+/// Returns what it said on stderr.
+fn serve_is_refused(db: &Path) -> String {
+    let out = run_cli(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        db.to_str().unwrap(),
+        "--admin-token",
+        "t",
+        "--write-key",
+        "k",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Publishes `fwd`, a journey that sends every `Go` to the destination `d` (which must exist),
+/// and tracks one `Go`.
+fn forward_go_to_d(srv: &Server) {
+    srv.admin(
+        "PUT",
+        "/v1/journeys/fwd",
+        Some(&json!({"id": "fwd", "entry": {"event": "Go"},
+                     "steps": [{"id": "send", "type": "send", "destination": "d"}]})),
+    )
+    .expect(201);
+    srv.ingest_ok("/v1/track", &json!({"userId": "u", "event": "Go"}));
+}
+
 /// 3,000 connections that send half a header hold nothing but themselves: /healthz answers
 /// within a second meanwhile, and their header timeout (10 s) closes them.
 #[test]
@@ -90,10 +138,7 @@ fn stalled_clients_do_not_take_the_server_down() {
 /// as one closes.
 #[test]
 fn connections_beyond_the_cap_wait_their_turn() {
-    let srv = Server::start_with(Options {
-        extra_args: vec!["--max-connections".into(), "4".into()],
-        ..Options::default()
-    });
+    let srv = Server::start_with(Options::with_args(&["--max-connections", "4"]));
     let addr = addr(&srv);
     let mut held: Vec<TcpStream> = (0..4)
         .map(|_| {
@@ -132,10 +177,7 @@ fn connections_beyond_the_cap_wait_their_turn() {
 /// is gone everything acknowledged is there.
 #[test]
 fn stalled_writer_answers_503_and_bounds_queued_memory() {
-    let srv = Server::start_with(Options {
-        extra_args: vec!["--max-queued-bytes".into(), "2MiB".into()],
-        ..Options::default()
-    });
+    let srv = Server::start_with(Options::with_args(&["--max-queued-bytes", "2MiB"]));
     let lock = rusqlite::Connection::open(srv.db_path()).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let big: Vec<Value> = (0..900)
@@ -151,14 +193,7 @@ fn stalled_writer_answers_503_and_bounds_queued_memory() {
             .map(|_| {
                 let (url, auth, body) = (&url, &auth, &body);
                 s.spawn(move || {
-                    let mut res = ureq::post(url)
-                        .config()
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(60)))
-                        .build()
-                        .header("Authorization", auth)
-                        .send(body.as_bytes())
-                        .unwrap();
+                    let mut res = post_batch(url, auth, body).unwrap();
                     let retry = res
                         .headers()
                         .get("retry-after")
@@ -260,9 +295,8 @@ fn backup_refuses_the_live_database_and_foreign_files() {
         &db_arg,
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let leftovers: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    let leftovers: Vec<String> = file_names(&dir)
+        .into_iter()
         .filter(|n| n.contains(".tmp-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -287,21 +321,12 @@ fn backup_rotation_never_deletes_the_live_database() {
     std::fs::write(&other, "not a backup").unwrap();
     let srv = Server::start_with(Options {
         db: Some(db.clone()),
-        extra_args: vec![
-            "--backup-dir".into(),
-            dir.display().to_string(),
-            "--backup-schedule".into(),
-            "* * * * * *".into(),
-            "--backup-keep".into(),
-            "1".into(),
-        ],
-        ..Options::default()
+        ..Options::scheduled_backups(&dir, 1)
     });
     srv.ingest_ok("/v1/track", &json!({"userId": "u", "event": "E"}));
     let backups = |dir: &Path| -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        let mut v: Vec<String> = file_names(dir)
+            .into_iter()
             .filter(|n| {
                 n.starts_with("journeyd-backup-2") && !n.starts_with("journeyd-backup-2020")
             })
@@ -332,21 +357,8 @@ fn backup_rotation_never_deletes_the_live_database() {
 #[test]
 fn a_second_server_on_the_same_file_is_refused() {
     let srv = Server::start();
-    let out = run_cli(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        srv.db_path().to_str().unwrap(),
-        "--admin-token",
-        "t",
-        "--write-key",
-        "k",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_is_refused(srv.db_path());
     assert!(err.contains("in use by process"), "{err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
     // The first one is unharmed.
     srv.ingest_ok("/v1/track", &json!({"userId": "u", "event": "E"}));
 }
@@ -427,21 +439,8 @@ fn a_damaged_database_is_refused_at_start() {
         *b = 0xA5;
     }
     std::fs::write(&db, &bytes).unwrap();
-    let out = run_cli(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        db.to_str().unwrap(),
-        "--admin-token",
-        "t",
-        "--write-key",
-        "k",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_is_refused(&db);
     assert!(err.contains("damaged") && err.contains("backup"), "{err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening on"));
 }
 
 /// /healthz says 503 with the reason when the disk is full, and 200 again once there is room.
@@ -736,14 +735,7 @@ fn destination_headers_are_checked_and_write_only() {
     }
     srv.admin("PUT", "/v1/destinations/d", Some(&edited))
         .expect(200);
-    srv.admin(
-        "PUT",
-        "/v1/journeys/fwd",
-        Some(&json!({"id": "fwd", "entry": {"event": "Go"},
-                     "steps": [{"id": "send", "type": "send", "destination": "d"}]})),
-    )
-    .expect(201);
-    srv.ingest_ok("/v1/track", &json!({"userId": "u", "event": "Go"}));
+    forward_go_to_d(&srv);
     let got = rx.wait_for(1, Duration::from_secs(10));
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].header("x-api-key"), Some("s3cret"));
@@ -941,13 +933,7 @@ fn a_flood_of_large_batches_keeps_memory_bounded() {
             .map(|_| {
                 let (url, auth, body) = (&url, &auth, &body);
                 s.spawn(move || {
-                    ureq::post(url)
-                        .config()
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(60)))
-                        .build()
-                        .header("Authorization", auth)
-                        .send(body.as_bytes())
+                    post_batch(url, auth, body)
                         .map(|r| r.status().as_u16())
                         .unwrap_or(0)
                 })
@@ -993,14 +979,7 @@ fn an_absurd_retry_after_is_capped() {
         Some(&json!({"type": "webhook", "url": rx.url("/in")})),
     )
     .expect(201);
-    srv.admin(
-        "PUT",
-        "/v1/journeys/fwd",
-        Some(&json!({"id": "fwd", "entry": {"event": "Go"},
-                     "steps": [{"id": "send", "type": "send", "destination": "d"}]})),
-    )
-    .expect(201);
-    srv.ingest_ok("/v1/track", &json!({"userId": "u", "event": "Go"}));
+    forward_go_to_d(&srv);
     assert_eq!(rx.wait_for(1, Duration::from_secs(10)).len(), 1);
     let deadline = Instant::now() + Duration::from_secs(10);
     let d = loop {

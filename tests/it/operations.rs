@@ -140,17 +140,7 @@ fn scheduled_backups_keep_the_newest_copies_and_they_open() {
     let stale = dir.join("journeyd-backup-20200101T000000.000Z.db.partial");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(&stale, "half a copy").unwrap();
-    let srv = Server::start_with(Options {
-        extra_args: vec![
-            "--backup-dir".into(),
-            dir.display().to_string(),
-            "--backup-schedule".into(),
-            "* * * * * *".into(),
-            "--backup-keep".into(),
-            "2".into(),
-        ],
-        ..Options::default()
-    });
+    let srv = Server::start_with(Options::scheduled_backups(&dir, 2));
     let user = uid("b");
     srv.ingest_ok("/v1/track", &json!({"userId": user, "event": "Backed_Up"}));
     let list = || {

@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 use crate::support::server::{bin, run_cli_env};
 use crate::support::{
     ADMIN_TOKEN, Receiver, Reply, Server, WAIT, WRITE_KEY, basic, cart_journey, describe, enc,
-    eventually, many_problems_journey, put_destination, put_journey, run_cli, settled_deliveries,
-    temp_dir, track_event, uid, webhook,
+    eventually, file_names, many_problems_journey, put_destination, put_journey, run_cli,
+    settled_deliveries, temp_dir, track_event, uid, webhook,
 };
 
 /// Runs `journeyd ARGS` against `srv` (its URL and admin token in the environment).
@@ -831,9 +831,8 @@ fn restore_is_refused_while_serving_and_restores_when_stopped() {
         fs::metadata(&db).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let leftovers: Vec<String> = fs::read_dir(Path::new(&db).parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+    let leftovers: Vec<String> = file_names(Path::new(&db).parent().unwrap())
+        .into_iter()
         .filter(|n| n.contains(".restore-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
@@ -845,13 +844,9 @@ fn restore_is_refused_while_serving_and_restores_when_stopped() {
     let _ = fs::remove_dir_all(&dir);
 }
 
-/// A `/v1/stream` client that never reads: the server drops it once more events were committed
-/// than the stream's backlog holds, or once it has taken no event for 5 s, and ingest goes on at
-/// its usual pace meanwhile.
-#[test]
-fn a_stream_client_that_never_reads_is_dropped_without_slowing_ingest() {
-    let srv = Server::start();
-    // Many transitions per event: a chain of splits.
+/// A journey `chain` entered on `Ping`: eight splits in a row that always take `else`, so many
+/// transitions per event.
+fn put_split_chain(srv: &Server) {
     let steps: Vec<Value> = (0..8)
         .map(|n| {
             let next = if n < 7 { json!(format!("s{}", n + 1)) } else { json!(null) };
@@ -861,18 +856,34 @@ fn a_stream_client_that_never_reads_is_dropped_without_slowing_ingest() {
         })
         .collect();
     put_journey(
-        &srv,
+        srv,
         &json!({"id": "chain", "entry": {"event": "Ping"}, "steps": steps}),
     );
+}
 
-    let mut stalled = TcpStream::connect(srv.addr()).unwrap();
+/// A raw connection that has sent `GET /v1/stream` (with the admin token) and reads with the
+/// usual bound; its response is not read yet.
+fn open_stream(srv: &Server) -> TcpStream {
+    let mut stream = TcpStream::connect(srv.addr()).unwrap();
     write!(
-        stalled,
+        stream,
         "GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
     )
     .unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream
+}
+
+/// A `/v1/stream` client that never reads: the server drops it once more events were committed
+/// than the stream's backlog holds, or once it has taken no event for 5 s, and ingest goes on at
+/// its usual pace meanwhile.
+#[test]
+fn a_stream_client_that_never_reads_is_dropped_without_slowing_ingest() {
+    let srv = Server::start();
+    put_split_chain(&srv);
+
+    let mut stalled = open_stream(&srv);
     // Its headers say the server has subscribed it; from then on it reads nothing.
-    stalled.set_read_timeout(Some(WAIT)).unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -947,26 +958,8 @@ fn a_stream_client_that_never_reads_is_dropped_without_slowing_ingest() {
 #[test]
 fn a_stream_client_that_reads_sees_all_of_a_large_commit() {
     let srv = Server::start();
-    let steps: Vec<Value> = (0..8)
-        .map(|n| {
-            let next = if n < 7 { json!(format!("s{}", n + 1)) } else { json!(null) };
-            json!({"id": format!("s{n}"), "type": "split", "else": next,
-                   "branches": [{"name": "never", "where": [{"path": "traits.never", "exists": true}],
-                                 "next": next}]})
-        })
-        .collect();
-    put_journey(
-        &srv,
-        &json!({"id": "chain", "entry": {"event": "Ping"}, "steps": steps}),
-    );
-    let mut stream = TcpStream::connect(srv.addr()).unwrap();
-    write!(
-        stream,
-        "GET /v1/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
-    )
-    .unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let mut reader = BufReader::new(stream);
+    put_split_chain(&srv);
+    let mut reader = BufReader::new(open_stream(&srv));
     let mut line = String::new();
     // The headers: from then on the stream is subscribed.
     while line != "\r\n" {

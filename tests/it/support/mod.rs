@@ -13,7 +13,7 @@
 //! - [`poll`]: [`eventually`], the one way to wait for something.
 //! - [`time`]: timestamps in the stored form (chrono).
 //!
-//! Plus, here: unique names, temp dirs, log tails, and [`check_all`] for case tables.
+//! Plus, here: unique names, temp dirs, directory listings, log tails, and [`check_all`] for case tables.
 
 pub mod appliance;
 pub mod http;
@@ -57,6 +57,14 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(uid(&format!("journeyd-it-{prefix}")));
     fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// The names of the entries of a directory, in no particular order.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// The last 40 lines of a log file, headed with what and where it is, for failure messages.

@@ -53,6 +53,27 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The default options plus these arguments for `journeyd serve`.
+    pub fn with_args(args: &[&str]) -> Options {
+        Options {
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            ..Options::default()
+        }
+    }
+
+    /// The default options plus a backup into `dir` every second (`--backup-schedule "* * * * * *"`),
+    /// keeping the newest `keep`.
+    pub fn scheduled_backups(dir: &Path, keep: usize) -> Options {
+        Options::with_args(&[
+            "--backup-dir",
+            &dir.display().to_string(),
+            "--backup-schedule",
+            "* * * * * *",
+            "--backup-keep",
+            &keep.to_string(),
+        ])
+    }
+
     /// The arguments of `journeyd serve` for these options, on an ephemeral loopback port.
     pub fn serve_args(&self, db: &Path) -> Vec<String> {
         let mut args = vec![

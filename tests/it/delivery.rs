@@ -14,8 +14,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Appliance, Client, Receiver, Reply, Server, WAIT, deliveries, delivery, eventually, identify,
-    put_destination, put_journey, track_event, ts_ms, uid, wait_delivery, webhook,
+    Appliance, Client, Received, Receiver, Reply, Server, WAIT, deliveries, delivery, eventually,
+    identify, put_destination, put_journey, track_event, ts_ms, uid, wait_delivery, webhook,
 };
 
 /// The key bytes of the `whsec_` secret used here.
@@ -71,6 +71,20 @@ fn retry_due(srv: &Client, id: &str, n: i64, min_wait_ms: i64) -> i64 {
         due - failed_at
     );
     due
+}
+
+/// [`trigger`], then waits for the first attempt; returns the delivery's id.
+fn trigger_first_attempt(srv: &Client, rx: &Receiver) -> String {
+    trigger(srv);
+    rx.wait_for(1, WAIT)[0].webhook_id()
+}
+
+/// [`retry_due`] for attempt `n`, then moves the clock to the retry's due time and waits for
+/// attempt `n + 1`; returns every request received by then.
+fn retry(srv: &Appliance, rx: &Receiver, id: &str, n: i64, min_wait_ms: i64) -> Vec<Received> {
+    let due = retry_due(srv, id, n, min_wait_ms);
+    srv.set_time(due);
+    rx.wait_for(n as usize + 1, WAIT)
 }
 
 #[test]
@@ -182,8 +196,7 @@ fn delivery_headers_and_signatures() {
 #[test]
 fn delivery_retries_5xx_with_one_id_until_success() {
     let (srv, rx) = setup(vec![Reply::status(500), Reply::status(500)], json!({}));
-    trigger(&srv);
-    let id = rx.wait_for(1, WAIT)[0].webhook_id();
+    let id = trigger_first_attempt(&srv, &rx);
     // Each failed attempt backs off on the server's clock: nothing is sent again until it passes
     // the retry's due time.
     for n in 1..=2 {
@@ -233,12 +246,9 @@ fn delivery_honours_retry_after_on_429() {
         vec![Reply::Status(429, vec![("retry-after", "2".into())])],
         json!({}),
     );
-    trigger(&srv);
-    let id = rx.wait_for(1, WAIT)[0].webhook_id();
+    let id = trigger_first_attempt(&srv, &rx);
     // Retry-After: 2 asks for 2 s, more than the first backoff.
-    let due = retry_due(&srv, &id, 1, 2000);
-    srv.set_time(due);
-    let got = rx.wait_for(2, WAIT);
+    let got = retry(&srv, &rx, &id, 1, 2000);
     let gap = got[1].clock_ms - got[0].clock_ms;
     assert!(
         gap >= 2000,
@@ -314,11 +324,8 @@ fn delivery_times_out_a_hanging_receiver_and_gives_up_after_max_attempts() {
         json!({"timeout": "1s", "max_attempts": 2}),
     );
     let started = Instant::now();
-    trigger(&srv);
-    let id = rx.wait_for(1, WAIT)[0].webhook_id();
-    let due = retry_due(&srv, &id, 1, 400);
-    srv.set_time(due);
-    let got = rx.wait_for(2, WAIT);
+    let id = trigger_first_attempt(&srv, &rx);
+    let got = retry(&srv, &rx, &id, 1, 400);
     let gap = got[1].at - got[0].at;
     assert!(
         gap >= Duration::from_millis(1000),
@@ -351,12 +358,9 @@ fn delivery_exhausted_attempts_end_failed_and_listed() {
         vec![Reply::status(500), Reply::status(502), Reply::status(500)],
         json!({"max_attempts": 3}),
     );
-    trigger(&srv);
-    let id = rx.wait_for(1, WAIT)[0].webhook_id();
+    let id = trigger_first_attempt(&srv, &rx);
     for n in 1..=2 {
-        let due = retry_due(&srv, &id, n, 400);
-        srv.set_time(due);
-        rx.wait_for(n as usize + 1, WAIT);
+        retry(&srv, &rx, &id, n, 400);
     }
     let d = wait_delivery(&srv, &id, "failed", WAIT);
     assert_eq!(d["attempts"], 3, "{d}");

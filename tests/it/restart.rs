@@ -151,6 +151,55 @@ fn assert_unchanged(before: &[Value], after: &[Value]) {
     }
 }
 
+/// Asserts that each of these instances holds: active, with a due time.
+fn assert_all_holding(instances: &[Value]) {
+    for i in instances {
+        assert_eq!(i["state"], "active", "{i}");
+        let _ = due_at(i);
+    }
+}
+
+/// Publishes version 2 of the signup journey, with this hold and reminder "Signup Reminder v2".
+fn publish_signup_v2(srv: &Client, hold: &str) {
+    let v2 = srv.admin_put(
+        "/v1/journeys/signup-nudge",
+        &signup_journey(hold, "Signup Reminder v2"),
+    );
+    assert_eq!(v2.expect(200)["version"], 2, "{v2}");
+}
+
+/// Tracks `Signup_Completed` for `user` and checks that their signup instance, one of
+/// `instances` and holding until then, took the branch and completed. Returns that instance.
+fn complete_signup<'a>(srv: &Client, instances: &'a [Value], user: &str) -> &'a Value {
+    track(srv, user, "Signup_Completed");
+    let signup = instances
+        .iter()
+        .find(|i| i["profile"] == user && i["journey"] == "signup-nudge")
+        .unwrap();
+    let id = signup["id"].as_i64().unwrap();
+    assert_eq!(
+        history_lines(&instance(srv, id)),
+        [
+            "entered",
+            "step wait",
+            "branch wait -> completed",
+            "completed wait"
+        ],
+        "instance {id} of {user}"
+    );
+    signup
+}
+
+/// Tracks `Signup_Started` for `user`, who has no instance yet, and checks that the one instance
+/// it enters is on version 2 of the signup journey. Returns that instance.
+fn enters_on_version_2(srv: &Client, user: &str) -> Value {
+    track(srv, user, "Signup_Started");
+    let entered = live_instances(srv, &[user]);
+    assert_eq!(entered.len(), 1, "{entered:#?}");
+    assert_eq!(entered[0]["version"], 2, "{}", entered[0]);
+    entered[0].clone()
+}
+
 /// Holding instances survive a kill -9: after the restart they are there with the same step, due
 /// time and context, an event still reaches one, and instances keep the journey version they
 /// entered (a version published before the kill applies only to entries after it, SPEC §4). That
@@ -171,15 +220,8 @@ fn restart_after_kill9_keeps_holding_instances() {
     track(&srv, "k1", "Trial_Started");
     let before = live_instances(&srv, &users);
     assert_eq!(before.len(), 3, "{before:#?}");
-    for i in &before {
-        assert_eq!(i["state"], "active", "{i}");
-        let _ = due_at(i);
-    }
-    let v2 = srv.admin_put(
-        "/v1/journeys/signup-nudge",
-        &signup_journey("2h", "Signup Reminder v2"),
-    );
-    assert_eq!(v2.expect(200)["version"], 2, "{v2}");
+    assert_all_holding(&before);
+    publish_signup_v2(&srv, "2h");
 
     srv.kill9();
     srv.restart();
@@ -188,27 +230,9 @@ fn restart_after_kill9_keeps_holding_instances() {
     assert_unchanged(&before, &after);
 
     // An event still reaches a holding instance.
-    track(&srv, "k1", "Signup_Completed");
-    let k1_signup = after
-        .iter()
-        .find(|i| i["profile"] == "k1" && i["journey"] == "signup-nudge")
-        .unwrap();
-    let id = k1_signup["id"].as_i64().unwrap();
-    assert_eq!(
-        history_lines(&instance(&srv, id)),
-        [
-            "entered",
-            "step wait",
-            "branch wait -> completed",
-            "completed wait"
-        ],
-        "instance {id} of k1"
-    );
+    complete_signup(&srv, &after, "k1");
     // A new entry after the restart runs on version 2; the others stay on version 1.
-    track(&srv, "k3", "Signup_Started");
-    let k3 = live_instances(&srv, &["k3"]);
-    assert_eq!(k3.len(), 1, "{k3:#?}");
-    assert_eq!(k3[0]["version"], 2, "{}", k3[0]);
+    enters_on_version_2(&srv, "k3");
     let k2 = live_instances(&srv, &["k2"]);
     assert_eq!(k2[0]["version"], 1, "{}", k2[0]);
     assert_eq!(k2[0]["state"], "active", "{}", k2[0]);
@@ -238,16 +262,9 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
     track(&srv, "a1", "Trial_Started");
     let before = live_instances(&srv, &users);
     assert_eq!(before.len(), 4, "{before:#?}");
-    for i in &before {
-        assert_eq!(i["state"], "active", "{i}");
-        let _ = due_at(i);
-    }
+    assert_all_holding(&before);
     // Version 2 is published while version 1 instances hold.
-    let v2 = srv.admin_put(
-        "/v1/journeys/signup-nudge",
-        &signup_journey("2s", "Signup Reminder v2"),
-    );
-    assert_eq!(v2.expect(200)["version"], 2, "{v2}");
+    publish_signup_v2(&srv, "2s");
 
     srv.restart();
 
@@ -260,28 +277,10 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
     );
 
     // An event still reaches a holding instance after the restart.
-    track(&srv, "a1", "Signup_Completed");
-    let a1_signup = after
-        .iter()
-        .find(|i| i["profile"] == "a1" && i["journey"] == "signup-nudge")
-        .unwrap();
-    let id = a1_signup["id"].as_i64().unwrap();
-    assert_eq!(
-        history_lines(&instance(&srv, id)),
-        [
-            "entered",
-            "step wait",
-            "branch wait -> completed",
-            "completed wait"
-        ],
-        "instance {id} of a1"
-    );
+    let a1_signup = complete_signup(&srv, &after, "a1");
 
     // A new entry after the restart runs on version 2.
-    track(&srv, "a4", "Signup_Started");
-    let a4 = live_instances(&srv, &["a4"]);
-    assert_eq!(a4.len(), 1, "{a4:#?}");
-    assert_eq!(a4[0]["version"], 2, "{}", a4[0]);
+    let a4 = enters_on_version_2(&srv, "a4");
 
     // The other timers fire at their due time: a2's and a3's holds, a1's delay, a4's hold. The
     // clock visits each due time in turn, and the deliveries due by then must have arrived
@@ -290,7 +289,7 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
         .iter()
         .filter(|i| i["id"] != a1_signup["id"])
         .collect();
-    timed.push(&a4[0]);
+    timed.push(&a4);
     let dues: BTreeSet<i64> = timed.iter().map(|i| due_at(i)).collect();
     for &due in &dues {
         srv.set_time(due);

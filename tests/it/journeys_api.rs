@@ -1033,24 +1033,12 @@ fn simulate_api() {
         .unwrap_or_else(|| panic!("no timeout in the trace: {out:#}"));
     assert_eq!(timeout["at"], "+3h", "{timeout}");
     assert_eq!(timeout["step"], "wait_for_order", "{timeout}");
-    assert!(
-        trace
-            .iter()
-            .any(|t| t["what"] == "exited" && t["at"] == "+45m"),
-        "{out:#}"
-    );
-    assert!(
-        trace
-            .iter()
-            .any(|t| t["what"] == "branch" && t["at"] == "+10m"),
-        "{out:#}"
-    );
-    assert!(
-        trace
-            .iter()
-            .any(|t| t["what"] == "reset" && t["at"] == "+1h"),
-        "{out:#}"
-    );
+    for (what, at) in [("exited", "+45m"), ("branch", "+10m"), ("reset", "+1h")] {
+        assert!(
+            trace.iter().any(|t| t["what"] == what && t["at"] == at),
+            "no {what} at {at}: {out:#}"
+        );
+    }
 
     assert_eq!(
         deliveries_out.len(),

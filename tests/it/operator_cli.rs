@@ -52,6 +52,12 @@ fn expect(out: &Output, code: i32) -> String {
     stdout(out)
 }
 
+/// Asserts that the command failed with exit code `code` and said `says` on stderr.
+fn expect_failure(out: &Output, code: i32, says: &str) {
+    assert_eq!(out.status.code(), Some(code), "{}", describe(out));
+    assert!(stderr(out).contains(says), "{}", describe(out));
+}
+
 fn write_json(dir: &Path, name: &str, doc: &Value) -> PathBuf {
     let path = dir.join(name);
     fs::write(&path, serde_json::to_string_pretty(doc).unwrap()).unwrap();
@@ -293,18 +299,12 @@ fn clear_errors_for_a_server_down_a_bad_token_and_bad_usage() {
 
     let srv = Server::start();
     let out = jd_as(&srv, "not-the-token", &["keys", "list"]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(
-        stderr(&out).contains("admin token is not valid"),
-        "{}",
-        describe(&out)
-    );
+    expect_failure(&out, 1, "admin token is not valid");
     assert!(stdout(&out).is_empty(), "{}", describe(&out));
 
     // A journey that is not there: the server's message, exit 1.
     let out = jd(&srv, &["journeys", "show", "nope"]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(stderr(&out).contains("not found"), "{}", describe(&out));
+    expect_failure(&out, 1, "not found");
 
     // Usage and configuration errors: exit 2.
     for args in [
@@ -317,12 +317,7 @@ fn clear_errors_for_a_server_down_a_bad_token_and_bad_usage() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
     }
     let out = run_cli(&["journeys", "list", "--url", &srv.url("")]);
-    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
-    assert!(
-        stderr(&out).contains("no admin token"),
-        "{}",
-        describe(&out)
-    );
+    expect_failure(&out, 2, "no admin token");
 }
 
 /// An example played live, as examples/README.md says: push its journey with a `crm`
@@ -465,8 +460,7 @@ fn replay_keeps_offsets_and_refuses_bad_scripts_and_keys() {
 
     // A wrong write key: exit 1 at the first message.
     let out = jd(&srv, &["replay", &s, "--write-key", "wrong"]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(stderr(&out).contains("write key"), "{}", describe(&out));
+    expect_failure(&out, 1, "write key");
 
     // A bad script: every problem, by line, and nothing is sent.
     let bad = dir.join("bad.jsonl");
@@ -767,12 +761,7 @@ fn keys_added_listed_and_revoked_at_once() {
         &token,
         &["keys", "revoke", added["id"].as_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(
-        stderr(&out).contains("last admin token"),
-        "{}",
-        describe(&out)
-    );
+    expect_failure(&out, 1, "last admin token");
 }
 
 #[test]
@@ -803,12 +792,7 @@ fn restore_is_refused_while_serving_and_restores_when_stopped() {
     let other = dir.join("other.db");
     fs::write(&other, b"not a database at all").unwrap();
     let out = run_cli(&["restore", &other.display().to_string(), "--db", &db]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(
-        stderr(&out).contains("not a journeyd database"),
-        "{}",
-        describe(&out)
-    );
+    expect_failure(&out, 1, "not a journeyd database");
     let damaged = dir.join("damaged.db");
     let mut bytes = fs::read(&backup).unwrap();
     assert!(bytes.len() > 3 * 4096);
@@ -818,8 +802,7 @@ fn restore_is_refused_while_serving_and_restores_when_stopped() {
     }
     fs::write(&damaged, &bytes).unwrap();
     let out = run_cli(&["restore", &damaged.display().to_string(), "--db", &db]);
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert!(stderr(&out).contains("damaged"), "{}", describe(&out));
+    expect_failure(&out, 1, "damaged");
 
     // Stopped (killed: its WAL may still be there): restored, the WAL gone, the file private.
     let out = run_cli(&["restore", &backup, "--db", &db]);

@@ -151,12 +151,15 @@ fn assert_unchanged(before: &[Value], after: &[Value]) {
     }
 }
 
-/// Asserts that each of these instances holds: active, with a due time.
-fn assert_all_holding(instances: &[Value]) {
-    for i in instances {
+/// The instances of `users`, checked to be `n` and all holding: active, with a due time.
+fn holding_instances(srv: &Client, users: &[&str], n: usize) -> Vec<Value> {
+    let instances = live_instances(srv, users);
+    assert_eq!(instances.len(), n, "{instances:#?}");
+    for i in &instances {
         assert_eq!(i["state"], "active", "{i}");
         let _ = due_at(i);
     }
+    instances
 }
 
 /// Publishes version 2 of the signup journey, with this hold and reminder "Signup Reminder v2".
@@ -218,9 +221,7 @@ fn restart_after_kill9_keeps_holding_instances() {
     track(&srv, "k1", "Signup_Started");
     track(&srv, "k2", "Signup_Started");
     track(&srv, "k1", "Trial_Started");
-    let before = live_instances(&srv, &users);
-    assert_eq!(before.len(), 3, "{before:#?}");
-    assert_all_holding(&before);
+    let before = holding_instances(&srv, &users, 3);
     publish_signup_v2(&srv, "2h");
 
     srv.kill9();
@@ -260,9 +261,7 @@ fn restart_resumes_holds_and_timers_fire_on_time() {
         track(&srv, u, "Signup_Started");
     }
     track(&srv, "a1", "Trial_Started");
-    let before = live_instances(&srv, &users);
-    assert_eq!(before.len(), 4, "{before:#?}");
-    assert_all_holding(&before);
+    let before = holding_instances(&srv, &users, 4);
     // Version 2 is published while version 1 instances hold.
     publish_signup_v2(&srv, "2s");
 

@@ -17,7 +17,7 @@ use crate::http::Api;
 use crate::loadgen::{FILL_BATCH, FILL_CLIENTS, MakeJob, post_jobs};
 use crate::messages::{Rng, iso_now, write_track};
 use crate::report::{Row, print_work, row, section, target_met, thousands};
-use crate::server::{Server, stop_checked};
+use crate::server::{start_phase, stop_checked};
 use crate::window::Window;
 
 /// SPEC §6.8: a backtest reads at least this many stored events per second.
@@ -112,9 +112,7 @@ fn backtest_scale(
 ) {
     let label = thousands(n as f64);
     println!("== B. Backtest over {label} stored events (SPEC §6.8)");
-    let db = settings.dir.join(format!("backtest-{n}.db"));
-    let server = Server::start(&db, &settings.sync);
-    let api = Api::new(&server.addr);
+    let (db, server, api) = start_phase(settings, &format!("backtest-{n}.db"));
     // The draft's destination: the backtest sends nothing, so nothing listens there.
     runtime.block_on(api.put(
         "/v1/destinations/bench-sink",

@@ -19,7 +19,7 @@ use crate::receiver::Receiver;
 use crate::report::{
     Row, percentile, row, section, slowest, target_met, thousands, verdict, verdict_lower,
 };
-use crate::server::{Server, stop_checked};
+use crate::server::{Server, start_phase, stop_checked};
 use crate::window::Window;
 
 // Targets from the issue.
@@ -69,9 +69,7 @@ pub fn run(
     println!(
         "== 9. Delivery: a forwarding journey (entry event -> send step -> webhook to the receiver in this process)"
     );
-    let db = settings.dir.join("delivery.db");
-    let server = Server::start(&db, &settings.sync);
-    let api = Api::new(&server.addr);
+    let (db, server, api) = start_phase(settings, "delivery.db");
     runtime.block_on(async {
         api.put(
             "/v1/destinations/bench-sink",

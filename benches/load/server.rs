@@ -1,13 +1,13 @@
 //! The server under test: the release `journeyd` binary as a child process on a loopback port.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::bench_clock;
 use crate::http::Api;
+use crate::{Settings, bench_clock};
 
 pub const ADMIN_TOKEN: &str = "bench-admin-token";
 pub const WRITE_KEY: &str = "bench-write-key";
@@ -144,6 +144,15 @@ impl Server {
     }
 }
 
+/// A phase's server: started on a fresh database `file` in the bench directory, with the bench's
+/// `--sync`; (the database's path, the server, an admin client for it).
+pub fn start_phase(settings: &Settings, file: &str) -> (PathBuf, Server, Api) {
+    let db = settings.dir.join(file);
+    let server = Server::start(&db, &settings.sync);
+    let api = Api::new(&server.addr);
+    (db, server, api)
+}
+
 /// Starts the server again on `db` and times it: (server, spawn to `listening on`, spawn to the
 /// first 200 from `/healthz`).
 pub fn restart(
@@ -186,7 +195,7 @@ pub fn stop_checked(server: Server, what: &str, problems: &mut Vec<String>) -> D
 
 /// The server binary: this build's, or another build's given in `JOURNEYD_BENCH_BIN` (to compare
 /// two builds with the same load generator, on the same machine at the same time).
-pub fn binary() -> std::path::PathBuf {
+pub fn binary() -> PathBuf {
     std::env::var_os("JOURNEYD_BENCH_BIN")
         .map(Into::into)
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_journeyd").into())

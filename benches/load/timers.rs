@@ -18,7 +18,7 @@ use crate::receiver::Receiver;
 use crate::report::{
     Row, percentile, print_cpu, print_work, row, section, slowest, target_met, thousands, verdict,
 };
-use crate::server::{Server, stop_checked};
+use crate::server::{Server, start_phase, stop_checked};
 use crate::sys::{CpuWindow, describe_io, proc_io};
 use crate::window::Window;
 
@@ -72,9 +72,7 @@ fn timers_backlog(
             "sent to the fast receiver at the same time"
         }
     );
-    let db = settings.dir.join(format!("timers-{tag}.db"));
-    let server = Server::start(&db, &settings.sync);
-    let api = Api::new(&server.addr);
+    let (db, server, api) = start_phase(settings, &format!("timers-{tag}.db"));
     let dest = if held {
         serde_json::json!({"type": "webhook", "url": receiver.url, "rate_limit": 1, "timeout": "5m"})
     } else {

@@ -13,7 +13,7 @@ use tokio::runtime::Runtime;
 use crate::Settings;
 use crate::db::{TickLog, USER_DATA_TABLES, db_size, file_mb, remove_db};
 use crate::http::Api;
-use crate::loadgen::{self, FILL_BATCH, FILL_CLIENTS, MakeJob, post_jobs};
+use crate::loadgen::{self, FILL_BATCH, FILL_CLIENTS, MakeJob, WorkResult, post_jobs};
 use crate::messages::{
     Props, Rng, batch_jobs, iso_now, product_props, write_journey_event, write_props,
 };
@@ -22,7 +22,7 @@ use crate::perf::Profile;
 use crate::report::{
     Row, percentile, print_work, row, section, target_met, thousands, verdict_lower,
 };
-use crate::server::{Server, restart, stop_checked};
+use crate::server::{Server, restart, start_phase, stop_checked};
 use crate::window::Window;
 
 // Targets from the issue.
@@ -54,6 +54,31 @@ pub fn wait_journey() -> serde_json::Value {
                                 {"name": "done", "event": "Bench_Wait_Done", "next": null}],
                    "on_timeout": null}]
     })
+}
+
+/// Enters `n` users (`user-0000000`, ...) into [`wait_journey`] through `POST /v1/batch`, with
+/// the count printed every 10 s.
+pub fn fill_waiting(runtime: &Runtime, server: &Server, n: u64) -> WorkResult {
+    runtime.block_on(loadgen::fill(
+        &server.addr,
+        "Bench_Wait_Enter",
+        "user-".into(),
+        n,
+        product_props(),
+        Some(format!("filling to {}", thousands(n as f64))),
+    ))
+}
+
+/// The active instances of [`wait_journey`] when there are `n`; otherwise prints what its stats
+/// say and returns them as the error.
+pub fn check_waiting(runtime: &Runtime, api: &Api, n: u64) -> Result<i64, String> {
+    match runtime.block_on(api.journey_counts("bench-wait")) {
+        Some((_, active)) if active as u64 == n => Ok(active),
+        other => {
+            println!("  journey stats: {other:?}, expected {n} active");
+            Err(format!("bench-wait stats {other:?}"))
+        }
+    }
 }
 
 fn tick_journey() -> serde_json::Value {
@@ -149,9 +174,7 @@ fn waiting_scale(
     println!(
         "== 5. {label} waiting instances: a hold_until with max_hold 7d, one instance per userId"
     );
-    let db = settings.dir.join(format!("waiting-{n}.db"));
-    let server = Server::start(&db, &settings.sync);
-    let api = Api::new(&server.addr);
+    let (db, server, api) = start_phase(settings, &format!("waiting-{n}.db"));
     runtime.block_on(async {
         api.put("/v1/journeys/bench-wait", wait_journey()).await;
         api.put("/v1/journeys/bench-tick", tick_journey()).await;
@@ -168,14 +191,7 @@ fn waiting_scale(
     } else {
         Profile::none()
     };
-    let fill = runtime.block_on(loadgen::fill(
-        &server.addr,
-        "Bench_Wait_Enter",
-        "user-".into(),
-        n,
-        product_props(),
-        Some(format!("filling to {label}")),
-    ));
+    let fill = fill_waiting(runtime, &server, n);
     profile.stop();
     let measured = window.close(runtime, &api);
     print_work(&fill, "entries");
@@ -188,17 +204,12 @@ fn waiting_scale(
         FILL_BATCH as f64,
         fill.ok_messages,
     );
-    match runtime.block_on(api.journey_counts("bench-wait")) {
-        Some((_, active)) if active as u64 == n => {
-            println!(
-                "  journey stats: {} active instances",
-                thousands(active as f64)
-            )
-        }
-        other => {
-            println!("  journey stats: {other:?}, expected {n} active");
-            problems.push(format!("after filling {n}: bench-wait stats {other:?}"));
-        }
+    match check_waiting(runtime, &api, n) {
+        Ok(active) => println!(
+            "  journey stats: {} active instances",
+            thousands(active as f64)
+        ),
+        Err(e) => problems.push(format!("after filling {n}: {e}")),
     }
     row(
         rows,
@@ -217,13 +228,7 @@ fn waiting_scale(
     let window = Window::open(runtime, &api, server.pid());
     std::thread::sleep(Duration::from_secs(2));
     let idle_cpu = window.server_cpu();
-    let measured = window.close(runtime, &api);
-    let idle_commits = match (&measured.before, &measured.after) {
-        (Some(b), Some(a)) => {
-            a.get("journeyd_writer_commits_total") - b.get("journeyd_writer_commits_total")
-        }
-        _ => f64::NAN,
-    };
+    let idle_commits = window.close(runtime, &api).commits();
     println!(
         "  -- idle for 2 s with {label} waiting: server {idle_cpu:.1}% of a core, {idle_commits:.0} writer commits"
     );

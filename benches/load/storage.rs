@@ -17,15 +17,15 @@ use crate::Settings;
 use crate::db::{BtreeStats, WalFrames, pending_deliveries, remove_db, wait_checkpointed};
 use crate::delivery::{forward_journey, forward_props, sink};
 use crate::http::Api;
-use crate::journeys::wait_journey;
-use crate::loadgen::{self, FILL_BATCH, FILL_CLIENTS, MakeBody, http_load};
-use crate::messages::{iso_now, product_props, write_journey_event};
+use crate::journeys::{check_waiting, fill_waiting, wait_journey};
+use crate::loadgen::{FILL_BATCH, FILL_CLIENTS, MakeBody, http_load};
+use crate::messages::{iso_now, write_journey_event};
 use crate::perf::Profile;
 use crate::receiver::Receiver;
 use crate::report::{
     Row, percentile, print_load, print_work, row, section, target_met, thousands, verdict_lower,
 };
-use crate::server::{Server, stop_checked};
+use crate::server::{start_phase, stop_checked};
 use crate::sys::proc_io;
 use crate::window::Window;
 
@@ -107,9 +107,7 @@ fn storage_scale(
     println!(
         "== S. Storage per forwarded event, with {label} instances waiting in another journey (hold, max_hold 7d)"
     );
-    let db = settings.dir.join(format!("storage-{n}.db"));
-    let server = Server::start(&db, &settings.sync);
-    let api = Api::new(&server.addr);
+    let (db, server, api) = start_phase(settings, &format!("storage-{n}.db"));
     runtime.block_on(async {
         api.put("/v1/destinations/bench-sink", sink(receiver, None))
             .await;
@@ -122,23 +120,10 @@ fn storage_scale(
     println!(
         "  -- filling: POST /v1/batch, {FILL_CLIENTS} clients x {FILL_BATCH} entry events of the waiting journey (distinct userIds)"
     );
-    let fill = runtime.block_on(loadgen::fill(
-        &server.addr,
-        "Bench_Wait_Enter",
-        "user-".into(),
-        n,
-        product_props(),
-        Some(format!("filling to {label}")),
-    ));
+    let fill = fill_waiting(runtime, &server, n);
     print_work(&fill, "entries");
-    match runtime.block_on(api.journey_counts("bench-wait")) {
-        Some((_, active)) if active as u64 == n => {}
-        other => {
-            println!("  journey stats: {other:?}, expected {n} active");
-            problems.push(format!(
-                "storage: after filling {n}: bench-wait stats {other:?}"
-            ));
-        }
+    if let Err(e) = check_waiting(runtime, &api, n) {
+        problems.push(format!("storage: after filling {n}: {e}"));
     }
 
     // The starting point: the WAL checkpointed, a backup --------------------------------------
@@ -252,12 +237,7 @@ fn storage_scale(
     let per_event = storage as f64 / acked.max(1) as f64;
     let wal_bytes = wal_count.bytes();
     let frames_per_event = wal_count.frames as f64 / acked.max(1) as f64;
-    let commits = match (&measured.before, &measured.after) {
-        (Some(b), Some(a)) => {
-            a.get("journeyd_writer_commits_total") - b.get("journeyd_writer_commits_total")
-        }
-        _ => f64::NAN,
-    };
+    let commits = measured.commits();
     println!(
         "  -- disk bytes written (/proc/<pid>/io write_bytes, the window from the first request to the checkpoint after the drain): {} B for {} acknowledged events = {} B per forwarded event ({:.1} KB); {:.0}% of it while the load ran",
         thousands(storage as f64),

@@ -78,6 +78,16 @@ impl Measured {
         );
     }
 
+    /// The writer's commits in the window (NaN without both scrapes).
+    pub fn commits(&self) -> f64 {
+        match (&self.before, &self.after) {
+            (Some(b), Some(a)) => {
+                a.get("journeyd_writer_commits_total") - b.get("journeyd_writer_commits_total")
+            }
+            _ => f64::NAN,
+        }
+    }
+
     /// What the server wrote in the window, from /proc/<pid>/io: (bytes passed to write calls,
     /// bytes it caused to be sent to storage).
     pub fn written(&self) -> (u64, u64) {

@@ -14,7 +14,7 @@ use crate::http::Api;
 use crate::loadgen::{LoadResult, MakeBody, http_load};
 use crate::messages::{iso_now, write_track};
 use crate::report::{Row, percentile, print_load, row, verdict};
-use crate::server::Server;
+use crate::server::{Server, start_phase};
 use crate::window::{Measured, Window};
 
 // Targets from the issue.
@@ -34,9 +34,7 @@ pub fn run(
     let ceiling_rate = sqlite_ceiling(settings, rows);
 
     // Server start and idle RSS ------------------------------------------------------------
-    let db = settings.dir.join("bench.db");
-    let server = Server::start(&db, &settings.sync);
-    let api = Api::new(&server.addr);
+    let (db, server, api) = start_phase(settings, "bench.db");
     std::thread::sleep(Duration::from_secs(1));
     let (idle_rss, _) = server.rss();
     println!(
@@ -98,27 +96,19 @@ pub fn run(
         verdict(batch_rate, BATCH_TARGET, BATCH_FLOOR)
     );
     print_window(&batch_window, &batch, settings.batch as f64);
-    row(
+    load_rows(
         rows,
         format!(
             "POST /v1/batch, {} clients x {}",
             settings.clients, settings.batch
         ),
         format!(
-            "{batch_rate:.0} events/s ({:.0}% of ceiling), p50 {:.1} ms, p99 {:.1} ms",
-            batch_rate / ceiling_rate * 100.0,
-            percentile(&batch.latencies_us, 0.5),
-            percentile(&batch.latencies_us, 0.99)
+            "{batch_rate:.0} events/s ({:.0}% of ceiling)",
+            batch_rate / ceiling_rate * 100.0
         ),
-        format!("target {BATCH_TARGET:.0}, floor {BATCH_FLOOR:.0}"),
-        verdict(batch_rate, BATCH_TARGET, BATCH_FLOOR),
-    );
-    row(
-        rows,
-        "  503 busy during batch phase",
-        batch.busy().to_string(),
-        "-",
-        "-",
+        &batch,
+        "batch",
+        (batch_rate, BATCH_TARGET, BATCH_FLOOR),
     );
     println!();
 
@@ -153,23 +143,13 @@ pub fn run(
         verdict(track_rate, TRACK_TARGET, TRACK_FLOOR)
     );
     print_window(&track_window, &track, 1.0);
-    row(
+    load_rows(
         rows,
         format!("POST /v1/track, {} clients", settings.track_clients),
-        format!(
-            "{track_rate:.0} req/s, p50 {:.1} ms, p99 {:.1} ms",
-            percentile(&track.latencies_us, 0.5),
-            percentile(&track.latencies_us, 0.99)
-        ),
-        format!("target {TRACK_TARGET:.0}, floor {TRACK_FLOOR:.0}"),
-        verdict(track_rate, TRACK_TARGET, TRACK_FLOOR),
-    );
-    row(
-        rows,
-        "  503 busy during track phase",
-        track.busy().to_string(),
-        "-",
-        "-",
+        format!("{track_rate:.0} req/s"),
+        &track,
+        "track",
+        (track_rate, TRACK_TARGET, TRACK_FLOOR),
     );
     println!();
 
@@ -355,6 +335,36 @@ fn timed_load(
     let measured = window.close(runtime, api);
     print_load(&load, "events");
     (load, measured)
+}
+
+/// The summary rows of phase 2 or 3 (`phase`): `value` with the load's latency, against the
+/// target and floor of `(rate, target, floor)`; then the load's 503s.
+fn load_rows(
+    rows: &mut Vec<Row>,
+    name: String,
+    value: String,
+    load: &LoadResult,
+    phase: &str,
+    (rate, target, floor): (f64, f64, f64),
+) {
+    row(
+        rows,
+        name,
+        format!(
+            "{value}, p50 {:.1} ms, p99 {:.1} ms",
+            percentile(&load.latencies_us, 0.5),
+            percentile(&load.latencies_us, 0.99)
+        ),
+        format!("target {target:.0}, floor {floor:.0}"),
+        verdict(rate, target, floor),
+    );
+    row(
+        rows,
+        format!("  503 busy during {phase} phase"),
+        load.busy().to_string(),
+        "-",
+        "-",
+    );
 }
 
 /// The window's lines for phases 2 and 3.

@@ -11,6 +11,29 @@ fn at(offset: &str, message: Value) -> Value {
     json!({"at": offset, "message": message})
 }
 
+/// A cart event of a script: `who` is `("userId", id)` or `("anonymousId", id)`.
+fn cart(offset: &str, (key, id): (&str, &str), event: &str, cart_id: &str) -> Value {
+    let mut message = json!({"type": "track", "event": event, "properties": {"cart_ID": cart_id}});
+    message[key] = json!(id);
+    at(offset, message)
+}
+
+/// An identify call of a script that links `anonymous` to `user`.
+fn identify(offset: &str, user: &str, anonymous: &str) -> Value {
+    at(
+        offset,
+        json!({"type": "identify", "userId": user, "anonymousId": anonymous}),
+    )
+}
+
+/// An alias call of a script from `previous` to `user`.
+fn alias(offset: &str, user: &str, previous: &str) -> Value {
+    at(
+        offset,
+        json!({"type": "alias", "userId": user, "previousId": previous}),
+    )
+}
+
 /// A payload with what differs by nature between a live run and a simulation taken out: ids.
 fn comparable(payload: &Value) -> Value {
     let mut p = payload.clone();
@@ -70,21 +93,13 @@ fn live_equals_simulated(journey: &Value, script: &[Value]) -> (Appliance, Vec<V
 #[test]
 fn an_anonymous_cart_follows_the_person_who_signs_in() {
     let script = [
-        at(
-            "+0s",
-            json!({"type": "track", "anonymousId": "anon-1", "event": "Product_Added",
-                          "properties": {"cart_ID": "c1"}}),
-        ),
+        cart("+0s", ("anonymousId", "anon-1"), "Product_Added", "c1"),
         at(
             "+10m",
             json!({"type": "identify", "userId": "u1", "anonymousId": "anon-1",
                            "traits": {"email": "u1@example.com", "first_name": "Ada"}}),
         ),
-        at(
-            "+20m",
-            json!({"type": "track", "userId": "u1", "event": "Order_Confirmation",
-                           "properties": {"cart_ID": "c1"}}),
-        ),
+        cart("+20m", ("userId", "u1"), "Order_Confirmation", "c1"),
     ];
     let (app, live) = live_equals_simulated(&cart_journey(), &script);
     assert!(live.is_empty(), "no reminder after the order: {live:#?}");
@@ -115,15 +130,8 @@ fn the_reminder_of_a_merged_cart_carries_the_user_id() {
             "+0s",
             json!({"type": "identify", "userId": "u2", "traits": {"email": "u2@example.com"}}),
         ),
-        at(
-            "+1m",
-            json!({"type": "track", "anonymousId": "anon-2", "event": "Product_Added",
-                          "properties": {"cart_ID": "c2"}}),
-        ),
-        at(
-            "+5m",
-            json!({"type": "identify", "userId": "u2", "anonymousId": "anon-2"}),
-        ),
+        cart("+1m", ("anonymousId", "anon-2"), "Product_Added", "c2"),
+        identify("+5m", "u2", "anon-2"),
     ];
     let (_app, live) = live_equals_simulated(&cart_journey(), &script);
     assert_eq!(live.len(), 1, "{live:#?}");
@@ -136,34 +144,12 @@ fn the_reminder_of_a_merged_cart_carries_the_user_id() {
 #[test]
 fn alias_chains_and_two_instances_of_one_journey() {
     let script = [
-        at(
-            "+0s",
-            json!({"type": "track", "anonymousId": "anon-3", "event": "Product_Added",
-                          "properties": {"cart_ID": "c3"}}),
-        ),
-        at(
-            "+1m",
-            json!({"type": "track", "userId": "old", "event": "Product_Added",
-                          "properties": {"cart_ID": "c3"}}),
-        ),
-        at(
-            "+2m",
-            json!({"type": "identify", "userId": "old", "anonymousId": "anon-3"}),
-        ),
-        at(
-            "+3m",
-            json!({"type": "alias", "userId": "new", "previousId": "old"}),
-        ),
-        at(
-            "+4m",
-            json!({"type": "track", "anonymousId": "anon-3", "event": "Cart_Modified",
-                          "properties": {"cart_ID": "c3"}}),
-        ),
-        at(
-            "+5m",
-            json!({"type": "track", "userId": "new", "event": "Product_Added",
-                          "properties": {"cart_ID": "c4"}}),
-        ),
+        cart("+0s", ("anonymousId", "anon-3"), "Product_Added", "c3"),
+        cart("+1m", ("userId", "old"), "Product_Added", "c3"),
+        identify("+2m", "old", "anon-3"),
+        alias("+3m", "new", "old"),
+        cart("+4m", ("anonymousId", "anon-3"), "Cart_Modified", "c3"),
+        cart("+5m", ("userId", "new"), "Product_Added", "c4"),
     ];
     let (app, live) = live_equals_simulated(&cart_journey(), &script);
     // Two reminders for c3 (both instances went on) and one for c4, all to "new".
@@ -186,15 +172,8 @@ fn alias_chains_and_two_instances_of_one_journey() {
 #[test]
 fn a_merge_racing_a_due_timer() {
     let script = [
-        at(
-            "+0s",
-            json!({"type": "track", "anonymousId": "anon-5", "event": "Product_Added",
-                          "properties": {"cart_ID": "c5"}}),
-        ),
-        at(
-            "+2h",
-            json!({"type": "identify", "userId": "u5", "anonymousId": "anon-5"}),
-        ),
+        cart("+0s", ("anonymousId", "anon-5"), "Product_Added", "c5"),
+        identify("+2h", "u5", "anon-5"),
     ];
     let (_app, live) = live_equals_simulated(&cart_journey(), &script);
     assert_eq!(live.len(), 1);

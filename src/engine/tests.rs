@@ -635,41 +635,52 @@ fn windowed(window: Value) -> Value {
 fn send_windows() {
     let weekdays = json!({"days": ["mon", "tue", "wed", "thu", "fri"], "from": "09:00", "to": "20:00",
                           "time_zone": "traits.tz", "default_time_zone": "Europe/Berlin"});
-    // Saturday 2026-12-05, 13:00 in Berlin.
-    assert_eq!(
-        run_at(
-            windowed(weekdays.clone()),
+    // The instance waits at `s` for the window to open at `opens`, `after` on.
+    let waits_for = |opens: &str, after: &str| {
+        lines(&format!(
+            "+0s #1 w entered
+             +0s #1 w step s
+             +0s #1 w window s -> {opens}
+             {after} #1 w timer s
+             {after} #1 w send s -> crm
+             {after} #1 w completed s"
+        ))
+    };
+    let every_day = json!({"from": "09:00", "to": "20:00", "default_time_zone": "Europe/Berlin"});
+    let cases = [
+        // Saturday 2026-12-05, 13:00 in Berlin.
+        (
+            &weekdays,
             "+0s u1 Go",
             "2026-12-05T12:00:00Z",
-            &[]
+            "2026-12-07T08:00:00.000Z",
+            "+44h",
         ),
-        lines(
-            "+0s #1 w entered
-             +0s #1 w step s
-             +0s #1 w window s -> 2026-12-07T08:00:00.000Z
-             +44h #1 w timer s
-             +44h #1 w send s -> crm
-             +44h #1 w completed s"
-        )
-    );
-    // Wednesday 03:00 in New York (the trait's zone): 09:00 there.
-    assert_eq!(
-        run_at(
-            windowed(weekdays.clone()),
-            "+0s u1 identify {\"tz\": \"America/New_York\"}
-             +0s u1 Go",
+        // Wednesday 03:00 in New York (the trait's zone): 09:00 there.
+        (
+            &weekdays,
+            "+0s u1 identify {\"tz\": \"America/New_York\"}\n+0s u1 Go",
             "2026-12-02T08:00:00Z",
-            &[]
+            "2026-12-02T14:00:00.000Z",
+            "+6h",
         ),
-        lines(
-            "+0s #1 w entered
-             +0s #1 w step s
-             +0s #1 w window s -> 2026-12-02T14:00:00.000Z
-             +6h #1 w timer s
-             +6h #1 w send s -> crm
-             +6h #1 w completed s"
-        )
-    );
+        // Berlin's spring-forward night: Saturday 21:00 CET waits for Sunday 09:00 CEST (07:00
+        // UTC), eleven hours later where the local clock moves twelve.
+        (
+            &every_day,
+            "+0s u1 Go",
+            "2026-03-28T20:00:00Z",
+            "2026-03-29T07:00:00.000Z",
+            "+11h",
+        ),
+    ];
+    for (window, events, start, opens, after) in cases {
+        assert_eq!(
+            run_at(windowed(window.clone()), events, start, &[]),
+            waits_for(opens, after),
+            "{events} at {start}"
+        );
+    }
     // An unknown zone name falls back to the default (Berlin): inside its window at once.
     assert_eq!(
         run_at(
@@ -684,25 +695,6 @@ fn send_windows() {
              +0s #1 w step s
              +0s #1 w send s -> crm
              +0s #1 w completed s"
-        )
-    );
-    // Berlin's spring-forward night: Saturday 21:00 CET waits for Sunday 09:00 CEST (07:00 UTC),
-    // eleven hours later where the local clock moves twelve.
-    let every_day = json!({"from": "09:00", "to": "20:00", "default_time_zone": "Europe/Berlin"});
-    assert_eq!(
-        run_at(
-            windowed(every_day),
-            "+0s u1 Go",
-            "2026-03-28T20:00:00Z",
-            &[]
-        ),
-        lines(
-            "+0s #1 w entered
-             +0s #1 w step s
-             +0s #1 w window s -> 2026-03-29T07:00:00.000Z
-             +11h #1 w timer s
-             +11h #1 w send s -> crm
-             +11h #1 w completed s"
         )
     );
 }
@@ -722,32 +714,21 @@ fn frequency_caps_across_journeys() {
             "2026-12-02T00:00:00Z",
             &[("crm", 2, "24h")]
         ),
-        lines(
-            "+0s #1 a entered
-             +0s #1 a step s1
-             +0s #1 a send s1 -> crm
-             +0s #1 a step s2
-             +0s #1 a send s2 -> crm
-             +0s #1 a step s3
-             +0s #1 a capped s3 -> crm
-             +0s #1 a completed s3
-             +1m #2 a entered
-             +1m #2 a step s1
-             +1m #2 a send s1 -> crm
-             +1m #2 a step s2
-             +1m #2 a send s2 -> crm
-             +1m #2 a step s3
-             +1m #2 a capped s3 -> crm
-             +1m #2 a completed s3
-             +25h #3 a entered
-             +25h #3 a step s1
-             +25h #3 a send s1 -> crm
-             +25h #3 a step s2
-             +25h #3 a send s2 -> crm
-             +25h #3 a step s3
-             +25h #3 a capped s3 -> crm
-             +25h #3 a completed s3"
-        )
+        // Each instance sends twice and is capped at its third send: u1's first two sends of
+        // the day, u2's own, u1's again a day on.
+        [("+0s", 1), ("+1m", 2), ("+25h", 3)]
+            .iter()
+            .flat_map(|(at, n)| lines(&format!(
+                "{at} #{n} a entered
+                 {at} #{n} a step s1
+                 {at} #{n} a send s1 -> crm
+                 {at} #{n} a step s2
+                 {at} #{n} a send s2 -> crm
+                 {at} #{n} a step s3
+                 {at} #{n} a capped s3 -> crm
+                 {at} #{n} a completed s3"
+            )))
+            .collect::<Vec<_>>()
     );
 }
 
@@ -764,67 +745,36 @@ fn contextual_delays() {
         json!({"id": "c", "entry": {"event": "Booked"},
                "steps": [delay, {"id": "s", "type": "send", "destination": "crm"}]})
     };
-    let start = "2026-12-02T10:00:00Z";
-    // The appointment is at 15:00: the reminder goes at 14:00, four hours on.
-    assert_eq!(
-        run_at(
-            journey(None),
-            "+0s u1 Booked {\"at\": \"2026-12-02T15:00:00Z\"}",
-            start,
-            &[]
-        ),
-        lines(
+    // Every case enters, waits at the delay, and sends when its timer fires at `sent`.
+    let sent_at = |sent: &str| {
+        lines(&format!(
             "+0s #1 c entered
              +0s #1 c step d
-             +4h #1 c timer d -> s
-             +4h #1 c step s
-             +4h #1 c send s -> crm
-             +4h #1 c completed s"
-        )
-    );
-    // Already past: at once.
-    assert_eq!(
-        run_at(
-            journey(Some("2h")),
-            "+0s u1 Booked {\"at\": \"2026-12-02T10:30:00Z\"}",
-            start,
-            &[]
-        ),
-        lines(
-            "+0s #1 c entered
-             +0s #1 c step d
-             +0s #1 c timer d -> s
-             +0s #1 c step s
-             +0s #1 c send s -> crm
-             +0s #1 c completed s"
-        )
-    );
-    // Unreadable, with a fallback duration; missing, without one.
-    assert_eq!(
-        run_at(
-            journey(Some("2h")),
-            "+0s u1 Booked {\"at\": \"soon\"}",
-            start,
-            &[]
-        ),
-        lines(
-            "+0s #1 c entered
-             +0s #1 c step d
-             +2h #1 c timer d -> s
-             +2h #1 c step s
-             +2h #1 c send s -> crm
-             +2h #1 c completed s"
-        )
-    );
-    assert_eq!(
-        run_at(journey(None), "+0s u1 Booked {}", start, &[]),
-        lines(
-            "+0s #1 c entered
-             +0s #1 c step d
-             +0s #1 c timer d -> s
-             +0s #1 c step s
-             +0s #1 c send s -> crm
-             +0s #1 c completed s"
-        )
-    );
+             {sent} #1 c timer d -> s
+             {sent} #1 c step s
+             {sent} #1 c send s -> crm
+             {sent} #1 c completed s"
+        ))
+    };
+    let cases = [
+        // The appointment is at 15:00: the reminder goes at 14:00, four hours on.
+        (None, r#"{"at": "2026-12-02T15:00:00Z"}"#, "+4h"),
+        // Already past: at once.
+        (Some("2h"), r#"{"at": "2026-12-02T10:30:00Z"}"#, "+0s"),
+        // Unreadable, with a fallback duration; missing, without one.
+        (Some("2h"), r#"{"at": "soon"}"#, "+2h"),
+        (None, "{}", "+0s"),
+    ];
+    for (fallback, properties, sent) in cases {
+        assert_eq!(
+            run_at(
+                journey(fallback),
+                &format!("+0s u1 Booked {properties}"),
+                "2026-12-02T10:00:00Z",
+                &[]
+            ),
+            sent_at(sent),
+            "{fallback:?} {properties}"
+        );
+    }
 }

@@ -354,13 +354,7 @@ pub(super) async fn list_deliveries(app: &App, query: Option<&str>) -> Response<
             );
         }
     };
-    let pairs = super::query_pairs(query);
-    let get = |key: &str| {
-        pairs
-            .iter()
-            .find(|(k, v)| k == key && !v.is_empty())
-            .map(|(_, v)| v.clone())
-    };
+    let get = |key: &str| super::filter(query, key);
     let status = match get("status").map(|s| (crate::delivery::Status::parse(&s), s)) {
         None => None,
         Some((Some(status), _)) => Some(status),

@@ -344,14 +344,19 @@ fn pagination(query: Option<&str>) -> Result<(usize, Option<String>), Response<B
     Ok((limit, cursor))
 }
 
+/// The value of a filter `key` of a query string: a filter given empty counts as not given.
+fn filter(query: Option<&str>, key: &str) -> Option<String> {
+    query_pairs(query)
+        .into_iter()
+        .find(|(k, v)| k == key && !v.is_empty())
+        .map(|(_, v)| v)
+}
+
 /// Parses `?version=N` (absent or empty: `None`), answering 400 when it is not a number.
 fn version_param(query: Option<&str>) -> Result<Option<i64>, Response<Body>> {
-    match query_pairs(query)
-        .into_iter()
-        .find(|(k, v)| k == "version" && !v.is_empty())
-    {
+    match filter(query, "version") {
         None => Ok(None),
-        Some((_, v)) => v.parse::<i64>().map(Some).map_err(|_| {
+        Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
             admin_error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",

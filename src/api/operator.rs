@@ -112,13 +112,7 @@ fn no_content() -> Response<Body> {
 
 /// `POST /v1/deliveries/retry?status=failed&destination=`.
 pub(super) async fn retry_failed(app: &App, query: Option<&str>) -> Response<Body> {
-    let pairs = query_pairs(query);
-    let get = |key: &str| {
-        pairs
-            .iter()
-            .find(|(k, v)| k == key && !v.is_empty())
-            .map(|(_, v)| v.clone())
-    };
+    let get = |key: &str| super::filter(query, key);
     if let Some(status) = get("status")
         && status != "failed"
     {
@@ -233,10 +227,7 @@ const STALLED: Duration = Duration::from_secs(5);
 /// `GET /v1/stream?journey=`: Server-Sent Events of committed transitions and delivery outcomes.
 /// A client that falls behind is dropped; it never slows the writer.
 pub(super) async fn stream(app: &App, query: Option<&str>) -> Response<Body> {
-    let journey = query_pairs(query)
-        .into_iter()
-        .find(|(k, v)| k == "journey" && !v.is_empty())
-        .map(|(_, v)| v);
+    let journey = super::filter(query, "journey");
     let mut events = app.store.subscribe();
     let mut stopping = app.stopping.subscribe();
     let (mut tx, body) =

@@ -495,6 +495,42 @@ fn stats_journey(max_hold: &str) -> Value {
     })
 }
 
+/// A filter given empty counts as not given; a version that is not a number is a 400, alike for
+/// stats, layout and the instance list.
+#[test]
+fn empty_filters_count_as_not_given_and_bad_versions_are_refused() {
+    let srv = Appliance::start();
+    put_destination(&srv, "crm", &webhook("http://127.0.0.1:9/", json!({})));
+    put_journey(&srv, &cart_journey());
+    let j = "/v1/journeys/cart-abandonment";
+    assert_eq!(
+        stats(&srv, "cart-abandonment", "?version="),
+        stats(&srv, "cart-abandonment", "")
+    );
+    for (empty, plain) in [
+        (format!("{j}/layout?version="), format!("{j}/layout")),
+        (
+            format!("{j}/instances?version=&state=&step="),
+            format!("{j}/instances"),
+        ),
+        (
+            "/v1/deliveries?status=&destination=".to_string(),
+            "/v1/deliveries".to_string(),
+        ),
+    ] {
+        assert_eq!(srv.admin_json(&empty), srv.admin_json(&plain), "{empty}");
+    }
+    for path in ["stats", "layout", "instances"] {
+        let resp = srv.admin_get(&format!("{j}/{path}?version=two"));
+        let body = resp.expect(400);
+        assert_eq!(body["error"]["code"], "bad_request", "{path}: {body}");
+        assert_eq!(
+            body["error"]["message"], "version \"two\" is not a number",
+            "{path}: {body}"
+        );
+    }
+}
+
 #[test]
 fn journeys_stats_instances_and_timeline() {
     let srv = Appliance::start();

@@ -13,8 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::{
-    App, Body, admin_error, json_response, ok, pagination, query_pairs, store_error, version_param,
-    views,
+    App, Body, admin_error, json_response, ok, pagination, store_error, version_param, views,
 };
 use crate::engine::State;
 use crate::store::{InstanceFilter, StreamEvent};
@@ -41,30 +40,23 @@ pub(super) async fn instances(app: &App, id: String, query: Option<&str>) -> Res
         Err(resp) => return resp,
     };
     let bad = |what: String| admin_error(StatusCode::BAD_REQUEST, "bad_request", what);
-    let mut filter = InstanceFilter {
+    let state = match super::filter(query, "state").map(|v| (State::parse(&v), v)) {
+        None => None,
+        Some((Some(s), _)) => Some(s),
+        Some((None, v)) => {
+            return bad(format!(
+                "state \"{v}\" is not one of active, completed, exited, archived"
+            ));
+        }
+    };
+    let filter = InstanceFilter {
+        state,
+        step: super::filter(query, "step"),
         version: match version_param(query) {
             Ok(v) => v,
             Err(resp) => return resp,
         },
-        ..InstanceFilter::default()
     };
-    for (k, v) in query_pairs(query) {
-        if v.is_empty() {
-            continue;
-        }
-        match k.as_str() {
-            "state" => match State::parse(&v) {
-                Some(s) => filter.state = Some(s),
-                None => {
-                    return bad(format!(
-                        "state \"{v}\" is not one of active, completed, exited, archived"
-                    ));
-                }
-            },
-            "step" => filter.step = Some(v),
-            _ => {}
-        }
-    }
     let before = match cursor.map(|c| c.parse::<i64>()) {
         None => None,
         Some(Ok(n)) => Some(n),
@@ -86,11 +78,7 @@ pub(super) async fn profiles(app: &App, query: Option<&str>) -> Response<Body> {
         Ok(p) => p,
         Err(resp) => return resp,
     };
-    let prefix = query_pairs(query)
-        .into_iter()
-        .find(|(k, _)| k == "prefix")
-        .map(|(_, v)| v)
-        .unwrap_or_default();
+    let prefix = super::filter(query, "prefix").unwrap_or_default();
     ok(app.store.profiles(prefix, cursor, limit).await, |page| {
         views::page(page, views::profile_summary)
     })

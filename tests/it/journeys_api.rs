@@ -496,7 +496,7 @@ fn stats_journey(max_hold: &str) -> Value {
 }
 
 /// A filter given empty counts as not given; a version that is not a number is a 400, alike for
-/// stats, layout and the instance list.
+/// stats, layout and the instance list; so is a state that is not one.
 #[test]
 fn empty_filters_count_as_not_given_and_bad_versions_are_refused() {
     let srv = Appliance::start();
@@ -520,6 +520,14 @@ fn empty_filters_count_as_not_given_and_bad_versions_are_refused() {
     ] {
         assert_eq!(srv.admin_json(&empty), srv.admin_json(&plain), "{empty}");
     }
+    let body = srv
+        .admin_get(&format!("{j}/instances?state=asleep"))
+        .expect(400);
+    assert_eq!(
+        body["error"]["message"],
+        "state \"asleep\" is not one of active, completed, exited, archived",
+        "{body}"
+    );
     for path in ["stats", "layout", "instances"] {
         let resp = srv.admin_get(&format!("{j}/{path}?version=two"));
         let body = resp.expect(400);

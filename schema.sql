@@ -159,7 +159,8 @@ CREATE TABLE destinations (
 ) WITHOUT ROWID;
 
 -- The outbox: each row is written in the transaction of the send step that caused it. `payload`,
--- like `events.body`, is the JSON as text or a zstd frame.
+-- like `events.body`, is the JSON as text or a zstd frame. `cap_counted` (added by version 10, hence
+-- its place) is 1 when the send counts against its destination's frequency cap.
 CREATE TABLE deliveries (
     delivery_id     TEXT PRIMARY KEY,
     profile_key     TEXT NOT NULL,
@@ -177,15 +178,20 @@ CREATE TABLE deliveries (
     expires_at      INTEGER NOT NULL,
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL
-) WITHOUT ROWID;
+, cap_counted INTEGER) WITHOUT ROWID;
 -- The delivery workers' queue, per destination, so that a dead destination's backlog never
 -- hides the deliveries of the others.
 CREATE INDEX deliveries_due ON deliveries (destination_id, next_attempt_at) WHERE status = 'pending';
 -- Listing, newest first.
 CREATE INDEX deliveries_by_created ON deliveries (created_at);
--- A person's deliveries: for forgetting them, and for counting their recent sends to a
--- destination against its frequency cap.
-CREATE INDEX deliveries_by_profile ON deliveries (profile_key, destination_id, created_at);
+-- A person's deliveries are those of their instances (for forgetting them). An instance id grows
+-- with time, so the delivery of a new instance appends here rather than dirtying a page at the
+-- person's place in an index by profile; a finished instance is kept while it has deliveries.
+CREATE INDEX deliveries_by_instance ON deliveries (instance_id);
+-- A person's recent sends to a destination, counted against its frequency cap: only the rows with
+-- `cap_counted` = 1 (not capped, to a destination that had a cap when the row was written or when
+-- the cap was set), so sends to destinations without a cap write nothing here.
+CREATE INDEX deliveries_counted ON deliveries (profile_key, destination_id, created_at) WHERE cap_counted = 1;
 
 -- Finished instances, oldest first, for the retention purge. Active instances are not in it.
 CREATE INDEX instances_finished ON instances (updated_at) WHERE state != 'active';

@@ -68,6 +68,14 @@ CREATE INDEX deliveries_by_created ON deliveries (created_at);
 CREATE INDEX deliveries_by_profile ON deliveries (profile_key, destination_id, created_at);
 """
 
+# A person's deliveries found through their instances (an index by instance id, which grows with
+# time, so a new instance's delivery appends); frequency caps count through a partial index of only
+# the deliveries to destinations with a cap (none here).
+BY_INSTANCE = CURRENT.replace(
+    "CREATE INDEX deliveries_by_profile ON deliveries (profile_key, destination_id, created_at);",
+    "CREATE INDEX deliveries_by_instance ON deliveries (instance_id);",
+)
+
 # The three per-profile indexes replaced by one per-profile log: an event's rows of one profile
 # (its event, instance and delivery) are neighbours in one b-tree, so they share a leaf.
 LOG = (
@@ -86,6 +94,7 @@ LOG_NO_MID = LOG.replace("CREATE INDEX events_by_message_id ON events (message_i
 LAYOUTS = {
     # name: (schema, writes a profile_log, writes journey_memory)
     "current": (CURRENT, False, True),
+    "deliveries-by-instance": (BY_INSTANCE, False, True),
     "log": (LOG, True, True),
     "log-no-mid": (LOG_NO_MID, True, True),
     "log-no-mid-no-memory": (LOG_NO_MID, True, False),

@@ -52,6 +52,14 @@ impl Store {
                 .execute(params![id, config.to_string(), secret, ctx.now])?;
                 ctx.effects.destinations = true;
                 ctx.state.caps = caps(ctx.conn)?;
+                if let Some(cap) = ctx.state.caps.get(&id) {
+                    // Sends made while the destination had no cap count against a new one too.
+                    conn.prepare_cached(
+                        "UPDATE deliveries SET cap_counted = 1
+                         WHERE created_at > ?2 AND destination_id = ?1 AND status != 'capped' AND cap_counted IS NOT 1",
+                    )?
+                    .execute(params![id, ctx.now.saturating_sub(cap.per_ms as i64)])?;
+                }
                 Ok(created)
             })
             .await

@@ -13,8 +13,9 @@ use super::{Result, Store, StoreError};
 const BATCH: i64 = 5_000;
 
 /// What deletes a batch of a person's rows, one statement per kind of row (`?1` the profile key,
-/// `?2` the batch size). Transitions go through their instances, and an instance only once its
-/// transitions are gone, so no history is left without the instance that finds it.
+/// `?2` the batch size). Transitions and deliveries go through their instances (a person's
+/// deliveries are those of their instances), and an instance only once its transitions and
+/// deliveries are gone, so nothing is left without the instance that finds it.
 const DELETES: [&str; 6] = [
     "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE profile_key = ?1 LIMIT ?2)",
     "DELETE FROM transitions WHERE seq IN
@@ -23,10 +24,13 @@ const DELETES: [&str; 6] = [
     "DELETE FROM transitions WHERE seq IN
        (SELECT seq FROM transitions INDEXED BY transitions_without_instance
         WHERE instance_id IS NULL AND profile_key = ?1 LIMIT ?2)",
+    "DELETE FROM deliveries WHERE delivery_id IN
+       (SELECT d.delivery_id FROM instances i JOIN deliveries d ON d.instance_id = i.instance_id
+        WHERE i.profile_key = ?1 LIMIT ?2)",
     "DELETE FROM instances WHERE instance_id IN
        (SELECT instance_id FROM instances i WHERE profile_key = ?1
-        AND NOT EXISTS (SELECT 1 FROM transitions t WHERE t.instance_id = i.instance_id) LIMIT ?2)",
-    "DELETE FROM deliveries WHERE delivery_id IN (SELECT delivery_id FROM deliveries WHERE profile_key = ?1 LIMIT ?2)",
+        AND NOT EXISTS (SELECT 1 FROM transitions t WHERE t.instance_id = i.instance_id)
+        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.instance_id = i.instance_id) LIMIT ?2)",
     "DELETE FROM merges WHERE seq IN (SELECT seq FROM merges WHERE profile_key = ?1 LIMIT ?2)",
 ];
 

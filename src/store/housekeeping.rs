@@ -20,7 +20,8 @@ pub(crate) struct Purged {
 impl Store {
     /// Deletes stored events received before `events_before`, and finished instances (with their
     /// transitions and succeeded deliveries) last changed before `instances_before`. Active
-    /// instances, their history, pending and failed deliveries are kept whatever their age.
+    /// instances, their history, pending and failed deliveries (and the finished instances they
+    /// belong to) are kept whatever their age.
     pub(crate) async fn purge(&self, events_before: i64, instances_before: i64) -> Result<Purged> {
         let mut total = Purged::default();
         // Events and transitions are deleted by windows of their commit-order `seq`, oldest
@@ -49,16 +50,20 @@ impl Store {
                 .writer()
                 .submit_wait(move |ctx| {
                     let conn = ctx.conn;
-                    let instances = conn
-                        .prepare_cached(
-                            "DELETE FROM instances WHERE instance_id IN
-                               (SELECT instance_id FROM instances WHERE state != 'active' AND updated_at < ?1 LIMIT ?2)",
-                        )?
-                        .execute(params![instances_before, PURGE_BATCH])?;
                     let deliveries = conn
                         .prepare_cached(
                             "DELETE FROM deliveries WHERE delivery_id IN
                                (SELECT delivery_id FROM deliveries WHERE created_at < ?1 AND status = 'succeeded' LIMIT ?2)",
+                        )?
+                        .execute(params![instances_before, PURGE_BATCH])?;
+                    // An instance stays while it has deliveries: forgetting a person finds their
+                    // deliveries through their instances.
+                    let instances = conn
+                        .prepare_cached(
+                            "DELETE FROM instances WHERE instance_id IN
+                               (SELECT instance_id FROM instances i WHERE state != 'active' AND updated_at < ?1
+                                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.instance_id = i.instance_id)
+                                LIMIT ?2)",
                         )?
                         .execute(params![instances_before, PURGE_BATCH])?;
                     Ok((instances as u64, deliveries as u64))
@@ -220,6 +225,59 @@ mod tests {
             store.purge(now - 30 * DAY, now - 90 * DAY).await.unwrap(),
             Purged::default()
         );
+        store.writer().shutdown().await;
+    }
+
+    /// A finished instance past retention stays while it has a delivery (a failed one, kept
+    /// whatever its age), so that forgetting the person still finds that delivery through it;
+    /// one whose delivery succeeded goes with the delivery.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn purge_keeps_the_instances_of_kept_deliveries_and_forgetting_finds_them() {
+        let path = temp_db("purge-deliveries");
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = Store::open(&path, clock.clone(), StoreOptions::default()).unwrap();
+        store
+            .put_destination(
+                "hook".into(),
+                json!({"type": "webhook", "url": "http://127.0.0.1:9/hook"}),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let journey = crate::journey::parse(&json!({"id": "fwd", "entry": {"event": "Go"},
+            "steps": [{"id": "s", "type": "send", "destination": "hook", "next": null}]}))
+        .unwrap();
+        store.publish_journey(journey, "{}".into()).await.unwrap();
+        track(&store, T0, "ok", "Go").await;
+        track(&store, T0, "failed", "Go").await;
+        store
+            .writer()
+            .submit_wait(|ctx| {
+                ctx.conn.execute(
+                    "UPDATE deliveries SET status = CASE profile_key WHEN 'ok' THEN 'succeeded' ELSE 'failed' END,
+                         next_attempt_at = NULL",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+
+        clock.set(T0 + 100 * DAY);
+        let now = clock.now_ms();
+        let purged = store.purge(now - 30 * DAY, now - 90 * DAY).await.unwrap();
+        assert_eq!((purged.instances, purged.deliveries), (1, 1), "{purged:?}");
+        let left = "SELECT group_concat(profile_key || ':' || status) FROM
+                      (SELECT i.profile_key, d.status FROM instances i JOIN deliveries d USING (instance_id))";
+        let kept: String = store
+            .read(move |c| Ok(c.query_row(left, [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(kept, "failed:failed");
+
+        store.forget_profile("failed".into()).await.unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM deliveries").await, 0);
+        assert_eq!(count(&store, "SELECT count(*) FROM instances").await, 0);
         store.writer().shutdown().await;
     }
 }

@@ -163,7 +163,7 @@ impl Ledger for LiveIds<'_> {
             .conn
             .prepare_cached(
                 "SELECT created_at FROM deliveries
-                 WHERE profile_key = ?1 AND destination_id = ?2 AND created_at > ?3 AND status != 'capped'",
+                 WHERE profile_key = ?1 AND destination_id = ?2 AND created_at > ?3 AND cap_counted = 1",
             )
             .and_then(|mut stmt| {
                 stmt.query_map(params![profile, destination, since], |r| r.get(0))?
@@ -415,10 +415,12 @@ fn persist(
         } else {
             crate::delivery::Status::Pending
         };
+        // Only a send to a destination with a frequency cap is counted against it (and indexed).
+        let cap_counted = (!d.capped && ctx.state.caps.contains_key(&d.destination)).then_some(1);
         conn.prepare_cached(
             "INSERT INTO deliveries (delivery_id, profile_key, instance_id, journey_id, step_id, destination_id, payload,
-                                     status, attempts, next_attempt_at, expires_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, jd_pack(?7), ?10, 0, ?8, ?9, ?8, ?8)",
+                                     status, attempts, next_attempt_at, expires_at, created_at, updated_at, cap_counted)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, jd_pack(?7), ?10, 0, ?8, ?9, ?8, ?8, ?11)",
         )?
         .execute(params![
             d.id,
@@ -431,6 +433,7 @@ fn persist(
             now,
             now + crate::delivery::RETRY_WINDOW_MS,
             status.as_str(),
+            cap_counted,
         ])?;
         if d.capped {
             METRICS

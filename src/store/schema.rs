@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_operator.sql"),
     include_str!("../../migrations/0008_compression.sql"),
     include_str!("../../migrations/0009_transitions_by_instance.sql"),
+    include_str!("../../migrations/0010_deliveries_by_instance.sql"),
 ];
 
 /// The version `schema.sql` describes.

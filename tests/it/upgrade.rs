@@ -222,3 +222,69 @@ fn assert_json_eq(before: &Value, after: &Value) {
         panic!("the upgraded database reads differently at {d}");
     }
 }
+
+/// Version 10 finds a person's deliveries through their instances and counts sends against a
+/// frequency cap through a partial index. On a database from version 7: a cap set after the
+/// upgrade counts the sends made before it (u2's forwarded order makes the next one `capped`, while
+/// u1, who was sent nothing, is sent), and forgetting u2 deletes the delivery written by the older
+/// journeyd along with the new one.
+#[test]
+fn after_the_upgrade_caps_count_older_sends_and_forgetting_finds_older_deliveries() {
+    let dir = temp_dir("upgrade-caps");
+    let db = dir.join("j.db");
+    std::fs::copy(fixture_dir().join("v7.db"), &db).unwrap();
+    let mut app = Appliance::start_with(Options {
+        db: Some(db.clone()),
+        ..Options::default()
+    });
+    app.set_time(START_MS + 3 * 86_400_000 + 2 * 3_600_000);
+    let rx = app.receiver(vec![]);
+    put_destination(
+        &app,
+        "hook",
+        &webhook(
+            &rx.url("/hook"),
+            json!({"frequency_cap": {"max": 1, "per": "7d"}}),
+        ),
+    );
+    let order = |user: &str| {
+        track_event(
+            &app,
+            user,
+            "Order Completed",
+            json!({"order_id": format!("o-{user}")}),
+        )
+    };
+    order("u2");
+    order("u1");
+    let fwd = |user: &str| -> Vec<String> {
+        deliveries(&app, "")
+            .iter()
+            .filter(|d| d["profile"] == user && d["journey"] == "fwd")
+            .map(|d| d["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let u2 = fwd("u2");
+    assert_eq!(u2.len(), 2, "{u2:?}");
+    assert!(u2.contains(&"capped".to_string()), "{u2:?}");
+    eventually(
+        "u1's order forwarded",
+        Duration::from_secs(30),
+        || match fwd("u1").as_slice() {
+            [s] if s == "succeeded" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+
+    assert_eq!(app.admin_delete("/v1/profiles/u2").status, 204);
+    let left: Vec<Value> = deliveries(&app, "")
+        .into_iter()
+        .filter(|d| d["profile"] == "u2" || d["payload"]["userId"] == "u2")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "u2's deliveries outlived forgetting: {left:?}"
+    );
+    assert_eq!(fwd("u1").len(), 1, "u1's delivery stays");
+    app.stop();
+}

@@ -88,7 +88,9 @@ pub(crate) struct Instance {
 /// What a profile remembers about one journey beyond its instances.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Memory {
-    /// How many instances of the journey the profile ever entered (for `reentry: once`).
+    /// How many instances of the journey the profile entered (for `reentry: once`, and as the
+    /// ordinal of random-split draws): every entry while the journey's version has a random
+    /// split, otherwise only the first (see `Engine::entry`).
     pub(crate) entries: i64,
     /// Branch index per `random_split` step id, for `sticky: true`.
     pub(crate) sticky: BTreeMap<String, usize>,
@@ -645,9 +647,14 @@ impl<'a> Engine<'a> {
             });
             return;
         }
+        // Entries are counted for `once` (was there a first one?) and for random splits (the
+        // draw's ordinal): a journey with no random split counts only a person's first entry, so
+        // that entering it again writes no journey memory (issue 15).
         let memory = profile.memory.entry(journey.id.clone()).or_default();
-        memory.entries += 1;
-        memory.dirty = true;
+        if memory.entries == 0 || journey.has_random_split() {
+            memory.entries += 1;
+            memory.dirty = true;
+        }
         let ordinal = memory.entries;
         let mut context = Map::new();
         context.insert(entry.event.clone(), event.properties());

@@ -312,6 +312,13 @@ impl Journey {
         self.steps.first()
     }
 
+    /// Whether a step draws a random-split branch (the draw depends on the entry's ordinal).
+    pub(crate) fn has_random_split(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|step| matches!(step.kind, StepKind::RandomSplit { .. }))
+    }
+
     /// Every destination id named by a send step, each once, in step order (for the API's
     /// "destination must exist" check and for refusing to delete a destination in use).
     pub(crate) fn destinations(&self) -> Vec<&str> {

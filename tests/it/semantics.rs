@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Appliance, instances_of, put_journey, track_event};
+use crate::support::{
+    Appliance, instances_of, put_destination, put_journey, stats, track_event, webhook,
+};
 
 /// A split path naming no context key, `match_unique_by` without `unique_by`, and an exit send
 /// with a `next` are refused with their JSON paths.
@@ -109,4 +111,48 @@ fn simulations_explain_what_did_nothing() {
         .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
         .collect();
     assert_eq!(notes, expected, "{:#}", out["trace"]);
+}
+
+/// A person's entries into a journey are counted for `reentry: once` and for random-split draws
+/// (the entry's ordinal): a journey without a random split records only the first entry (its
+/// journey memory is written once, not on every entry), one with a split counts every entry, and
+/// `once` still holds after entries that were not counted.
+#[test]
+fn entries_are_counted_where_they_are_used() {
+    let mut app = Appliance::start();
+    let rx = app.receiver(vec![]);
+    put_destination(&app, "hook", &webhook(&rx.url("/hook"), json!({})));
+    let send = json!({"id": "s", "type": "send", "destination": "hook", "next": null});
+    put_journey(
+        &app,
+        &json!({"id": "plain", "entry": {"event": "Go"}, "steps": [send.clone()]}),
+    );
+    put_journey(
+        &app,
+        &json!({"id": "split", "entry": {"event": "Go"}, "steps": [
+            {"id": "r", "type": "random_split", "branches": [
+                {"percent": 50, "next": "s"}, {"percent": 50, "next": "s"}]},
+            send.clone()]}),
+    );
+    for _ in 0..3 {
+        track_event(&app, "u1", "Go", json!({}));
+    }
+    // A journey changed to `once` keeps out someone who entered it before.
+    put_journey(
+        &app,
+        &json!({"id": "plain", "entry": {"event": "Go", "reentry": "once"}, "steps": [send]}),
+    );
+    track_event(&app, "u1", "Go", json!({}));
+    let entered = |journey: &str| stats(&app, journey, "")["entered"].as_i64().unwrap();
+    assert_eq!((entered("plain"), entered("split")), (3, 4));
+    app.stop();
+    let db = journeyd::bench_support::inspect(app.db_path()).unwrap();
+    let memory: Vec<(String, i64)> = db
+        .prepare("SELECT journey_id, entries FROM journey_memory WHERE profile_key = 'u1' ORDER BY journey_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(memory, [("plain".to_string(), 1), ("split".to_string(), 4)]);
 }

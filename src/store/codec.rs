@@ -8,7 +8,9 @@
 //! byte. Rows written before compression (TEXT) read as they are. A frame names its dictionary
 //! by the id zstd writes into its header; the dictionaries live in the `dictionaries` table of the
 //! same file, so a backup is readable on its own, and are never deleted (16 KiB each: a second one
-//! after 10,000 more values, then one a week at most).
+//! after 10,000 more values, then one a week, or sooner when what is stored changed: when values
+//! compress [`DRIFT`] times worse than in the current dictionary's first window, after at least
+//! 10,000 values with it).
 //!
 //! A dictionary holds text frequent in its samples, so it is trained only on what many people
 //! share: before training, every string value that fewer than [`MIN_PROFILES`] profiles of the
@@ -56,6 +58,16 @@ const RETRAIN_FIRST_AFTER: u64 = 10_000;
 /// stored since: what users send changes as their product does.
 const RETRAIN_AFTER_MS: i64 = 7 * 24 * 3_600_000;
 
+/// Values per window over which compression is measured (stored bytes over text bytes).
+const WINDOW: u32 = 1_000;
+
+/// A window that compresses this many times worse than the current dictionary's first one means
+/// what is stored changed (a new database filled by one kind of message, then another traffic):
+/// a newer dictionary is trained once [`RETRAIN_FIRST_AFTER`] values were stored with the current.
+/// Measured: a dictionary trained on the entry events of a large fill left forwarded events'
+/// bodies and delivery payloads 20-40 % larger than one trained on them.
+const DRIFT: f64 = 1.15;
+
 /// The largest value `jd_text` inflates: far above any message or payload the API accepts; a
 /// frame claiming more is damage.
 const MAX_TEXT_BYTES: u64 = 64 * 1024 * 1024;
@@ -66,6 +78,38 @@ pub(crate) struct Dictionaries {
     state: RwLock<State>,
     /// Values `jd_pack` stored since the current dictionary (or since start).
     packed: std::sync::atomic::AtomicU64,
+    /// How well the values stored since the current dictionary compress.
+    window: std::sync::Mutex<Window>,
+}
+
+/// Compression of the values stored with the current dictionary, by windows of [`WINDOW`].
+#[derive(Default)]
+struct Window {
+    text: u64,
+    stored: u64,
+    values: u32,
+    /// Stored over text bytes in the first full window.
+    first: Option<f64>,
+    /// A later window compressed [`DRIFT`] times worse than the first.
+    drifted: bool,
+}
+
+impl Window {
+    fn record(&mut self, text: usize, stored: usize) {
+        self.text += text as u64;
+        self.stored += stored as u64;
+        self.values += 1;
+        if self.values < WINDOW {
+            return;
+        }
+        let ratio = self.stored as f64 / self.text.max(1) as f64;
+        match self.first {
+            None => self.first = Some(ratio),
+            Some(first) if ratio > first * DRIFT => self.drifted = true,
+            Some(_) => {}
+        }
+        (self.text, self.stored, self.values) = (0, 0, 0);
+    }
 }
 
 #[derive(Default)]
@@ -117,15 +161,17 @@ impl Dictionaries {
         state.by_id.insert(id, data);
         state.current = Some((id, created_at));
         self.packed.store(0, std::sync::atomic::Ordering::Relaxed);
+        *self.window.lock().unwrap() = Window::default();
     }
 
     /// Whether a (new) dictionary should be trained now.
     fn due(&self, now: i64) -> bool {
         let packed = self.packed.load(std::sync::atomic::Ordering::Relaxed);
         let state = self.state.read().unwrap();
+        let drifted = self.window.lock().unwrap().drifted;
         match state.current {
             None => packed >= TRAIN_AFTER,
-            Some(_) if state.by_id.len() == 1 => packed >= RETRAIN_FIRST_AFTER,
+            Some(_) if state.by_id.len() == 1 || drifted => packed >= RETRAIN_FIRST_AFTER,
             Some((_, at)) => now - at >= RETRAIN_AFTER_MS && packed >= TRAIN_AFTER,
         }
     }
@@ -153,6 +199,11 @@ pub(crate) fn install(conn: &Connection, dicts: Arc<Dictionaries>) -> Result<()>
         pack_dicts
             .packed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        pack_dicts
+            .window
+            .lock()
+            .unwrap()
+            .record(text.len(), packed.as_ref().map_or(text.len(), Vec::len));
         Ok(match packed {
             Some(frame) => Value::Blob(frame),
             None => Value::Text(String::from_utf8_lossy(text).into_owned()),
@@ -480,6 +531,52 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("analytics.js"), "{text}");
+    }
+
+    /// A dictionary is trained again when what is stored changed (values compress worse than in
+    /// the current dictionary's first window), not while the traffic it was trained on goes on.
+    #[test]
+    fn a_change_in_what_is_stored_calls_for_a_newer_dictionary() {
+        let (conn, dicts) = conn();
+        // Two dictionaries, so neither the first training nor the first retraining is due.
+        for (n, data) in [b"first".to_vec(), {
+            let samples: Vec<String> = (0..2_000).map(message).collect();
+            zstd::dict::from_samples(&samples, DICTIONARY_BYTES).unwrap()
+        }]
+        .into_iter()
+        .enumerate()
+        {
+            let id =
+                zstd::zstd_safe::get_dict_id_from_dict(&data).map_or(n as u32 + 1, |id| id.get());
+            conn.execute(
+                "INSERT INTO dictionaries VALUES (?1, 5, ?2)",
+                rusqlite::params![id, data],
+            )
+            .unwrap();
+            dicts.adopt(id, 5, data.into());
+        }
+        let store = |values: &mut dyn Iterator<Item = String>| {
+            for v in values {
+                conn.execute("INSERT INTO t VALUES (jd_pack(?1))", [v])
+                    .unwrap();
+            }
+        };
+        // The traffic the dictionary knows: nothing to do, however long it goes on.
+        store(&mut (0..2 * RETRAIN_FIRST_AFTER as usize).map(message));
+        assert!(!dicts.due(6));
+        // Another kind of message (which the dictionary knows nothing of) drifts...
+        let other = |i: usize| {
+            format!(
+                r#"{{"type":"page","name":"Pricing {i}","anonymousId":"a-{}","properties":{{"path":"/p/{}","referrer":"https://search.example/?q={}","title":"Plans and prices"}}}}"#,
+                i * 31,
+                i % 977,
+                i * 7
+            )
+        };
+        store(&mut (0..WINDOW as usize * 2).map(other));
+        assert!(dicts.window.lock().unwrap().drifted);
+        // ...and a newer dictionary is due once enough values were stored with the current one.
+        assert!(dicts.due(6));
     }
 
     #[test]

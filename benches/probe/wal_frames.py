@@ -17,6 +17,9 @@ WAL and checkpoints both, as the storage phase counts them).
     python3 benches/probe/wal_frames.py              # every layout, 10,000 waiting
     python3 benches/probe/wal_frames.py --waiting 100000 --events 40000 current log
     python3 benches/probe/wal_frames.py --by-table current   # frames by table and index
+
+With `--by-table` it also counts, per b-tree, the distinct pages among each checkpoint interval's
+frames: what the checkpoint copies into the database file.
 """
 
 import argparse
@@ -95,6 +98,7 @@ LAYOUTS = {
     # name: (schema, writes a profile_log, writes journey_memory)
     "current": (CURRENT, False, True),
     "deliveries-by-instance": (BY_INSTANCE, False, True),
+    "deliveries-by-instance-no-memory": (BY_INSTANCE, False, False),
     "log": (LOG, True, True),
     "log-no-mid": (LOG_NO_MID, True, True),
     "log-no-mid-no-memory": (LOG_NO_MID, True, False),
@@ -188,9 +192,11 @@ class Run:
         return delivery
 
 
-def count_frames(conn, wal, by_table):
-    """Adds the frames in the WAL file, by the b-tree their page belongs to (from `dbstat`)."""
+def count_frames(conn, wal, by_table, distinct):
+    """Adds the frames in the WAL file, by the b-tree their page belongs to (from `dbstat`), and
+    the distinct pages among them (what the checkpoint that follows copies into the database)."""
     owner = dict(conn.execute("SELECT pageno, name FROM dbstat").fetchall())
+    seen = set()
     with open(wal, "rb") as f:
         f.seek(32)  # the WAL header
         salt = None
@@ -205,10 +211,13 @@ def count_frames(conn, wal, by_table):
             page = int.from_bytes(header[:4], "big")
             name = owner.get(page, "(free or new)")
             by_table[name] = by_table.get(name, 0) + 1
+            if page not in seen:
+                seen.add(page)
+                distinct[name] = distinct.get(name, 0) + 1
             f.seek(PAGE, 1)
 
 
-def probe(name, waiting, events, dirpath, by_table=None):
+def probe(name, waiting, events, dirpath, by_table=None, distinct=None):
     schema, log, memory = LAYOUTS[name]
     path = os.path.join(dirpath, f"{name}.db")
     conn = open_db(path, schema)
@@ -245,7 +254,7 @@ def probe(name, waiting, events, dirpath, by_table=None):
         done += PER_COMMIT
         if done // CHECKPOINT_EVERY != before // CHECKPOINT_EVERY or done >= events:
             if by_table is not None:
-                count_frames(conn, path + "-wal", by_table)
+                count_frames(conn, path + "-wal", by_table, distinct)
             _, log_frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             frames += log_frames
     written = write_bytes() - written0
@@ -274,12 +283,14 @@ def main():
     print(f"{'layout':24} {'WAL frames/event':>17} {'written/event':>14} {'events/s':>9}")
     for name in args.layouts:
         by_table = {} if args.by_table else None
+        distinct = {}
         with tempfile.TemporaryDirectory(dir=args.dir) as d:
-            f, w, rate = probe(name, args.waiting, args.events, d, by_table)
+            f, w, rate = probe(name, args.waiting, args.events, d, by_table, distinct)
         print(f"{name:24} {f:17.2f} {w / 1000:11.1f} KB {rate:9,.0f}")
         if by_table:
+            print(f"    {'b-tree':34} {'frames/event':>12} {'checkpointed pages/event':>25}")
             for table, n in sorted(by_table.items(), key=lambda kv: -kv[1]):
-                print(f"    {table:34} {n / args.events:6.2f} frames/event")
+                print(f"    {table:34} {n / args.events:12.2f} {distinct.get(table, 0) / args.events:25.2f}")
 
 
 if __name__ == "__main__":

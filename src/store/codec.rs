@@ -180,7 +180,6 @@ impl Dictionaries {
 /// Installs `jd_pack` and `jd_text` on `conn`, with the dictionaries of its file.
 pub(crate) fn install(conn: &Connection, dicts: Arc<Dictionaries>) -> Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    let packer = RefCell::new(Packer::default());
     let pack_dicts = dicts.clone();
     conn.create_scalar_function("jd_pack", 1, flags, move |ctx: &mut Context<'_>| {
         let text = match ctx.get_raw(0) {
@@ -192,22 +191,7 @@ pub(crate) fn install(conn: &Connection, dicts: Arc<Dictionaries>) -> Result<()>
                 ));
             }
         };
-        let packed = packer
-            .borrow_mut()
-            .pack(&pack_dicts, text)
-            .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))?;
-        pack_dicts
-            .packed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        pack_dicts
-            .window
-            .lock()
-            .unwrap()
-            .record(text.len(), packed.as_ref().map_or(text.len(), Vec::len));
-        Ok(match packed {
-            Some(frame) => Value::Blob(frame),
-            None => Value::Text(String::from_utf8_lossy(text).into_owned()),
-        })
+        pack_bytes(&pack_dicts, text).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))
     })?;
     let unpacker = RefCell::new(Unpacker::default());
     conn.create_scalar_function("jd_text", 1, flags, move |ctx: &mut Context<'_>| match ctx
@@ -231,7 +215,34 @@ pub(crate) fn install(conn: &Connection, dicts: Arc<Dictionaries>) -> Result<()>
     Ok(())
 }
 
-/// A connection's compressor, set up for the current dictionary.
+/// What `jd_pack` stores for `text`: a zstd frame with the current dictionary when that is
+/// smaller, else the text itself; counted towards the next dictionary's training and its drift.
+/// Callable on any thread: ingest packs event bodies on the request's thread before they reach
+/// the writer, whose thread is the one every write waits for.
+pub(crate) fn pack(dicts: &Dictionaries, text: &str) -> Result<Value> {
+    pack_bytes(dicts, text.as_bytes()).map_err(|e| StoreError::Corrupt(format!("compressing: {e}")))
+}
+
+fn pack_bytes(dicts: &Dictionaries, text: &[u8]) -> Result<Value, String> {
+    thread_local! {
+        static PACKER: RefCell<Packer> = RefCell::new(Packer::default());
+    }
+    let packed = PACKER.with(|p| p.borrow_mut().pack(dicts, text))?;
+    dicts
+        .packed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dicts
+        .window
+        .lock()
+        .unwrap()
+        .record(text.len(), packed.as_ref().map_or(text.len(), Vec::len));
+    Ok(match packed {
+        Some(frame) => Value::Blob(frame),
+        None => Value::Text(String::from_utf8_lossy(text).into_owned()),
+    })
+}
+
+/// A thread's compressor, set up for the current dictionary.
 #[derive(Default)]
 struct Packer {
     /// The dictionary (0: none) `compressor` was made with.

@@ -26,21 +26,31 @@ impl Store {
     /// Stores `messages` in order, in one transaction with the state changes they cause, and
     /// answers once that transaction has committed.
     pub(crate) async fn ingest(&self, messages: Vec<Message>) -> Result<IngestOutcome> {
+        // Bodies are compressed here, on the request's thread, not on the writer's.
+        let bodies = messages
+            .iter()
+            .map(|m| super::codec::pack(self.dictionaries(), &m.json))
+            .collect::<Result<Vec<_>>>()?;
         self.writer()
-            .submit(move |ctx| apply_messages(ctx, &messages))
+            .submit(move |ctx| apply_messages(ctx, &messages, &bodies))
             .await
     }
 }
 
-fn apply_messages(ctx: &mut WriteCtx, messages: &[Message]) -> Result<IngestOutcome> {
+/// Applies `messages` in order; `bodies[i]` is what is stored of `messages[i]`'s JSON.
+fn apply_messages(
+    ctx: &mut WriteCtx,
+    messages: &[Message],
+    bodies: &[rusqlite::types::Value],
+) -> Result<IngestOutcome> {
     let mut outcome = IngestOutcome::default();
-    for m in messages {
+    for (m, body) in messages.iter().zip(bodies) {
         if seen_recently(ctx.conn, &m.message_id, m.received_at)? {
             outcome.duplicates += 1;
             METRICS.events_duplicate.inc();
             continue;
         }
-        if let Err(why) = apply_message(ctx, m)? {
+        if let Err(why) = apply_message(ctx, m, body)? {
             outcome.rejected.push((m.index, why));
             continue;
         }
@@ -65,7 +75,11 @@ fn seen_recently(conn: &Connection, message_id: &str, now: i64) -> Result<bool> 
 
 /// Stores one message and applies it; `Ok(Err(why))` when what is stored refuses it (nothing is
 /// written then).
-fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<std::result::Result<(), String>> {
+fn apply_message(
+    ctx: &mut WriteCtx,
+    m: &Message,
+    body: &rusqlite::types::Value,
+) -> Result<std::result::Result<(), String>> {
     let conn = ctx.conn;
     let identity = m.identity();
     let profile_key = resolve(conn, identity.id)?;
@@ -86,11 +100,10 @@ fn apply_message(ctx: &mut WriteCtx, m: &Message) -> Result<std::result::Result<
     }
 
     let seq = ctx.next_seq();
-    let body = &m.json;
     ctx.conn
         .prepare_cached(
             "INSERT INTO events (seq, profile_key, message_id, type, event, received_at, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, jd_pack(?7))",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             seq,

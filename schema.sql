@@ -188,6 +188,13 @@ CREATE INDEX deliveries_by_created ON deliveries (created_at);
 -- with time, so the delivery of a new instance appends here rather than dirtying a page at the
 -- person's place in an index by profile; a finished instance is kept while it has deliveries.
 CREATE INDEX deliveries_by_instance ON deliveries (instance_id);
+-- Deliveries whose instance an older journeyd's purge deleted (it did not keep instances with
+-- deliveries), by profile, for forgetting the person: filled by the upgrade to version 10 only.
+CREATE TABLE deliveries_without_instance (
+    profile_key TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    PRIMARY KEY (profile_key, delivery_id)
+) WITHOUT ROWID;
 -- A person's recent sends to a destination, counted against its frequency cap: only the rows with
 -- `cap_counted` = 1 (not capped, to a destination that had a cap when the row was written or when
 -- the cap was set), so sends to destinations without a cap write nothing here.

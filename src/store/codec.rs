@@ -10,7 +10,7 @@
 //! same file, so a backup is readable on its own, and are never deleted (16 KiB each: a second one
 //! after 10,000 more values, then one a week, or sooner when what is stored changed: when values
 //! compress [`DRIFT`] times worse than in the current dictionary's first window, after at least
-//! 10,000 values with it).
+//! 10,000 values with it, twice that for each dictionary after the second).
 //!
 //! A dictionary holds text frequent in its samples, so it is trained only on what many people
 //! share: before training, every string value that fewer than [`MIN_PROFILES`] profiles of the
@@ -63,7 +63,8 @@ const WINDOW: u32 = 1_000;
 
 /// A window that compresses this many times worse than the current dictionary's first one means
 /// what is stored changed (a new database filled by one kind of message, then another traffic):
-/// a newer dictionary is trained once [`RETRAIN_FIRST_AFTER`] values were stored with the current.
+/// a newer dictionary is trained once [`RETRAIN_FIRST_AFTER`] values were stored with the current
+/// (twice as many for each dictionary after the second).
 /// Measured: a dictionary trained on the entry events of a large fill left forwarded events'
 /// bodies and delivery payloads 20-40 % larger than one trained on them.
 const DRIFT: f64 = 1.15;
@@ -169,10 +170,16 @@ impl Dictionaries {
         let packed = self.packed.load(std::sync::atomic::Ordering::Relaxed);
         let state = self.state.read().unwrap();
         let drifted = self.window.lock().unwrap().drifted;
+        // Each dictionary after the second doubles the values a drift must wait for, so traffic
+        // whose mix keeps changing adds dictionaries ever more rarely (they are never deleted).
+        let after_drift = RETRAIN_FIRST_AFTER << (state.by_id.len().saturating_sub(2)).min(30);
         match state.current {
             None => packed >= TRAIN_AFTER,
-            Some(_) if state.by_id.len() == 1 || drifted => packed >= RETRAIN_FIRST_AFTER,
-            Some((_, at)) => now - at >= RETRAIN_AFTER_MS && packed >= TRAIN_AFTER,
+            Some(_) if state.by_id.len() == 1 => packed >= RETRAIN_FIRST_AFTER,
+            Some((_, at)) => {
+                (drifted && packed >= after_drift)
+                    || (now - at >= RETRAIN_AFTER_MS && packed >= TRAIN_AFTER)
+            }
         }
     }
 }
@@ -588,6 +595,29 @@ mod tests {
         assert!(dicts.window.lock().unwrap().drifted);
         // ...and a newer dictionary is due once enough values were stored with the current one.
         assert!(dicts.due(6));
+
+        // With a third dictionary a drift waits twice as long: traffic that keeps changing adds
+        // dictionaries ever more rarely.
+        let data: Vec<u8> = {
+            let samples: Vec<String> = (0..2_000).map(other).collect();
+            zstd::dict::from_samples(&samples, DICTIONARY_BYTES).unwrap()
+        };
+        let id = zstd::zstd_safe::get_dict_id_from_dict(&data).unwrap().get();
+        conn.execute(
+            "INSERT INTO dictionaries VALUES (?1, 6, ?2)",
+            rusqlite::params![id, data],
+        )
+        .unwrap();
+        dicts.adopt(id, 6, data.into());
+        store(&mut (0..WINDOW as usize).map(other));
+        store(&mut (0..RETRAIN_FIRST_AFTER as usize).map(message));
+        assert!(dicts.window.lock().unwrap().drifted);
+        assert!(
+            !dicts.due(7),
+            "a drift waits 20,000 values with a third dictionary"
+        );
+        store(&mut (0..RETRAIN_FIRST_AFTER as usize).map(message));
+        assert!(dicts.due(7));
     }
 
     #[test]

@@ -51,8 +51,9 @@ impl Store {
                 )?
                 .execute(params![id, config.to_string(), secret, ctx.now])?;
                 ctx.effects.destinations = true;
+                let before = ctx.state.caps.get(&id).copied();
                 ctx.state.caps = caps(ctx.conn)?;
-                if let Some(cap) = ctx.state.caps.get(&id) {
+                if let Some(cap) = ctx.state.caps.get(&id).filter(|cap| Some(**cap) != before) {
                     // Sends made while the destination had no cap count against a new one too.
                     conn.prepare_cached(
                         "UPDATE deliveries SET cap_counted = 1

@@ -16,7 +16,7 @@ const BATCH: i64 = 5_000;
 /// `?2` the batch size). Transitions and deliveries go through their instances (a person's
 /// deliveries are those of their instances), and an instance only once its transitions and
 /// deliveries are gone, so nothing is left without the instance that finds it.
-const DELETES: [&str; 6] = [
+const DELETES: [&str; 8] = [
     "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE profile_key = ?1 LIMIT ?2)",
     "DELETE FROM transitions WHERE seq IN
        (SELECT t.seq FROM instances i JOIN transitions t ON t.instance_id = i.instance_id
@@ -27,6 +27,12 @@ const DELETES: [&str; 6] = [
     "DELETE FROM deliveries WHERE delivery_id IN
        (SELECT d.delivery_id FROM instances i JOIN deliveries d ON d.instance_id = i.instance_id
         WHERE i.profile_key = ?1 LIMIT ?2)",
+    // Deliveries that lost their instance to an older journeyd's purge (schema.sql), then their
+    // listing: the same first rows by key, so the second statement removes what the first used.
+    "DELETE FROM deliveries WHERE delivery_id IN
+       (SELECT delivery_id FROM deliveries_without_instance WHERE profile_key = ?1 ORDER BY delivery_id LIMIT ?2)",
+    "DELETE FROM deliveries_without_instance WHERE profile_key = ?1 AND delivery_id IN
+       (SELECT delivery_id FROM deliveries_without_instance WHERE profile_key = ?1 ORDER BY delivery_id LIMIT ?2)",
     "DELETE FROM instances WHERE instance_id IN
        (SELECT instance_id FROM instances i WHERE profile_key = ?1
         AND NOT EXISTS (SELECT 1 FROM transitions t WHERE t.instance_id = i.instance_id)

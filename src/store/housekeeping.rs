@@ -19,9 +19,9 @@ pub(crate) struct Purged {
 
 impl Store {
     /// Deletes stored events received before `events_before`, and finished instances (with their
-    /// transitions and succeeded deliveries) last changed before `instances_before`. Active
-    /// instances, their history, pending and failed deliveries (and the finished instances they
-    /// belong to) are kept whatever their age.
+    /// transitions and their succeeded and capped deliveries) last changed before
+    /// `instances_before`. Active instances, their history, pending and failed deliveries (and
+    /// the finished instances they belong to) are kept whatever their age.
     pub(crate) async fn purge(&self, events_before: i64, instances_before: i64) -> Result<Purged> {
         let mut total = Purged::default();
         // Events and transitions are deleted by windows of their commit-order `seq`, oldest
@@ -53,7 +53,7 @@ impl Store {
                     let deliveries = conn
                         .prepare_cached(
                             "DELETE FROM deliveries WHERE delivery_id IN
-                               (SELECT delivery_id FROM deliveries WHERE created_at < ?1 AND status = 'succeeded' LIMIT ?2)",
+                               (SELECT delivery_id FROM deliveries WHERE created_at < ?1 AND (status = 'succeeded' OR status = 'capped') LIMIT ?2)",
                         )?
                         .execute(params![instances_before, PURGE_BATCH])?;
                     // An instance stays while it has deliveries: forgetting a person finds their
@@ -230,7 +230,8 @@ mod tests {
 
     /// A finished instance past retention stays while it has a delivery (a failed one, kept
     /// whatever its age), so that forgetting the person still finds that delivery through it;
-    /// one whose delivery succeeded goes with the delivery.
+    /// one whose delivery succeeded or was capped goes with the delivery. A delivery an older
+    /// journeyd's purge left without its instance is found through its listing by profile.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn purge_keeps_the_instances_of_kept_deliveries_and_forgetting_finds_them() {
         let path = temp_db("purge-deliveries");
@@ -248,14 +249,15 @@ mod tests {
             "steps": [{"id": "s", "type": "send", "destination": "hook", "next": null}]}))
         .unwrap();
         store.publish_journey(journey, "{}".into()).await.unwrap();
-        track(&store, T0, "ok", "Go").await;
-        track(&store, T0, "failed", "Go").await;
+        for user in ["ok", "failed", "capped"] {
+            track(&store, T0, user, "Go").await;
+        }
         store
             .writer()
             .submit_wait(|ctx| {
                 ctx.conn.execute(
-                    "UPDATE deliveries SET status = CASE profile_key WHEN 'ok' THEN 'succeeded' ELSE 'failed' END,
-                         next_attempt_at = NULL",
+                    "UPDATE deliveries SET status = CASE profile_key WHEN 'ok' THEN 'succeeded'
+                         WHEN 'capped' THEN 'capped' ELSE 'failed' END, next_attempt_at = NULL",
                     [],
                 )?;
                 Ok(())
@@ -266,7 +268,7 @@ mod tests {
         clock.set(T0 + 100 * DAY);
         let now = clock.now_ms();
         let purged = store.purge(now - 30 * DAY, now - 90 * DAY).await.unwrap();
-        assert_eq!((purged.instances, purged.deliveries), (1, 1), "{purged:?}");
+        assert_eq!((purged.instances, purged.deliveries), (2, 2), "{purged:?}");
         let left = "SELECT group_concat(profile_key || ':' || status) FROM
                       (SELECT i.profile_key, d.status FROM instances i JOIN deliveries d USING (instance_id))";
         let kept: String = store
@@ -274,10 +276,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(kept, "failed:failed");
+        // As the upgrade to version 10 lists a delivery whose instance is gone.
+        store
+            .writer()
+            .submit_wait(|ctx| {
+                ctx.conn.execute_batch(
+                    "INSERT INTO deliveries (delivery_id, profile_key, instance_id, journey_id, step_id, destination_id,
+                         payload, status, expires_at, created_at, updated_at)
+                     VALUES ('orphan', 'failed', 42, 'fwd', 's', 'hook', '{}', 'failed', 0, 0, 0);
+                     INSERT INTO deliveries_without_instance VALUES ('failed', 'orphan');",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
 
         store.forget_profile("failed".into()).await.unwrap();
         assert_eq!(count(&store, "SELECT count(*) FROM deliveries").await, 0);
         assert_eq!(count(&store, "SELECT count(*) FROM instances").await, 0);
+        assert_eq!(
+            count(&store, "SELECT count(*) FROM deliveries_without_instance").await,
+            0
+        );
         store.writer().shutdown().await;
     }
 }

@@ -159,6 +159,31 @@ mod tests {
         }
     }
 
+    /// The upgrade to version 10 lists the deliveries an older purge left without their
+    /// instance, so that forgetting a person still finds them.
+    #[test]
+    fn deliveries_without_instance_are_listed_by_the_upgrade() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, 0, 9).unwrap();
+        conn.execute_batch(
+            "INSERT INTO instances (instance_id, profile_key, journey_id, version, state, context, ordinal, entered_at, updated_at)
+             VALUES (1, 'kept', 'j', 1, 'completed', '{}', 1, 0, 0);
+             INSERT INTO deliveries (delivery_id, profile_key, instance_id, journey_id, step_id, destination_id, payload, status, expires_at, created_at, updated_at)
+             VALUES ('a', 'kept', 1, 'j', 's', 'x', '{}', 'failed', 0, 0, 0),
+                    ('b', 'orphaned', 2, 'j', 's', 'x', '{}', 'failed', 0, 0, 0);",
+        )
+        .unwrap();
+        apply(&mut conn).unwrap();
+        let listed: Vec<(String, String)> = conn
+            .prepare("SELECT profile_key, delivery_id FROM deliveries_without_instance")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(listed, [("orphaned".to_string(), "b".to_string())]);
+    }
+
     #[test]
     fn refuses_newer_and_foreign_databases() {
         let mut newer = Connection::open_in_memory().unwrap();

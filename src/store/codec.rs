@@ -79,8 +79,18 @@ pub(crate) struct Dictionaries {
     state: RwLock<State>,
     /// Values `jd_pack` stored since the current dictionary (or since start).
     packed: std::sync::atomic::AtomicU64,
-    /// How well the values stored since the current dictionary compress.
-    window: std::sync::Mutex<Window>,
+    /// How well the values stored since the current dictionary compress, by source: event bodies
+    /// (packed on the requests' threads, a batch's bodies together) and what `jd_pack` stores
+    /// (instance contexts and payloads, in the writer's order). Apart, so that a window's mix of
+    /// the two, which varies with how requests interleave, is not taken for a change.
+    windows: std::sync::Mutex<[Window; 2]>,
+}
+
+/// Which of [`Dictionaries::windows`] a value is measured in.
+#[derive(Clone, Copy)]
+enum Source {
+    Body = 0,
+    Derived = 1,
 }
 
 /// Compression of the values stored with the current dictionary, by windows of [`WINDOW`].
@@ -162,14 +172,14 @@ impl Dictionaries {
         state.by_id.insert(id, data);
         state.current = Some((id, created_at));
         self.packed.store(0, std::sync::atomic::Ordering::Relaxed);
-        *self.window.lock().unwrap() = Window::default();
+        *self.windows.lock().unwrap() = Default::default();
     }
 
     /// Whether a (new) dictionary should be trained now.
     fn due(&self, now: i64) -> bool {
         let packed = self.packed.load(std::sync::atomic::Ordering::Relaxed);
         let state = self.state.read().unwrap();
-        let drifted = self.window.lock().unwrap().drifted;
+        let drifted = self.windows.lock().unwrap().iter().any(|w| w.drifted);
         // Each dictionary after the second doubles the values a drift must wait for, so traffic
         // whose mix keeps changing adds dictionaries ever more rarely (they are never deleted).
         let after_drift = RETRAIN_FIRST_AFTER << (state.by_id.len().saturating_sub(2)).min(30);
@@ -198,7 +208,8 @@ pub(crate) fn install(conn: &Connection, dicts: Arc<Dictionaries>) -> Result<()>
                 ));
             }
         };
-        pack_bytes(&pack_dicts, text).map_err(|e| rusqlite::Error::UserFunctionError(e.into()))
+        pack_bytes(&pack_dicts, text, Source::Derived)
+            .map_err(|e| rusqlite::Error::UserFunctionError(e.into()))
     })?;
     let unpacker = RefCell::new(Unpacker::default());
     conn.create_scalar_function("jd_text", 1, flags, move |ctx: &mut Context<'_>| match ctx
@@ -227,10 +238,11 @@ pub(crate) fn install(conn: &Connection, dicts: Arc<Dictionaries>) -> Result<()>
 /// Callable on any thread: ingest packs event bodies on the request's thread before they reach
 /// the writer, whose thread is the one every write waits for.
 pub(crate) fn pack(dicts: &Dictionaries, text: &str) -> Result<Value> {
-    pack_bytes(dicts, text.as_bytes()).map_err(|e| StoreError::Corrupt(format!("compressing: {e}")))
+    pack_bytes(dicts, text.as_bytes(), Source::Body)
+        .map_err(|e| StoreError::Corrupt(format!("compressing: {e}")))
 }
 
-fn pack_bytes(dicts: &Dictionaries, text: &[u8]) -> Result<Value, String> {
+fn pack_bytes(dicts: &Dictionaries, text: &[u8], source: Source) -> Result<Value, String> {
     thread_local! {
         static PACKER: RefCell<Packer> = RefCell::new(Packer::default());
     }
@@ -238,10 +250,7 @@ fn pack_bytes(dicts: &Dictionaries, text: &[u8]) -> Result<Value, String> {
     dicts
         .packed
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    dicts
-        .window
-        .lock()
-        .unwrap()
+    dicts.windows.lock().unwrap()[source as usize]
         .record(text.len(), packed.as_ref().map_or(text.len(), Vec::len));
     Ok(match packed {
         Some(frame) => Value::Blob(frame),
@@ -592,7 +601,7 @@ mod tests {
             )
         };
         store(&mut (0..WINDOW as usize * 2).map(other));
-        assert!(dicts.window.lock().unwrap().drifted);
+        assert!(dicts.windows.lock().unwrap()[Source::Derived as usize].drifted);
         // ...and a newer dictionary is due once enough values were stored with the current one.
         assert!(dicts.due(6));
 
@@ -611,13 +620,42 @@ mod tests {
         dicts.adopt(id, 6, data.into());
         store(&mut (0..WINDOW as usize).map(other));
         store(&mut (0..RETRAIN_FIRST_AFTER as usize).map(message));
-        assert!(dicts.window.lock().unwrap().drifted);
+        assert!(dicts.windows.lock().unwrap()[Source::Derived as usize].drifted);
         assert!(
             !dicts.due(7),
             "a drift waits 20,000 values with a third dictionary"
         );
         store(&mut (0..RETRAIN_FIRST_AFTER as usize).map(message));
         assert!(dicts.due(7));
+    }
+
+    /// Bodies packed on the requests' threads and values `jd_pack` stores are measured apart: runs
+    /// of one and of the other, however they interleave, are no change in what is stored.
+    #[test]
+    fn an_uneven_mix_of_bodies_and_other_values_is_no_drift() {
+        let (conn, dicts) = conn();
+        let samples: Vec<String> = (0..2_000).map(message).collect();
+        let data = zstd::dict::from_samples(&samples, DICTIONARY_BYTES).unwrap();
+        let id = zstd::zstd_safe::get_dict_id_from_dict(&data).unwrap().get();
+        conn.execute(
+            "INSERT INTO dictionaries VALUES (?1, 5, ?2)",
+            rusqlite::params![id, data],
+        )
+        .unwrap();
+        dicts.adopt(id, 5, data.into());
+        // Bodies compress far better with this dictionary than the other values do.
+        let other =
+            |i: usize| format!(r#"{{"Start":{{"note":"{}","n":{i}}}}}"#, i * 7919 % 100_003);
+        for round in 0..6 {
+            for i in 0..(700 + round * 300) {
+                pack(&dicts, &message(round * 10_000 + i)).unwrap();
+            }
+            for i in 0..(1_500 - round * 200) {
+                conn.execute("INSERT INTO t VALUES (jd_pack(?1))", [other(i)])
+                    .unwrap();
+            }
+        }
+        assert!(!dicts.windows.lock().unwrap().iter().any(|w| w.drifted));
     }
 
     #[test]

@@ -476,6 +476,19 @@ mod tests {
         .unwrap()
     }
 
+    /// Trains a dictionary on `samples`, stores it in `conn`'s table and makes it current.
+    fn adopt_trained(conn: &Connection, dicts: &Dictionaries, samples: &[String], at: i64) -> u32 {
+        let data = zstd::dict::from_samples(samples, DICTIONARY_BYTES).unwrap();
+        let id = zstd::zstd_safe::get_dict_id_from_dict(&data).unwrap().get();
+        conn.execute(
+            "INSERT INTO dictionaries VALUES (?1, ?2, ?3)",
+            rusqlite::params![id, at, data],
+        )
+        .unwrap();
+        dicts.adopt(id, at, data.into());
+        id
+    }
+
     fn message(i: usize) -> String {
         format!(
             r#"{{"type":"track","event":"Order Completed","userId":"user-{i:05}","properties":{{"order_id":"o-{}","total":{}.5,"currency":"USD"}},"context":{{"library":{{"name":"analytics.js","version":"2.11.1"}},"locale":"en-US","userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)"}}}}"#,
@@ -504,14 +517,7 @@ mod tests {
             conn.query_row("SELECT v FROM t", [], |r| r.get(0)).unwrap()
         };
         let samples: Vec<String> = (0..2_000).map(message).collect();
-        let data = zstd::dict::from_samples(&samples, DICTIONARY_BYTES).unwrap();
-        let id = zstd::zstd_safe::get_dict_id_from_dict(&data).unwrap().get();
-        conn.execute(
-            "INSERT INTO dictionaries VALUES (?1, 5, ?2)",
-            rusqlite::params![id, data],
-        )
-        .unwrap();
-        dicts.adopt(id, 5, data.into());
+        let id = adopt_trained(&conn, &dicts, &samples, 5);
         let m2 = message(5_000);
         assert_eq!(round_trip(&conn, &m2), ("blob".into(), m2.clone()));
         let dict_frame: Vec<u8> = conn.query_row("SELECT v FROM t", [], |r| r.get(0)).unwrap();
@@ -566,21 +572,9 @@ mod tests {
     fn a_change_in_what_is_stored_calls_for_a_newer_dictionary() {
         let (conn, dicts) = conn();
         // Two dictionaries, so neither the first training nor the first retraining is due.
-        for (n, data) in [b"first".to_vec(), {
-            let samples: Vec<String> = (0..2_000).map(message).collect();
-            zstd::dict::from_samples(&samples, DICTIONARY_BYTES).unwrap()
-        }]
-        .into_iter()
-        .enumerate()
-        {
-            let id =
-                zstd::zstd_safe::get_dict_id_from_dict(&data).map_or(n as u32 + 1, |id| id.get());
-            conn.execute(
-                "INSERT INTO dictionaries VALUES (?1, 5, ?2)",
-                rusqlite::params![id, data],
-            )
-            .unwrap();
-            dicts.adopt(id, 5, data.into());
+        for first in [0, 2_000] {
+            let samples: Vec<String> = (first..first + 2_000).map(message).collect();
+            adopt_trained(&conn, &dicts, &samples, 5);
         }
         let store = |values: &mut dyn Iterator<Item = String>| {
             for v in values {
@@ -607,17 +601,8 @@ mod tests {
 
         // With a third dictionary a drift waits twice as long: traffic that keeps changing adds
         // dictionaries ever more rarely.
-        let data: Vec<u8> = {
-            let samples: Vec<String> = (0..2_000).map(other).collect();
-            zstd::dict::from_samples(&samples, DICTIONARY_BYTES).unwrap()
-        };
-        let id = zstd::zstd_safe::get_dict_id_from_dict(&data).unwrap().get();
-        conn.execute(
-            "INSERT INTO dictionaries VALUES (?1, 6, ?2)",
-            rusqlite::params![id, data],
-        )
-        .unwrap();
-        dicts.adopt(id, 6, data.into());
+        let samples: Vec<String> = (0..2_000).map(other).collect();
+        adopt_trained(&conn, &dicts, &samples, 6);
         store(&mut (0..WINDOW as usize).map(other));
         store(&mut (0..RETRAIN_FIRST_AFTER as usize).map(message));
         assert!(dicts.windows.lock().unwrap()[Source::Derived as usize].drifted);
@@ -635,14 +620,7 @@ mod tests {
     fn an_uneven_mix_of_bodies_and_other_values_is_no_drift() {
         let (conn, dicts) = conn();
         let samples: Vec<String> = (0..2_000).map(message).collect();
-        let data = zstd::dict::from_samples(&samples, DICTIONARY_BYTES).unwrap();
-        let id = zstd::zstd_safe::get_dict_id_from_dict(&data).unwrap().get();
-        conn.execute(
-            "INSERT INTO dictionaries VALUES (?1, 5, ?2)",
-            rusqlite::params![id, data],
-        )
-        .unwrap();
-        dicts.adopt(id, 5, data.into());
+        adopt_trained(&conn, &dicts, &samples, 5);
         // Bodies compress far better with this dictionary than the other values do.
         let other =
             |i: usize| format!(r#"{{"Start":{{"note":"{}","n":{i}}}}}"#, i * 7919 % 100_003);

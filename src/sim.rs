@@ -410,6 +410,22 @@ impl World<'_> {
                     .filter_map(|i| i.due_at.map(|d| (d, i.id)))
                     .collect();
                 crate::engine::merge(self.profile(survivor, false), absorbed);
+                // Its sends count against the survivor's frequency caps.
+                let sent: Vec<(String, Vec<i64>)> = self
+                    .ids
+                    .sent
+                    .iter()
+                    .filter(|((profile, _), _)| profile == id)
+                    .map(|((_, destination), at)| (destination.clone(), at.clone()))
+                    .collect();
+                for (destination, at) in sent {
+                    self.ids.sent.remove(&(id.to_string(), destination.clone()));
+                    self.ids
+                        .sent
+                        .entry((survivor.to_string(), destination))
+                        .or_default()
+                        .extend(at);
+                }
                 // Their timers now belong to the survivor.
                 for (due, id) in moved {
                     self.timers.push(Reverse((due, id, survivor.to_string())));

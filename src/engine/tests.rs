@@ -732,6 +732,32 @@ fn frequency_caps_across_journeys() {
     );
 }
 
+/// A cap is per person: sends made to an anonymous visitor count against the profile they merge
+/// into when they identify.
+#[test]
+fn frequency_caps_count_what_merged_profiles_were_sent() {
+    let journey = json!({"id": "a", "entry": {"event": "Go"},
+        "steps": [{"id": "s", "type": "send", "destination": "crm"}]});
+    assert_eq!(
+        run_at(
+            journey,
+            "+0s anon-1 Go\n+1m u1 identify:anon-1\n+2m u1 Go",
+            "2026-12-02T00:00:00Z",
+            &[("crm", 1, "24h")]
+        ),
+        lines(
+            "+0s #1 a entered
+             +0s #1 a step s
+             +0s #1 a send s -> crm
+             +0s #1 a completed s
+             +2m #2 a entered
+             +2m #2 a step s
+             +2m #2 a capped s -> crm
+             +2m #2 a completed s"
+        )
+    );
+}
+
 /// `delay.until` waits for a time from the context plus an offset; a time already past goes on
 /// at once; a missing or unreadable one falls back to `duration`, and without one goes on.
 #[test]

@@ -334,3 +334,43 @@ fn the_backtest_command_reads_the_file_beside_the_server() {
         describe(&out)
     );
 }
+
+/// A cap is per person (SPEC §3.5): what an anonymous visitor was sent counts against the profile
+/// they merge into when they identify, so the identified person's next send is `capped`.
+#[test]
+fn frequency_caps_count_what_merged_profiles_were_sent() {
+    let app = Appliance::start();
+    let rx = app.receiver(Vec::new());
+    put_destination(
+        &app,
+        "crm",
+        &webhook(
+            &rx.url("/in"),
+            json!({"frequency_cap": {"max": 1, "per": "24h"}}),
+        ),
+    );
+    put_journey(
+        &app,
+        &json!({"id": "a", "entry": {"event": "Go"},
+                "steps": [{"id": "s", "type": "send", "destination": "crm"}]}),
+    );
+    app.ingest_ok(
+        "/v1/track",
+        &json!({"anonymousId": "anon-1", "event": "Go"}),
+    );
+    app.ingest_ok(
+        "/v1/identify",
+        &json!({"userId": "u1", "anonymousId": "anon-1", "traits": {}}),
+    );
+    track_event(&app, "u1", "Go", json!({}));
+    let statuses: Vec<String> = deliveries(&app, "")
+        .iter()
+        .map(|d| d["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "capped").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(rx.wait_for(1, WAIT).len(), 1);
+}

@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::support::appliance::START_MS;
 use crate::support::{
-    Appliance, Receiver, Server, WAIT, deliveries, describe, eventually, instances_of,
-    put_destination, put_journey, run_cli, stats, temp_dir, track_event, webhook,
+    Appliance, Receiver, Server, WAIT, capped_webhook, deliveries, describe, eventually,
+    instances_of, put_destination, put_journey, run_cli, stats, temp_dir, track_event, webhook,
 };
 
 /// The appliance's clock starts on Tuesday 2030-01-01 at 00:00 UTC.
@@ -60,24 +60,14 @@ fn frequency_caps_across_journeys() {
     let rx = app.receiver(Vec::new());
     let r = app.admin_put(
         "/v1/destinations/crm",
-        &webhook(
-            &rx.url("/in"),
-            json!({"frequency_cap": {"max": 0, "per": "1d"}}),
-        ),
+        &capped_webhook(&rx.url("/in"), 0, "1d"),
     );
     assert_eq!(
         r.expect(422)["error"]["details"][0]["path"],
         "/frequency_cap/max",
         "{r}"
     );
-    put_destination(
-        &app,
-        "crm",
-        &webhook(
-            &rx.url("/in"),
-            json!({"frequency_cap": {"max": 2, "per": "24h"}}),
-        ),
-    );
+    put_destination(&app, "crm", &capped_webhook(&rx.url("/in"), 2, "24h"));
     for j in ["a", "b"] {
         put_journey(
             &app,
@@ -341,14 +331,7 @@ fn the_backtest_command_reads_the_file_beside_the_server() {
 fn frequency_caps_count_what_merged_profiles_were_sent() {
     let app = Appliance::start();
     let rx = app.receiver(Vec::new());
-    put_destination(
-        &app,
-        "crm",
-        &webhook(
-            &rx.url("/in"),
-            json!({"frequency_cap": {"max": 1, "per": "24h"}}),
-        ),
-    );
+    put_destination(&app, "crm", &capped_webhook(&rx.url("/in"), 1, "24h"));
     put_journey(
         &app,
         &json!({"id": "a", "entry": {"event": "Go"},

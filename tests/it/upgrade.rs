@@ -239,14 +239,7 @@ fn after_the_upgrade_caps_count_older_sends_and_forgetting_finds_older_deliverie
     });
     app.set_time(START_MS + 3 * 86_400_000 + 2 * 3_600_000);
     let rx = app.receiver(vec![]);
-    put_destination(
-        &app,
-        "hook",
-        &webhook(
-            &rx.url("/hook"),
-            json!({"frequency_cap": {"max": 1, "per": "7d"}}),
-        ),
-    );
+    put_destination(&app, "hook", &capped_webhook(&rx.url("/hook"), 1, "7d"));
     let order = |user: &str| {
         track_event(
             &app,

@@ -31,6 +31,11 @@ pub fn webhook(url: &str, extra: Value) -> Value {
     d
 }
 
+/// A webhook destination pointing at `url` with a frequency cap of `max` sends `per` period.
+pub fn capped_webhook(url: &str, max: u32, per: &str) -> Value {
+    webhook(url, json!({"frequency_cap": {"max": max, "per": per}}))
+}
+
 /// PUTs a journey document under its own id and expects success; returns `{id, version}`.
 pub fn put_journey(c: &Client, doc: &Value) -> Value {
     let id = doc["id"].as_str().expect("journey document without id");

@@ -411,20 +411,14 @@ impl World<'_> {
                     .collect();
                 crate::engine::merge(self.profile(survivor, false), absorbed);
                 // Its sends count against the survivor's frequency caps.
-                let sent: Vec<(String, Vec<i64>)> = self
+                let sends: Vec<_> = self
                     .ids
                     .sent
-                    .iter()
-                    .filter(|((profile, _), _)| profile == id)
-                    .map(|((_, destination), at)| (destination.clone(), at.clone()))
+                    .extract_if(|(profile, _), _| profile == id)
                     .collect();
-                for (destination, at) in sent {
-                    self.ids.sent.remove(&(id.to_string(), destination.clone()));
-                    self.ids
-                        .sent
-                        .entry((survivor.to_string(), destination))
-                        .or_default()
-                        .extend(at);
+                for ((_, destination), at) in sends {
+                    let sent = self.ids.sent.entry((survivor.to_string(), destination));
+                    sent.or_default().extend(at);
                 }
                 // Their timers now belong to the survivor.
                 for (due, id) in moved {

@@ -153,7 +153,8 @@ impl Ledger for LiveIds<'_> {
 
     /// Counts the profile's sends to the destination in the cap's period: those written
     /// (this transaction's included, since it reads through the same connection; under the
-    /// profile's key and the keys of the profiles merged into it) and this call's. One writer owns the count, so two sends of one profile never race past a cap.
+    /// profile's key and the keys of the profiles merged into it) and this call's. One writer
+    /// owns the count, so two sends of one profile never race past a cap.
     fn allow_send(&mut self, profile: &str, destination: &str, at: i64) -> bool {
         let Some(cap) = self.caps.get(destination) else {
             return true;
@@ -161,11 +162,11 @@ impl Ledger for LiveIds<'_> {
         let since = at.saturating_sub(cap.per_ms as i64);
         let written: Result<Vec<i64>, _> = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT created_at FROM deliveries
-                 WHERE profile_key IN (SELECT ?1 UNION ALL SELECT id FROM identities WHERE profile_key = ?1)
-                   AND destination_id = ?2 AND created_at > ?3 AND cap_counted = 1",
-            )
+                 WHERE profile_key IN ({}) AND destination_id = ?2 AND created_at > ?3 AND cap_counted = 1",
+                super::query::PROFILE_KEYS
+            ))
             .and_then(|mut stmt| {
                 stmt.query_map(params![profile, destination, since], |r| r.get(0))?
                     .collect()

@@ -352,7 +352,8 @@ fn profile(conn: &Connection, id: &str) -> Result<ProfileView> {
 /// The profile keys of a profile and of the ids linked to it (an anonymous id keeps what it had
 /// before it was linked), for `profile_key IN (...)`: one statement of fixed size, however many
 /// ids are linked.
-const PROFILE_KEYS: &str = "SELECT ?1 UNION ALL SELECT id FROM identities WHERE profile_key = ?1";
+pub(super) const PROFILE_KEYS: &str =
+    "SELECT ?1 UNION ALL SELECT id FROM identities WHERE profile_key = ?1";
 
 fn timeline(conn: &Connection, key: &str, after: i64, limit: usize) -> Result<Page<TimelineItem>> {
     // Events and transitions of the profile, merged by their shared commit-order sequence.

@@ -45,8 +45,21 @@ CREATE TABLE events (
     body        TEXT NOT NULL
 );
 CREATE INDEX events_by_profile ON events (profile_key, seq);
--- messageId deduplication looks here: a message id stored within the last 24 hours is not processed again.
-CREATE INDEX events_by_message_id ON events (message_id);
+
+-- messageId deduplication (src/store/dedup.rs): the ids of the last 24 hours as sorted runs, each
+-- written once, in a run number's order. The ids of events after the newest run's `last_seq` are
+-- in memory only (read back from `events`).
+CREATE TABLE dedup_runs (
+    run       INTEGER PRIMARY KEY,
+    newest_at INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL
+);
+CREATE TABLE dedup_ids (
+    run         INTEGER NOT NULL,
+    message_id  TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (run, message_id)
+) WITHOUT ROWID;
 
 -- A journey's status and newest version. Archived journeys stay, so their ids and stats remain.
 CREATE TABLE journeys (

@@ -94,11 +94,15 @@ CREATE TABLE profile_log (profile_key TEXT NOT NULL, seq INTEGER NOT NULL, kind 
 # As LOG, and messageIds checked elsewhere (in memory, say): no index by messageId.
 LOG_NO_MID = LOG.replace("CREATE INDEX events_by_message_id ON events (message_id);", "")
 
+# Today's store (`deliveries-by-instance-no-memory`) without its index by messageId.
+BY_INSTANCE_NO_MID = BY_INSTANCE.replace("CREATE INDEX events_by_message_id ON events (message_id);", "")
+
 LAYOUTS = {
     # name: (schema, writes a profile_log, writes journey_memory)
     "current": (CURRENT, False, True),
     "deliveries-by-instance": (BY_INSTANCE, False, True),
     "deliveries-by-instance-no-memory": (BY_INSTANCE, False, False),
+    "no-mid-no-memory": (BY_INSTANCE_NO_MID, False, False),
     "log": (LOG, True, True),
     "log-no-mid": (LOG_NO_MID, True, True),
     "log-no-mid-no-memory": (LOG_NO_MID, True, False),

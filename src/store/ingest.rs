@@ -1,4 +1,4 @@
-//! Storing ingested messages: deduplication, identity resolution and linking, profile traits, the
+//! Storing ingested messages: deduplication (`dedup.rs`), identity resolution and linking, profile traits, the
 //! event row, and (through the engine seam) the journey transitions the message causes, all in
 //! the writer's transaction.
 
@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::writer::WriteCtx;
 use super::{Result, Store, object_column};
-use crate::ingest::{DEDUP_WINDOW_MS, Message};
+use crate::ingest::Message;
 use crate::metrics::{METRICS, label};
 
 /// What an ingest call did.
@@ -45,7 +45,11 @@ fn apply_messages(
 ) -> Result<IngestOutcome> {
     let mut outcome = IngestOutcome::default();
     for (m, body) in messages.iter().zip(bodies) {
-        if seen_recently(ctx.conn, &m.message_id, m.received_at)? {
+        if ctx
+            .state
+            .dedup
+            .seen(ctx.conn, &m.message_id, m.received_at)?
+        {
             outcome.duplicates += 1;
             METRICS.events_duplicate.inc();
             continue;
@@ -61,16 +65,6 @@ fn apply_messages(
         outcome.stored += 1;
     }
     Ok(outcome)
-}
-
-fn seen_recently(conn: &Connection, message_id: &str, now: i64) -> Result<bool> {
-    // Written as EXISTS with both values bound: a `max()` over the indexed column makes SQLite
-    // re-plan the cached statement on every call (17-23% of the writer's time, measured).
-    Ok(conn
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE message_id = ?1 AND received_at > ?2)",
-        )?
-        .query_row(params![message_id, now - DEDUP_WINDOW_MS], |r| r.get(0))?)
 }
 
 /// Stores one message and applies it; `Ok(Err(why))` when what is stored refuses it (nothing is
@@ -114,6 +108,7 @@ fn apply_message(
             m.received_at,
             body
         ])?;
+    ctx.state.dedup.add(&m.message_id, m.received_at);
     // The engine seam: the journeys move in this same transaction, so a 2xx means they moved.
     if let Some(name) = &m.event {
         super::profiles::on_event(ctx, &profile_key, name, &m.json, m.received_at)?;

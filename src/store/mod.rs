@@ -12,6 +12,7 @@ mod backup;
 mod catalog;
 mod checkpoint;
 mod codec;
+mod dedup;
 mod deliveries;
 mod destinations;
 mod erasure;
@@ -351,6 +352,8 @@ pub(crate) struct StoreOptions {
     /// Most active journey instances per profile, across journeys (SPEC §4).
     pub(crate) max_active: usize,
     pub(crate) sync: Sync,
+    /// How many message ids the writer holds in memory before it writes them as a run.
+    pub(crate) dedup_run_ids: usize,
 }
 
 impl Default for StoreOptions {
@@ -361,6 +364,7 @@ impl Default for StoreOptions {
             readers: 4,
             max_active: crate::engine::DEFAULT_MAX_ACTIVE,
             sync: Sync::Normal,
+            dedup_run_ids: dedup::RUN_IDS,
         }
     }
 }

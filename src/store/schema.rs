@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0008_compression.sql"),
     include_str!("../../migrations/0009_transitions_by_instance.sql"),
     include_str!("../../migrations/0010_deliveries_by_instance.sql"),
+    include_str!("../../migrations/0011_dedup_runs.sql"),
 ];
 
 /// The version `schema.sql` describes.

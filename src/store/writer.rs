@@ -53,29 +53,52 @@ pub(super) struct WriterState {
     pub(super) max_active: usize,
     /// The frequency caps of the destinations that have one (SPEC §3.5).
     pub(super) caps: std::collections::HashMap<String, crate::delivery::Cap>,
+    /// The message ids seen lately.
+    pub(super) dedup: super::dedup::Dedup,
 }
 
 impl WriterState {
-    fn load(conn: &Connection, max_active: usize) -> Result<WriterState> {
-        let last_seq = conn.query_row(
-            "SELECT max((SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM transitions),
-                        (SELECT coalesce(max(seq), 0) FROM merges))",
-            [],
-            |r| r.get(0),
-        )?;
-        let last_instance_id = conn.query_row(
-            "SELECT coalesce(max(instance_id), 0) FROM instances",
-            [],
-            |r| r.get(0),
-        )?;
+    fn load(conn: &Connection, options: &StoreOptions) -> Result<WriterState> {
+        let mut dedup = super::dedup::Dedup::load(conn, options.dedup_run_ids)?;
+        dedup.reload_recent(conn)?;
         Ok(WriterState {
-            last_seq,
-            last_instance_id,
+            last_seq: last_seq(conn)?,
+            last_instance_id: last_instance_id(conn)?,
             catalog: LiveCatalog::load(conn)?,
-            max_active,
+            max_active: options.max_active,
             caps: super::destinations::caps(conn)?,
+            dedup,
         })
     }
+
+    /// Reads the state back from the database, after work it had followed was rolled back. The
+    /// runs of message ids change only in transactions of their own: only the ids in memory are
+    /// read again.
+    fn reload(&mut self, conn: &Connection) -> Result<()> {
+        self.dedup.reload_recent(conn)?;
+        self.last_seq = last_seq(conn)?;
+        self.last_instance_id = last_instance_id(conn)?;
+        self.catalog = LiveCatalog::load(conn)?;
+        self.caps = super::destinations::caps(conn)?;
+        Ok(())
+    }
+}
+
+fn last_seq(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT max((SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM transitions),
+                    (SELECT coalesce(max(seq), 0) FROM merges))",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+fn last_instance_id(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT coalesce(max(instance_id), 0) FROM instances",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 /// What a job's work asks of the writer beyond its SQL: stats counters to add at the job's end
@@ -226,7 +249,7 @@ impl Writer {
         options: &StoreOptions,
         wake: Arc<Wake>,
     ) -> Result<Writer> {
-        let state = WriterState::load(&conn, options.max_active)?;
+        let state = WriterState::load(&conn, options)?;
         let (queue, rx) = mpsc::channel(options.queue_capacity);
         let max_batch = options.max_batch;
         let health = Arc::new(Health {
@@ -373,9 +396,15 @@ fn run(
         }
         let streaming = wake.events.receiver_count() > 0;
         let outcome = commit_batch(&mut conn, &mut state, clock.now_ms(), streaming, &mut batch);
+        if outcome.is_err() {
+            // The jobs' changes to the in-memory state were rolled back in the database but not
+            // in memory: read it back.
+            reload(&conn, &mut state);
+        }
         last_commit = std::time::Instant::now();
         last_batch = batch.len();
-        health.record(outcome.is_ok());
+        let outcome_ok = outcome.is_ok();
+        health.record(outcome_ok);
         let committed = match outcome {
             Ok(effects) => {
                 effects.wake(wake);
@@ -390,6 +419,9 @@ fn run(
         METRICS.commit_batch.observe(batch.len() as f64);
         for job in batch.drain(..) {
             job.finish(committed.as_ref().map(|_| ()));
+        }
+        if outcome_ok && state.dedup.wants_flush() {
+            flush_dedup(&mut conn, &mut state, clock.now_ms());
         }
         if let Some(f) = raw.take() {
             f(&mut conn);
@@ -424,6 +456,7 @@ fn run_job(job: &mut dyn Job, ctx: &mut WriteCtx) -> bool {
     if !ok {
         *ctx.effects = Effects::default();
     }
+    ctx.state.dedup.end_job(ok);
     ok
 }
 
@@ -494,33 +527,32 @@ fn commit_batch(
                 drop(sp);
             }
         }
-        return finish(tx.commit(), conn, state, done);
+        tx.commit()?;
+        return Ok(done);
     }
-    finish(tx.commit(), conn, state, done)
+    tx.commit()?;
+    Ok(done)
 }
 
-fn finish(
-    committed: rusqlite::Result<()>,
-    conn: &Connection,
-    state: &mut WriterState,
-    done: Effects,
-) -> Result<Effects> {
-    match committed {
-        Ok(()) => Ok(done),
-        Err(e) => {
-            // The jobs' changes to the in-memory state were rolled back in the database but not
-            // in memory: read it back.
-            reload(conn, state);
-            Err(e.into())
-        }
+/// Writes the message ids in memory as a run, in a transaction of its own between two batches.
+/// On failure they stay in memory, and the next batch tries again.
+fn flush_dedup(conn: &mut Connection, state: &mut WriterState, now: i64) {
+    let flushed = (|| -> Result<super::dedup::Flush> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let flush = state.dedup.flush(&tx, state.last_seq, now)?;
+        tx.commit()?;
+        Ok(flush)
+    })();
+    match flushed {
+        Ok(flush) => state.dedup.flushed(flush),
+        Err(e) => tracing::warn!(error = %e, "writing message ids failed; they stay in memory"),
     }
 }
 
 /// Reads the writer's state back from the database, after work it had followed was rolled back.
 fn reload(conn: &Connection, state: &mut WriterState) {
-    match WriterState::load(conn, state.max_active) {
-        Ok(fresh) => *state = fresh,
-        Err(e) => tracing::error!(error = %e, "reloading writer state failed"),
+    if let Err(e) = state.reload(conn) {
+        tracing::error!(error = %e, "reloading writer state failed");
     }
 }
 

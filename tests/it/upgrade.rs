@@ -281,3 +281,77 @@ fn after_the_upgrade_caps_count_older_sends_and_forgetting_finds_older_deliverie
     assert_eq!(fwd("u1").len(), 1, "u1's delivery stays");
     app.stop();
 }
+
+/// The upgrade to version 11 keeps messageId deduplication: an id stored within 24 hours is
+/// still a duplicate after the upgrade (and after a restart), an older one is not.
+#[test]
+fn after_the_upgrade_message_ids_of_the_last_day_are_still_duplicates() {
+    let dir = temp_dir("upgrade-dedup");
+    let db = dir.join("j.db");
+    std::fs::copy(fixture_dir().join("v7.db"), &db).unwrap();
+    let stored_id = |user: &str| -> String {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT message_id FROM events WHERE profile_key = ?1 AND event = 'Product Added'",
+                [user],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    // u1's event came three days after u4's, an hour before the fixture's last.
+    let (recent, old) = (stored_id("u1"), stored_id("u4"));
+    let fixture_last: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT max(seq) FROM events", [], |r| r.get(0))
+        .unwrap();
+    let mut app = Appliance::start_with(Options {
+        db: Some(db.clone()),
+        ..Options::default()
+    });
+    app.set_time(START_MS + 3 * 86_400_000 + 2 * 3_600_000);
+    let copies = |app: &Appliance, user: &str, id: &str| -> usize {
+        app.timeline(user)
+            .iter()
+            .filter(|i| i["kind"] == "event" && i["message"]["messageId"] == id)
+            .count()
+    };
+    let again = |app: &Appliance, user: &str, id: &str| {
+        app.ingest_ok(
+            "/v1/track",
+            &json!({"userId": user, "event": "Product Added", "messageId": id}),
+        );
+    };
+    again(&app, "u1", &recent);
+    assert_eq!(
+        copies(&app, "u1", &recent),
+        1,
+        "a duplicate within 24 hours"
+    );
+    again(&app, "u4", &old);
+    assert_eq!(copies(&app, "u4", &old), 2, "three days on, stored again");
+    app.restart();
+    again(&app, "u1", &recent);
+    assert_eq!(
+        copies(&app, "u1", &recent),
+        1,
+        "still a duplicate after a restart"
+    );
+    app.stop();
+    // The upgrade wrote the last day's ids as a run, so that opening the store reads only the
+    // newer events' ids into memory, not every event's.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let in_runs = |id: &str| -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM dedup_ids WHERE message_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!((in_runs(&recent), in_runs(&old)), (1, 0));
+    let flushed: i64 = conn
+        .query_row("SELECT max(last_seq) FROM dedup_runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(flushed, fixture_last);
+}

@@ -97,12 +97,25 @@ LOG_NO_MID = LOG.replace("CREATE INDEX events_by_message_id ON events (message_i
 # Today's store (`deliveries-by-instance-no-memory`) without its index by messageId.
 BY_INSTANCE_NO_MID = BY_INSTANCE.replace("CREATE INDEX events_by_message_id ON events (message_id);", "")
 
+# As BY_INSTANCE_NO_MID, with a profile's events and instances in one per-profile log: an event's
+# row and its instance's are neighbours, so they share a leaf; deliveries stay found through
+# instances.
+LOG2_NO_MID = (
+    BY_INSTANCE_NO_MID.replace("CREATE INDEX events_by_profile ON events (profile_key, seq);", "")
+    .replace("CREATE INDEX instances_by_profile ON instances (profile_key, instance_id);", "")
+    + """
+CREATE TABLE profile_log (profile_key TEXT NOT NULL, seq INTEGER NOT NULL, instance_id INTEGER,
+    PRIMARY KEY (profile_key, seq)) WITHOUT ROWID;
+"""
+)
+
 LAYOUTS = {
     # name: (schema, writes a profile_log, writes journey_memory)
     "current": (CURRENT, False, True),
     "deliveries-by-instance": (BY_INSTANCE, False, True),
     "deliveries-by-instance-no-memory": (BY_INSTANCE, False, False),
     "no-mid-no-memory": (BY_INSTANCE_NO_MID, False, False),
+    "log2-no-mid-no-memory": (LOG2_NO_MID, 2, False),
     "log": (LOG, True, True),
     "log-no-mid": (LOG_NO_MID, True, True),
     "log-no-mid-no-memory": (LOG_NO_MID, True, False),
@@ -152,7 +165,9 @@ class Run:
             "INSERT INTO events VALUES (?, ?, ?, 'track', ?, ?, ?)",
             (seq, user, mid, event, self.now, os.urandom(BODY)),
         )
-        if self.log:
+        if self.log == 2:
+            c.execute("INSERT INTO profile_log VALUES (?, ?, NULL)", (user, seq))
+        elif self.log:
             c.execute("INSERT INTO profile_log VALUES (?, ?, 0, ?)", (user, seq, str(seq)))
         journey = "wait" if due else "forward"
         if self.memory:
@@ -171,7 +186,9 @@ class Run:
             "INSERT INTO instances VALUES (?, ?, ?, 1, ?, ?, NULL, ?, 0, ?, 1, ?, ?)",
             (inst, user, journey, state, "hold" if due else "send", os.urandom(CONTEXT), due, self.now, self.now),
         )
-        if self.log:
+        if self.log == 2:
+            c.execute("INSERT INTO profile_log VALUES (?, ?, ?)", (user, self.next_seq(), inst))
+        elif self.log:
             c.execute("INSERT INTO profile_log VALUES (?, ?, 1, ?)", (user, self.next_seq(), str(inst)))
         steps = ["entered", "step"] if due else ["entered", "step", "send", "completed"]
         for what in steps:
@@ -191,7 +208,7 @@ class Run:
             "INSERT INTO deliveries VALUES (?, ?, ?, ?, 'send', 'sink', ?, 'pending', 0, ?, NULL, NULL, ?, ?, ?)",
             (delivery, user, inst, journey, os.urandom(PAYLOAD), self.now, self.now + 86_400_000, self.now, self.now),
         )
-        if self.log:
+        if self.log and self.log != 2:
             c.execute("INSERT INTO profile_log VALUES (?, ?, 2, ?)", (user, self.next_seq(), delivery))
         return delivery
 

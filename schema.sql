@@ -44,7 +44,6 @@ CREATE TABLE events (
     received_at INTEGER NOT NULL,
     body        TEXT NOT NULL
 );
-CREATE INDEX events_by_profile ON events (profile_key, seq);
 
 -- messageId deduplication (src/store/dedup.rs): the ids of the last 24 hours as sorted runs, each
 -- written once, in a run number's order. The ids of events after the newest run's `last_seq` are
@@ -98,15 +97,41 @@ CREATE TABLE instances (
     ordinal      INTEGER NOT NULL,
     entered_at   INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL
-);
+, log_seq INTEGER);
 -- The instances an event can reach: those of its profile (at most the per-profile cap).
 CREATE INDEX instances_active ON instances (profile_key) WHERE state = 'active';
 -- The scheduler's queue: the next due timer is the first entry.
 CREATE INDEX instances_due ON instances (due_at) WHERE due_at IS NOT NULL;
 -- A journey's instances, newest first (the operator's list; archiving ends the active ones).
 CREATE INDEX instances_by_journey ON instances (journey_id, instance_id);
--- A profile's instances, newest first, for the profile view.
-CREATE INDEX instances_by_profile ON instances (profile_key, instance_id);
+
+-- A profile's events and instances, in one b-tree (instead of an index by profile for each): an
+-- event's row and the row of an instance it made are neighbours, so the two share a page. An
+-- event's row has its `seq` and no instance; an instance's has its `log_seq` (the next number of
+-- the shared sequence when it was made; the negative of its id for instances made before version
+-- 12). Kept by the triggers below, as an index would be: merges move active instances, and with
+-- them their rows. (`log_seq` was added by version 12, hence its place.)
+CREATE TABLE profile_log (
+    profile_key TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    instance_id INTEGER,
+    PRIMARY KEY (profile_key, seq)
+) WITHOUT ROWID;
+CREATE TRIGGER events_logged AFTER INSERT ON events BEGIN
+    INSERT INTO profile_log (profile_key, seq, instance_id) VALUES (new.profile_key, new.seq, NULL);
+END;
+CREATE TRIGGER events_unlogged AFTER DELETE ON events BEGIN
+    DELETE FROM profile_log WHERE profile_key = old.profile_key AND seq = old.seq;
+END;
+CREATE TRIGGER instances_logged AFTER INSERT ON instances BEGIN
+    INSERT INTO profile_log (profile_key, seq, instance_id) VALUES (new.profile_key, new.log_seq, new.instance_id);
+END;
+CREATE TRIGGER instances_unlogged AFTER DELETE ON instances BEGIN
+    DELETE FROM profile_log WHERE profile_key = old.profile_key AND seq = old.log_seq;
+END;
+CREATE TRIGGER instances_moved AFTER UPDATE OF profile_key ON instances BEGIN
+    UPDATE profile_log SET profile_key = new.profile_key WHERE profile_key = old.profile_key AND seq = old.log_seq;
+END;
 
 -- What a profile remembers of a journey beyond its instances: entries (for reentry "once" and
 -- random-split seeds) and sticky random-split branches.

@@ -17,16 +17,18 @@ const BATCH: i64 = 5_000;
 /// deliveries are those of their instances), and an instance only once its transitions and
 /// deliveries are gone, so nothing is left without the instance that finds it.
 const DELETES: [&str; 8] = [
-    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE profile_key = ?1 LIMIT ?2)",
+    // The person's rows in `profile_log` go with their events and instances (its triggers).
+    "DELETE FROM events WHERE seq IN
+       (SELECT seq FROM profile_log WHERE profile_key = ?1 AND instance_id IS NULL LIMIT ?2)",
     "DELETE FROM transitions WHERE seq IN
-       (SELECT t.seq FROM instances i JOIN transitions t ON t.instance_id = i.instance_id
-        WHERE i.profile_key = ?1 LIMIT ?2)",
+       (SELECT t.seq FROM profile_log l JOIN transitions t ON t.instance_id = l.instance_id
+        WHERE l.profile_key = ?1 AND l.instance_id IS NOT NULL LIMIT ?2)",
     "DELETE FROM transitions WHERE seq IN
        (SELECT seq FROM transitions INDEXED BY transitions_without_instance
         WHERE instance_id IS NULL AND profile_key = ?1 LIMIT ?2)",
     "DELETE FROM deliveries WHERE delivery_id IN
-       (SELECT d.delivery_id FROM instances i JOIN deliveries d ON d.instance_id = i.instance_id
-        WHERE i.profile_key = ?1 LIMIT ?2)",
+       (SELECT d.delivery_id FROM profile_log l JOIN deliveries d ON d.instance_id = l.instance_id
+        WHERE l.profile_key = ?1 AND l.instance_id IS NOT NULL LIMIT ?2)",
     // Deliveries that lost their instance to an older journeyd's purge (schema.sql), then their
     // listing: the same first rows by key, so the second statement removes what the first used.
     "DELETE FROM deliveries WHERE delivery_id IN
@@ -34,9 +36,9 @@ const DELETES: [&str; 8] = [
     "DELETE FROM deliveries_without_instance WHERE profile_key = ?1 AND delivery_id IN
        (SELECT delivery_id FROM deliveries_without_instance WHERE profile_key = ?1 ORDER BY delivery_id LIMIT ?2)",
     "DELETE FROM instances WHERE instance_id IN
-       (SELECT instance_id FROM instances i WHERE profile_key = ?1
-        AND NOT EXISTS (SELECT 1 FROM transitions t WHERE t.instance_id = i.instance_id)
-        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.instance_id = i.instance_id) LIMIT ?2)",
+       (SELECT instance_id FROM profile_log l WHERE profile_key = ?1 AND instance_id IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM transitions t WHERE t.instance_id = l.instance_id)
+        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.instance_id = l.instance_id) LIMIT ?2)",
     "DELETE FROM merges WHERE seq IN (SELECT seq FROM merges WHERE profile_key = ?1 LIMIT ?2)",
 ];
 

@@ -338,10 +338,12 @@ fn persist(
             .context_changed
             .then(|| serde_json::to_string(&inst.context).expect("a JSON map serialises"));
         if inst.id >= first_new {
+            // Its row in `profile_log` follows the row of the event that made it.
+            let log_seq = ctx.next_seq();
             conn.prepare_cached(
                 "INSERT INTO instances (instance_id, profile_key, journey_id, version, state, step_id, unique_value, context,
-                                        resets, due_at, ordinal, entered_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, jd_pack(?8), ?9, ?10, ?11, ?12, ?13)",
+                                        resets, due_at, ordinal, entered_at, updated_at, log_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, jd_pack(?8), ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
                 inst.id,
@@ -357,6 +359,7 @@ fn persist(
                 inst.ordinal,
                 inst.entered_at,
                 now,
+                log_seq,
             ])?;
         } else {
             conn.prepare_cached(

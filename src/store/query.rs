@@ -308,8 +308,9 @@ impl Store {
     ) -> Result<Vec<InstanceView>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {INSTANCE_COLUMNS} FROM instances WHERE profile_key IN ({PROFILE_KEYS})
-                 ORDER BY instance_id DESC LIMIT ?2"
+                "SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id IN ({})
+                 ORDER BY instance_id DESC LIMIT ?2",
+                profile_instances()
             ))?;
             stmt.query_map(params![key, limit as i64], raw_instance)?
                 .map(|row| row?.read())
@@ -355,11 +356,20 @@ fn profile(conn: &Connection, id: &str) -> Result<ProfileView> {
 pub(super) const PROFILE_KEYS: &str =
     "SELECT ?1 UNION ALL SELECT id FROM identities WHERE profile_key = ?1";
 
+/// The instances of a profile and of the ids linked to it, from `profile_log` (an instance that
+/// moved with a merge is logged under its new key), for `instance_id IN (...)`.
+fn profile_instances() -> String {
+    format!(
+        "SELECT instance_id FROM profile_log WHERE profile_key IN ({PROFILE_KEYS}) AND instance_id IS NOT NULL"
+    )
+}
+
 fn timeline(conn: &Connection, key: &str, after: i64, limit: usize) -> Result<Page<TimelineItem>> {
     // Events and transitions of the profile, merged by their shared commit-order sequence.
     let mut items = Vec::new();
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT seq, jd_text(body) FROM events WHERE profile_key IN ({PROFILE_KEYS}) AND seq > ?2 ORDER BY seq LIMIT ?3"
+        "SELECT e.seq, jd_text(e.body) FROM profile_log l JOIN events e ON e.seq = l.seq
+         WHERE l.profile_key IN ({PROFILE_KEYS}) AND l.seq > ?2 AND l.instance_id IS NULL ORDER BY l.seq LIMIT ?3"
     ))?;
     let mut rows = stmt.query(params![key, after, limit as i64 + 1])?;
     while let Some(row) = rows.next()? {
@@ -371,11 +381,12 @@ fn timeline(conn: &Connection, key: &str, after: i64, limit: usize) -> Result<Pa
     // brings its history), and the entries skipped without an instance, by key.
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TRANSITION_COLUMNS} FROM transitions
-         WHERE instance_id IN (SELECT instance_id FROM instances WHERE profile_key IN ({PROFILE_KEYS})) AND seq > ?2
+         WHERE instance_id IN ({}) AND seq > ?2
          UNION ALL
          SELECT {TRANSITION_COLUMNS} FROM transitions INDEXED BY transitions_without_instance
          WHERE instance_id IS NULL AND profile_key IN ({PROFILE_KEYS}) AND seq > ?2
-         ORDER BY seq LIMIT ?3"
+         ORDER BY seq LIMIT ?3",
+        profile_instances()
     ))?;
     for row in stmt.query_map(params![key, after, limit as i64 + 1], raw_transition)? {
         items.push(TimelineItem::Transition(row?.read()?));

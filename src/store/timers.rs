@@ -74,11 +74,12 @@ fn fire_due(ctx: &mut WriteCtx, limit: usize, budget: Duration) -> Result<Fired>
         if profiles::fire(ctx, key, &ids, now)? == 0 {
             // A timer that fired nothing (its instance is not active, which cannot happen unless
             // the database was edited) would fire forever: clear it.
-            ctx.conn
-                .prepare_cached(
-                    "UPDATE instances SET due_at = NULL WHERE profile_key = ?1 AND due_at <= ?2",
-                )?
-                .execute(params![key, now])?;
+            let mut clear = ctx.conn.prepare_cached(
+                "UPDATE instances SET due_at = NULL WHERE instance_id = ?1 AND due_at <= ?2",
+            )?;
+            for id in &ids {
+                clear.execute(params![id, now])?;
+            }
         }
     }
     out.next_due = ctx

@@ -87,7 +87,8 @@ impl WriterState {
 fn last_seq(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT max((SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM transitions),
-                    (SELECT coalesce(max(seq), 0) FROM merges))",
+                    (SELECT coalesce(max(seq), 0) FROM merges),
+                    (SELECT coalesce(max(log_seq), 0) FROM (SELECT log_seq FROM instances ORDER BY instance_id DESC LIMIT 1)))",
         [],
         |r| r.get(0),
     )?)

@@ -96,12 +96,8 @@ pub fn ceiling(
                 body_bytes += body.len() as u64;
                 let profile_key = format!("user-{user:06}");
                 let now = seq;
+                // (The product's messageId check reads memory, not SQLite: `store/dedup.rs`.)
                 if product_shaped {
-                    let _: Option<i64> = c
-                        .prepare_cached("SELECT max(received_at) FROM events WHERE message_id = ?1")
-                        .unwrap()
-                        .query_row([&message_id], |r| r.get(0))
-                        .unwrap();
                     let _: Option<String> = rusqlite::OptionalExtension::optional(
                         c.prepare_cached("SELECT profile_key FROM identities WHERE id = ?1")
                             .unwrap()

@@ -277,7 +277,7 @@ fn sqlite_ceiling(settings: &Settings, rows: &mut Vec<Row>) -> f64 {
         let short = Duration::from_secs_f64((settings.secs / 2.0).max(1.0));
         let shaped = ceiling(&ceiling_db, settings, short, 100, true);
         println!(
-            "  (analysis) same rows plus the product's per-message statements (dedup select, identity select, \
+            "  (analysis) same rows plus the product's per-message statements (identity select, \
              profile upsert, savepoint): {:.0} rows/s, commit p50 {:.2} ms",
             shaped.rows_per_sec(),
             percentile(&shaped.commit_times, 0.5)

@@ -108,9 +108,9 @@ CREATE INDEX instances_by_journey ON instances (journey_id, instance_id);
 -- A profile's events and instances, in one b-tree (instead of an index by profile for each): an
 -- event's row and the row of an instance it made are neighbours, so the two share a page. An
 -- event's row has its `seq` and no instance; an instance's has its `log_seq` (the next number of
--- the shared sequence when it was made; the negative of its id for instances made before version
--- 12). Kept by the triggers below, as an index would be: merges move active instances, and with
--- them their rows. (`log_seq` was added by version 12, hence its place.)
+-- the shared sequence when it was made; for instances made before version 12, which have none,
+-- the negative of their id). Kept by the triggers below, as an index would be: merges move active
+-- instances, and with them their rows. (`log_seq` was added by version 12, hence its place.)
 CREATE TABLE profile_log (
     profile_key TEXT NOT NULL,
     seq         INTEGER NOT NULL,
@@ -124,13 +124,13 @@ CREATE TRIGGER events_unlogged AFTER DELETE ON events BEGIN
     DELETE FROM profile_log WHERE profile_key = old.profile_key AND seq = old.seq;
 END;
 CREATE TRIGGER instances_logged AFTER INSERT ON instances BEGIN
-    INSERT INTO profile_log (profile_key, seq, instance_id) VALUES (new.profile_key, new.log_seq, new.instance_id);
+    INSERT INTO profile_log (profile_key, seq, instance_id) VALUES (new.profile_key, coalesce(new.log_seq, -new.instance_id), new.instance_id);
 END;
 CREATE TRIGGER instances_unlogged AFTER DELETE ON instances BEGIN
-    DELETE FROM profile_log WHERE profile_key = old.profile_key AND seq = old.log_seq;
+    DELETE FROM profile_log WHERE profile_key = old.profile_key AND seq = coalesce(old.log_seq, -old.instance_id);
 END;
 CREATE TRIGGER instances_moved AFTER UPDATE OF profile_key ON instances BEGIN
-    UPDATE profile_log SET profile_key = new.profile_key WHERE profile_key = old.profile_key AND seq = old.log_seq;
+    UPDATE profile_log SET profile_key = new.profile_key WHERE profile_key = old.profile_key AND seq = coalesce(old.log_seq, -old.instance_id);
 END;
 
 -- What a profile remembers of a journey beyond its instances: entries (for reentry "once" and

@@ -1,6 +1,5 @@
 //! Housekeeping jobs on tokio-cron-scheduler, each on its own schedule and each logged: retention
-//! purges (which also bound the messageId dedup window's storage, since deduplication looks at the
-//! stored events), WAL checkpoints, scheduled backups into a directory keeping the newest N, and
+//! purges (which also delete the message ids past the deduplication window), WAL checkpoints, scheduled backups into a directory keeping the newest N, and
 //! training the zstd dictionary stored JSON is compressed with (see `store/codec.rs`).
 
 use std::path::PathBuf;
@@ -142,6 +141,7 @@ async fn purge(store: &Store, settings: &Settings) {
             instances = p.instances,
             transitions = p.transitions,
             deliveries = p.deliveries,
+            message_ids = p.message_ids,
             took_ms = started.elapsed().as_millis() as u64,
             "retention purge"
         ),

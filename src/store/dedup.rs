@@ -15,7 +15,8 @@
 //!   in that run. The filters of a block of [`BLOCK_RUNS`] runs are combined into one once the
 //!   block is complete, so the filters a message meets grow with a day's volume over about a
 //!   million;
-//! - a run whose newest id is older than the window is deleted whole at the next flush.
+//! - a run whose newest id is older than the window (and an hour) is deleted whole when a run is
+//!   written and by the retention purge.
 //!
 //! The filters are built again from `dedup_ids` when the store opens.
 
@@ -32,6 +33,9 @@ use crate::ingest::DEDUP_WINDOW_MS;
 pub(super) const RUN_IDS: usize = 65_536;
 /// Runs whose filters are combined into one, once all of them are written.
 const BLOCK_RUNS: i64 = 16;
+/// How long past the window a run is kept: a message may have waited in the writer's queue, and
+/// the clock may step.
+const EXPIRY_MARGIN_MS: i64 = 60 * 60 * 1000;
 
 /// The writer's deduplication state.
 pub(super) struct Dedup {
@@ -47,6 +51,8 @@ pub(super) struct Dedup {
     next_run: i64,
     /// How many ids in memory are written as a run ([`RUN_IDS`] but in tests).
     run_ids: usize,
+    /// After a run failed to be written, how many ids in memory wait for the next try.
+    retry_at: usize,
     /// Oldest first.
     filters: Vec<RunFilter>,
 }
@@ -96,8 +102,6 @@ pub(super) struct Flush {
     newest_at: i64,
     last_seq: i64,
     hashes: Vec<u64>,
-    /// Filters whose runs were deleted (past the window), by their first run.
-    expired: Vec<i64>,
 }
 
 impl Dedup {
@@ -115,7 +119,8 @@ impl Dedup {
             undo: Vec::new(),
             flushed_seq,
             next_run: last_run + 1,
-            run_ids,
+            run_ids: run_ids.max(1),
+            retry_at: 0,
             filters: Vec::new(),
         };
         // The last block is complete once a run after it has been written.
@@ -169,19 +174,27 @@ impl Dedup {
     }
 
     /// Reads the ids above the flushed sequence number from `events` again: after a failed
-    /// commit, whose jobs' ids are in memory but not in the database.
+    /// commit, whose jobs' ids are in memory but not in the database. On failure, what was in
+    /// memory stays (it holds every stored id, and maybe some that were rolled back).
     pub(super) fn reload_recent(&mut self, conn: &Connection) -> Result<()> {
-        self.recent.clear();
-        self.undo.clear();
+        let mut recent = HashMap::new();
         let mut stmt = conn.prepare("SELECT message_id, received_at FROM events WHERE seq > ?1")?;
         let mut rows = stmt.query([self.flushed_seq])?;
         while let Some(row) = rows.next()? {
             let id: String = row.get(0)?;
             let at: i64 = row.get(1)?;
-            let entry = self.recent.entry(id.into_boxed_str()).or_insert(at);
+            let entry = recent.entry(id.into_boxed_str()).or_insert(at);
             *entry = (*entry).max(at);
         }
+        self.recent = recent;
+        self.undo.clear();
         Ok(())
+    }
+
+    /// The flushed sequence number: the writer's sequence must not hand out numbers at or below
+    /// it again, or the ids of those events would not be read back.
+    pub(super) fn flushed_seq(&self) -> i64 {
+        self.flushed_seq
     }
 
     /// Whether `message_id` was stored by a message received less than the window before `now`.
@@ -232,13 +245,19 @@ impl Dedup {
 
     /// Whether enough ids are in memory to be written as a run.
     pub(super) fn wants_flush(&self) -> bool {
-        self.recent.len() >= self.run_ids
+        self.recent.len() >= self.run_ids.max(self.retry_at)
     }
 
-    /// Writes the ids in memory as a new run, in the caller's transaction, and deletes the runs
-    /// past the window. Every event up to `last_seq` must be committed. Memory changes only when
-    /// the transaction has committed ([`Dedup::flushed`]).
-    pub(super) fn flush(&self, conn: &Connection, last_seq: i64, now: i64) -> Result<Flush> {
+    /// A run could not be written: the next try waits for as many ids again, so that a writer
+    /// short of disk does not try it after every batch.
+    pub(super) fn flush_failed(&mut self) {
+        self.retry_at = self.recent.len() + self.run_ids;
+    }
+
+    /// Writes the ids in memory as a new run, in the caller's transaction. Every event up to
+    /// `last_seq` must be committed. Memory changes only when the transaction has committed
+    /// ([`Dedup::flushed`]).
+    pub(super) fn flush(&self, conn: &Connection, last_seq: i64) -> Result<Flush> {
         let run = self.next_run;
         let mut ids: Vec<(&str, i64)> = self.recent.iter().map(|(k, &v)| (&**k, v)).collect();
         ids.sort_unstable();
@@ -253,34 +272,45 @@ impl Dedup {
             "INSERT INTO dedup_runs (run, newest_at, last_seq) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![run, newest_at, last_seq])?;
-        let since = now - DEDUP_WINDOW_MS;
-        let mut expired = Vec::new();
-        for f in self.filters.iter().filter(|f| f.newest_at <= since) {
-            conn.prepare_cached("DELETE FROM dedup_ids WHERE run BETWEEN ?1 AND ?2")?
-                .execute([f.first_run, f.last_run])?;
-            conn.prepare_cached("DELETE FROM dedup_runs WHERE run BETWEEN ?1 AND ?2")?
-                .execute([f.first_run, f.last_run])?;
-            expired.push(f.first_run);
-        }
         let hashes = ids.iter().map(|(id, _)| self.hasher.hash_one(id)).collect();
         Ok(Flush {
             run,
             newest_at,
             last_seq,
             hashes,
-            expired,
         })
     }
 
-    /// Takes in a run whose transaction committed: its ids leave memory for its filter, expired
-    /// filters go, and a block whose runs are all written gets one filter.
+    /// Deletes the runs whose ids are all past the window (and a margin), in the caller's
+    /// transaction, and drops their filters; returns how many ids went. A filter of a complete
+    /// block goes with the block's newest run. The newest run's row stays: it holds the flushed
+    /// sequence number. Dropping the filters before the commit is safe: no lookup needs ids past
+    /// the window.
+    pub(super) fn expire(&mut self, conn: &Connection, now: i64) -> Result<usize> {
+        let before = now - DEDUP_WINDOW_MS - EXPIRY_MARGIN_MS;
+        let mut deleted = 0;
+        for f in self.filters.iter().filter(|f| f.newest_at <= before) {
+            deleted += conn
+                .prepare_cached("DELETE FROM dedup_ids WHERE run BETWEEN ?1 AND ?2")?
+                .execute([f.first_run, f.last_run])?;
+            conn.prepare_cached(
+                "DELETE FROM dedup_runs WHERE run BETWEEN ?1 AND ?2
+                 AND run < (SELECT max(run) FROM dedup_runs)",
+            )?
+            .execute([f.first_run, f.last_run])?;
+        }
+        self.filters.retain(|f| f.newest_at > before);
+        Ok(deleted)
+    }
+
+    /// Takes in a run whose transaction committed: its ids leave memory for its filter, and a
+    /// block whose runs are all written gets one filter.
     pub(super) fn flushed(&mut self, flush: Flush) {
         self.recent.clear();
         self.undo.clear();
+        self.retry_at = 0;
         self.flushed_seq = flush.last_seq;
         self.next_run = flush.run + 1;
-        self.filters
-            .retain(|f| !flush.expired.contains(&f.first_run));
         self.filters.push(RunFilter::new(
             flush.run,
             flush.run,
@@ -350,10 +380,14 @@ mod tests {
     /// Ingests one track message per id, received at `at`, one request each; returns how many
     /// were stored and how many were duplicates.
     async fn send(store: &Store, at: i64, ids: &[String]) -> (usize, usize) {
+        send_as(store, at, "u", ids).await
+    }
+
+    async fn send_as(store: &Store, at: i64, user: &str, ids: &[String]) -> (usize, usize) {
         let (mut stored, mut duplicates) = (0, 0);
         for id in ids {
             let body = serde_json::to_vec(&json!({"batch": [
-                {"type": "track", "userId": "u", "event": "e", "messageId": id}]}))
+                {"type": "track", "userId": user, "event": "e", "messageId": id}]}))
             .unwrap();
             let (messages, _) = Parsed::new(Endpoint::Batch, &body)
                 .unwrap()
@@ -408,24 +442,50 @@ mod tests {
         );
         assert_eq!(send(&store, T0 + 3, &ids("n", 1)).await, (1, 0));
 
-        // A day later the ids are new again; the next run written deletes the runs past it.
+        // A day later the ids are new again; runs are kept an hour longer.
         let later = T0 + DEDUP_WINDOW_MS + 10;
         clock.set(later);
         assert_eq!(send(&store, later, &first[..2]).await, (2, 0));
         assert_eq!(send(&store, later, &ids("p", 4)).await, (4, 0));
-        // Runs 1 and 2 (ids of T0 only) are gone; the ids of T0 in run 3 wait for its newest.
-        assert_eq!(
-            count(&store, "SELECT count(*) FROM dedup_ids WHERE run <= 2").await,
-            0
-        );
+        let old_runs = "SELECT count(*) FROM dedup_ids WHERE run <= 2";
+        assert_eq!(count(&store, old_runs).await, 8);
+        // Past the margin the purge deletes runs 1 and 2 (ids of T0 only); the ids of T0 in
+        // run 3 wait for its newest, and count only within the window.
+        let past = later + EXPIRY_MARGIN_MS;
+        clock.set(past);
+        let purged = store.purge(0, 0).await.unwrap();
+        assert_eq!(purged.message_ids, 8, "{purged:?}");
+        assert_eq!(count(&store, old_runs).await, 0);
         assert_eq!(
             count(&store, "SELECT count(*) FROM dedup_runs WHERE run <= 2").await,
             0
         );
+        assert_eq!(send(&store, past, &first[8..]).await, (2, 0));
+        close(store).await;
+    }
+
+    /// The writer's sequence is not handed out again below the newest run, even when the events
+    /// that had the numbers are gone: their successors' ids would not be read back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sequence_numbers_stay_above_the_newest_run() {
+        let path = temp_db("sequence");
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = open(&path, &clock, 2);
+        send_as(&store, T0, "kept", &ids("k", 1)).await;
+        send_as(&store, T0, "gone", &ids("g", 1)).await;
+        assert_eq!(count(&store, "SELECT count(*) FROM dedup_runs").await, 1);
+        // The newest event goes; its number stays used.
+        store.forget_profile("gone".into()).await.unwrap();
+        close(store).await;
+
+        let store = open(&path, &clock, 2);
+        assert_eq!(send_as(&store, T0, "kept", &ids("n", 1)).await, (1, 0));
+        close(store).await;
+        let store = open(&path, &clock, 2);
         assert_eq!(
-            send(&store, later, &first[8..]).await,
-            (2, 0),
-            "ids of T0 in a run that is kept count only within the window"
+            send_as(&store, T0, "kept", &ids("n", 1)).await,
+            (0, 1),
+            "read back from events after a restart"
         );
         close(store).await;
     }

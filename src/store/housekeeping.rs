@@ -15,15 +15,26 @@ pub(crate) struct Purged {
     pub(crate) instances: u64,
     pub(crate) transitions: u64,
     pub(crate) deliveries: u64,
+    /// Message ids past the deduplication window (`dedup.rs`).
+    pub(crate) message_ids: u64,
 }
 
 impl Store {
     /// Deletes stored events received before `events_before`, and finished instances (with their
     /// transitions and their succeeded and capped deliveries) last changed before
     /// `instances_before`. Active instances, their history, pending and failed deliveries (and
-    /// the finished instances they belong to) are kept whatever their age.
+    /// the finished instances they belong to) are kept whatever their age. Message ids past the
+    /// deduplication window go too (also deleted whenever a run of them is written; at a low
+    /// rate that may be weeks apart).
     pub(crate) async fn purge(&self, events_before: i64, instances_before: i64) -> Result<Purged> {
-        let mut total = Purged::default();
+        let message_ids = self
+            .writer()
+            .submit_wait(|ctx| Ok(ctx.state.dedup.expire(ctx.conn, ctx.now)? as u64))
+            .await?;
+        let mut total = Purged {
+            message_ids,
+            ..Purged::default()
+        };
         // Events and transitions are deleted by windows of their commit-order `seq`, oldest
         // first: `seq` grows with time, so the first window with nothing old ends the walk.
         for table in ["events", "transitions", "merges"] {
@@ -314,9 +325,9 @@ mod tests {
             store,
             "SELECT (SELECT count(*) FROM (SELECT profile_key, seq, instance_id FROM profile_log
                      EXCEPT SELECT profile_key, seq, NULL FROM events
-                     EXCEPT SELECT profile_key, log_seq, instance_id FROM instances))
+                     EXCEPT SELECT profile_key, coalesce(log_seq, -instance_id), instance_id FROM instances))
                   + (SELECT count(*) FROM (SELECT profile_key, seq, NULL FROM events
-                     UNION ALL SELECT profile_key, log_seq, instance_id FROM instances
+                     UNION ALL SELECT profile_key, coalesce(log_seq, -instance_id), instance_id FROM instances
                      EXCEPT SELECT profile_key, seq, instance_id FROM profile_log))",
         )
         .await

@@ -62,7 +62,7 @@ impl WriterState {
         let mut dedup = super::dedup::Dedup::load(conn, options.dedup_run_ids)?;
         dedup.reload_recent(conn)?;
         Ok(WriterState {
-            last_seq: last_seq(conn)?,
+            last_seq: last_seq(conn)?.max(dedup.flushed_seq()),
             last_instance_id: last_instance_id(conn)?,
             catalog: LiveCatalog::load(conn)?,
             max_active: options.max_active,
@@ -73,14 +73,14 @@ impl WriterState {
 
     /// Reads the state back from the database, after work it had followed was rolled back. The
     /// runs of message ids change only in transactions of their own: only the ids in memory are
-    /// read again.
+    /// read again. Each part is read even when another fails.
     fn reload(&mut self, conn: &Connection) -> Result<()> {
-        self.dedup.reload_recent(conn)?;
-        self.last_seq = last_seq(conn)?;
-        self.last_instance_id = last_instance_id(conn)?;
-        self.catalog = LiveCatalog::load(conn)?;
-        self.caps = super::destinations::caps(conn)?;
-        Ok(())
+        let dedup = self.dedup.reload_recent(conn);
+        let seq = last_seq(conn).map(|seq| self.last_seq = seq.max(self.dedup.flushed_seq()));
+        let instance = last_instance_id(conn).map(|id| self.last_instance_id = id);
+        let catalog = LiveCatalog::load(conn).map(|c| self.catalog = c);
+        let caps = super::destinations::caps(conn).map(|c| self.caps = c);
+        dedup.and(seq).and(instance).and(catalog).and(caps)
     }
 }
 
@@ -535,18 +535,23 @@ fn commit_batch(
     Ok(done)
 }
 
-/// Writes the message ids in memory as a run, in a transaction of its own between two batches.
-/// On failure they stay in memory, and the next batch tries again.
+/// Writes the message ids in memory as a run, in a transaction of its own between two batches,
+/// and deletes the runs past the window. On failure they stay in memory, and a later batch tries
+/// again.
 fn flush_dedup(conn: &mut Connection, state: &mut WriterState, now: i64) {
     let flushed = (|| -> Result<super::dedup::Flush> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let flush = state.dedup.flush(&tx, state.last_seq, now)?;
+        let flush = state.dedup.flush(&tx, state.last_seq)?;
+        state.dedup.expire(&tx, now)?;
         tx.commit()?;
         Ok(flush)
     })();
     match flushed {
         Ok(flush) => state.dedup.flushed(flush),
-        Err(e) => tracing::warn!(error = %e, "writing message ids failed; they stay in memory"),
+        Err(e) => {
+            state.dedup.flush_failed();
+            tracing::warn!(error = %e, "writing message ids failed; they stay in memory");
+        }
     }
 }
 

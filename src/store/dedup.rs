@@ -539,4 +539,62 @@ mod tests {
         );
         close(store).await;
     }
+
+    /// In a batch of several jobs, each in its savepoint, the ids of a job that rolls back leave
+    /// and those of the jobs that commit stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_a_batch_only_the_rolled_back_jobs_ids_leave() {
+        let path = temp_db("batch");
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = open(&path, &clock, 1000);
+        // The first job holds the writer while the next two queue up behind it, so that they
+        // share the next transaction.
+        let (held, release) = std::sync::mpsc::channel::<()>();
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .writer()
+                    .submit(move |_| {
+                        let _ = release.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        let job = |id: &'static str, fail: bool| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .writer()
+                    .submit(move |ctx| {
+                        ctx.state.dedup.add(id, T0);
+                        if fail {
+                            return Err(StoreError::Schema("the job fails".into()));
+                        }
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        let kept = job("kept", false);
+        let gone = job("gone", true);
+        while store.writer().depth() < 2 {
+            tokio::task::yield_now().await;
+        }
+        held.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        assert!(kept.await.unwrap().is_ok());
+        assert!(gone.await.unwrap().is_err());
+        let seen = store
+            .writer()
+            .submit(|ctx| {
+                let seen = |id: &str| ctx.state.dedup.seen(ctx.conn, id, T0 + 1);
+                Ok((seen("kept")?, seen("gone")?))
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, (true, false));
+        close(store).await;
+    }
 }

@@ -549,6 +549,7 @@ mod tests {
         let store = open(&path, &clock, 1000);
         // The first job holds the writer while the next two queue up behind it, so that they
         // share the next transaction.
+        let (running, started) = tokio::sync::oneshot::channel::<()>();
         let (held, release) = std::sync::mpsc::channel::<()>();
         let first = tokio::spawn({
             let store = store.clone();
@@ -556,12 +557,14 @@ mod tests {
                 store
                     .writer()
                     .submit(move |_| {
+                        let _ = running.send(());
                         let _ = release.recv();
                         Ok(())
                     })
                     .await
             }
         });
+        started.await.unwrap();
         let job = |id: &'static str, fail: bool| {
             let store = store.clone();
             tokio::spawn(async move {

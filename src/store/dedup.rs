@@ -229,6 +229,25 @@ impl Dedup {
         self.undo.push((message_id.into(), before));
     }
 
+    /// Forgets message ids whose events were deleted (a person forgotten), in memory (undone if
+    /// the job rolls back) and in the runs (in the caller's transaction).
+    pub(super) fn forget(&mut self, conn: &Connection, message_ids: &[String]) -> Result<()> {
+        let mut delete =
+            conn.prepare_cached("DELETE FROM dedup_ids WHERE run = ?1 AND message_id = ?2")?;
+        for id in message_ids {
+            if let Some((id, at)) = self.recent.remove_entry(id.as_str()) {
+                self.undo.push((id, Some(at)));
+            }
+            let hash = self.hasher.hash_one(id.as_str());
+            for f in self.filters.iter().filter(|f| f.may_hold(hash)) {
+                for run in f.first_run..=f.last_run {
+                    delete.execute(params![run, id])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the running job: its ids stay when it succeeded, and leave when it rolled back.
     pub(super) fn end_job(&mut self, succeeded: bool) {
         if succeeded {
@@ -404,9 +423,12 @@ mod tests {
         (0..n).map(|i| format!("{prefix}-{i}")).collect()
     }
 
+    /// Counts through the writer, so that a run written after the last request (between two
+    /// batches, once that request was answered) is counted.
     async fn count(store: &Store, sql: &'static str) -> i64 {
         store
-            .read(move |c| Ok(c.query_row(sql, [], |r| r.get(0))?))
+            .writer()
+            .submit(move |ctx| Ok(ctx.conn.query_row(sql, [], |r| r.get(0))?))
             .await
             .unwrap()
     }
@@ -598,6 +620,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(seen, (true, false));
+        close(store).await;
+    }
+
+    /// Forgetting a person forgets their message ids, in memory and in runs: a message of theirs
+    /// sent again is processed as new. Another person's ids stay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forgetting_a_person_forgets_their_message_ids() {
+        let path = temp_db("forget");
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = open(&path, &clock, 3);
+        let theirs = ids("g", 4);
+        send_as(&store, T0, "gone", &theirs).await;
+        send_as(&store, T0, "kept", &ids("k", 1)).await;
+        assert_eq!(count(&store, "SELECT count(*) FROM dedup_ids").await, 3);
+        store.forget_profile("gone".into()).await.unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM dedup_ids").await, 0);
+        assert_eq!(send_as(&store, T0, "gone", &theirs).await, (4, 0));
+        assert_eq!(send_as(&store, T0, "kept", &ids("k", 1)).await, (0, 1));
         close(store).await;
     }
 }

@@ -7,6 +7,7 @@
 use rusqlite::{Connection, params};
 
 use super::ingest::resolve;
+use super::writer::WriteCtx;
 use super::{Result, Store, StoreError};
 
 /// Rows deleted per table per writer job.
@@ -17,9 +18,11 @@ const BATCH: i64 = 5_000;
 /// deliveries are those of their instances), and an instance only once its transitions and
 /// deliveries are gone, so nothing is left without the instance that finds it.
 const DELETES: [&str; 8] = [
-    // The person's rows in `profile_log` go with their events and instances (its triggers).
+    // The person's rows in `profile_log` go with their events and instances (its triggers); the
+    // events' message ids are forgotten too (`delete_batch`).
     "DELETE FROM events WHERE seq IN
-       (SELECT seq FROM profile_log WHERE profile_key = ?1 AND instance_id IS NULL LIMIT ?2)",
+       (SELECT seq FROM profile_log WHERE profile_key = ?1 AND instance_id IS NULL LIMIT ?2)
+     RETURNING message_id",
     "DELETE FROM transitions WHERE seq IN
        (SELECT t.seq FROM profile_log l JOIN transitions t ON t.instance_id = l.instance_id
         WHERE l.profile_key = ?1 AND l.instance_id IS NOT NULL LIMIT ?2)",
@@ -90,7 +93,7 @@ impl Store {
                 let key = key.clone();
                 let deleted = self
                     .writer()
-                    .submit_wait(move |ctx| delete_batch(ctx.conn, &key))
+                    .submit_wait(move |ctx| delete_batch(ctx, &key))
                     .await?;
                 forgotten.rows += deleted;
                 if deleted == 0 {
@@ -121,10 +124,17 @@ fn end_active(conn: &Connection, key: &str, now: i64) -> Result<()> {
 
 /// Deletes up to [`BATCH`] rows of each table for one profile key; returns how many. The events
 /// go first, alone while a batch is full: the statements that find instances read the person's
-/// whole `profile_log`, which then holds no events.
-fn delete_batch(conn: &Connection, key: &str) -> Result<u64> {
+/// whole `profile_log`, which then holds no events. Their message ids are forgotten with them, so
+/// a message of theirs sent again is processed as new, as if it had never been stored.
+fn delete_batch(ctx: &mut WriteCtx, key: &str) -> Result<u64> {
+    let conn = ctx.conn;
     let (events, others) = DELETES.split_first().expect("events are deleted first");
-    let mut deleted = conn.prepare_cached(events)?.execute(params![key, BATCH])? as u64;
+    let ids = conn
+        .prepare_cached(events)?
+        .query_map(params![key, BATCH], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    ctx.state.dedup.forget(conn, &ids)?;
+    let mut deleted = ids.len() as u64;
     if deleted == BATCH as u64 {
         return Ok(deleted);
     }

@@ -96,12 +96,23 @@ impl RunFilter {
     }
 }
 
+/// Runs deleted in a transaction not yet committed.
+#[derive(Debug, Default)]
+pub(super) struct Expired {
+    /// How many ids went.
+    pub(super) ids: usize,
+    /// The first runs of the filters to drop once committed.
+    pub(super) filters: Vec<i64>,
+}
+
 /// A run written in a transaction not yet committed: what [`Dedup::flushed`] takes in then.
 pub(super) struct Flush {
     run: i64,
     newest_at: i64,
     last_seq: i64,
     hashes: Vec<u64>,
+    /// Filters of the runs deleted in the same transaction.
+    pub(super) expired: Vec<i64>,
 }
 
 impl Dedup {
@@ -231,17 +242,22 @@ impl Dedup {
 
     /// Forgets message ids whose events were deleted (a person forgotten), in memory (undone if
     /// the job rolls back) and in the runs (in the caller's transaction).
-    pub(super) fn forget(&mut self, conn: &Connection, message_ids: &[String]) -> Result<()> {
-        let mut delete =
-            conn.prepare_cached("DELETE FROM dedup_ids WHERE run = ?1 AND message_id = ?2")?;
-        for id in message_ids {
-            if let Some((id, at)) = self.recent.remove_entry(id.as_str()) {
+    /// Each id comes with the `received_at` of the deleted event: an id stored again by someone
+    /// else more than a day later is theirs, and stays.
+    pub(super) fn forget(&mut self, conn: &Connection, events: &[(String, i64)]) -> Result<()> {
+        let mut delete = conn.prepare_cached(
+            "DELETE FROM dedup_ids WHERE run = ?1 AND message_id = ?2 AND received_at = ?3",
+        )?;
+        for (id, received_at) in events {
+            if self.recent.get(id.as_str()) == Some(received_at)
+                && let Some((id, at)) = self.recent.remove_entry(id.as_str())
+            {
                 self.undo.push((id, Some(at)));
             }
             let hash = self.hasher.hash_one(id.as_str());
             for f in self.filters.iter().filter(|f| f.may_hold(hash)) {
                 for run in f.first_run..=f.last_run {
-                    delete.execute(params![run, id])?;
+                    delete.execute(params![run, id, received_at])?;
                 }
             }
         }
@@ -297,29 +313,35 @@ impl Dedup {
             newest_at,
             last_seq,
             hashes,
+            expired: Vec::new(),
         })
     }
 
     /// Deletes the runs whose ids are all past the window (and a margin), in the caller's
-    /// transaction, and drops their filters; returns how many ids went. A filter of a complete
-    /// block goes with the block's newest run. The newest run's row stays: it holds the flushed
-    /// sequence number. Dropping the filters before the commit is safe: no lookup needs ids past
-    /// the window.
-    pub(super) fn expire(&mut self, conn: &Connection, now: i64) -> Result<usize> {
+    /// transaction; returns how many ids went, and the first runs of the filters to drop with
+    /// [`Dedup::expired`] once the transaction has committed. A filter of a complete block goes
+    /// with the block's newest run. The newest run's row stays: it holds the flushed sequence
+    /// number. Rows of runs left empty (their ids all forgotten) go too.
+    pub(super) fn expire(&self, conn: &Connection, now: i64) -> Result<Expired> {
         let before = now - DEDUP_WINDOW_MS - EXPIRY_MARGIN_MS;
-        let mut deleted = 0;
+        let mut expired = Expired::default();
         for f in self.filters.iter().filter(|f| f.newest_at <= before) {
-            deleted += conn
+            expired.ids += conn
                 .prepare_cached("DELETE FROM dedup_ids WHERE run BETWEEN ?1 AND ?2")?
                 .execute([f.first_run, f.last_run])?;
-            conn.prepare_cached(
-                "DELETE FROM dedup_runs WHERE run BETWEEN ?1 AND ?2
-                 AND run < (SELECT max(run) FROM dedup_runs)",
-            )?
-            .execute([f.first_run, f.last_run])?;
+            expired.filters.push(f.first_run);
         }
-        self.filters.retain(|f| f.newest_at > before);
-        Ok(deleted)
+        conn.prepare_cached(
+            "DELETE FROM dedup_runs WHERE run < (SELECT max(run) FROM dedup_runs)
+             AND NOT EXISTS (SELECT 1 FROM dedup_ids i WHERE i.run = dedup_runs.run)",
+        )?
+        .execute([])?;
+        Ok(expired)
+    }
+
+    /// Drops the filters of runs whose deletion committed.
+    pub(super) fn expired(&mut self, first_runs: &[i64]) {
+        self.filters.retain(|f| !first_runs.contains(&f.first_run));
     }
 
     /// Takes in a run whose transaction committed: its ids leave memory for its filter, and a
@@ -330,6 +352,7 @@ impl Dedup {
         self.retry_at = 0;
         self.flushed_seq = flush.last_seq;
         self.next_run = flush.run + 1;
+        self.expired(&flush.expired);
         self.filters.push(RunFilter::new(
             flush.run,
             flush.run,
@@ -638,6 +661,30 @@ mod tests {
         assert_eq!(count(&store, "SELECT count(*) FROM dedup_ids").await, 0);
         assert_eq!(send_as(&store, T0, "gone", &theirs).await, (4, 0));
         assert_eq!(send_as(&store, T0, "kept", &ids("k", 1)).await, (0, 1));
+        close(store).await;
+    }
+
+    /// An id stored again by someone else more than a day later is theirs: forgetting the first
+    /// person leaves it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forgetting_leaves_an_id_another_person_stored_later() {
+        let path = temp_db("forget-reused");
+        let clock = Arc::new(ManualClock::new(T0));
+        let store = open(&path, &clock, 2);
+        let reused = ids("x", 1);
+        send_as(&store, T0, "first", &reused).await;
+        send_as(&store, T0, "first", &ids("y", 1)).await;
+        assert_eq!(count(&store, "SELECT count(*) FROM dedup_ids").await, 2);
+        let later = T0 + DEDUP_WINDOW_MS + 1;
+        clock.set(later);
+        assert_eq!(send_as(&store, later, "second", &reused).await, (1, 0));
+        store.forget_profile("first".into()).await.unwrap();
+        assert_eq!(count(&store, "SELECT count(*) FROM dedup_ids").await, 0);
+        assert_eq!(
+            send_as(&store, later + 1, "second", &reused).await,
+            (0, 1),
+            "the second person's copy is still a duplicate"
+        );
         close(store).await;
     }
 }

@@ -22,7 +22,7 @@ const DELETES: [&str; 8] = [
     // events' message ids are forgotten too (`delete_batch`).
     "DELETE FROM events WHERE seq IN
        (SELECT seq FROM profile_log WHERE profile_key = ?1 AND instance_id IS NULL LIMIT ?2)
-     RETURNING message_id",
+     RETURNING message_id, received_at",
     "DELETE FROM transitions WHERE seq IN
        (SELECT t.seq FROM profile_log l JOIN transitions t ON t.instance_id = l.instance_id
         WHERE l.profile_key = ?1 AND l.instance_id IS NOT NULL LIMIT ?2)",
@@ -131,7 +131,7 @@ fn delete_batch(ctx: &mut WriteCtx, key: &str) -> Result<u64> {
     let (events, others) = DELETES.split_first().expect("events are deleted first");
     let ids = conn
         .prepare_cached(events)?
-        .query_map(params![key, BATCH], |r| r.get::<_, String>(0))?
+        .query_map(params![key, BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     ctx.state.dedup.forget(conn, &ids)?;
     let mut deleted = ids.len() as u64;

@@ -27,9 +27,17 @@ impl Store {
     /// deduplication window go too (also deleted whenever a run of them is written; at a low
     /// rate that may be weeks apart).
     pub(crate) async fn purge(&self, events_before: i64, instances_before: i64) -> Result<Purged> {
-        let message_ids = self
+        let expired = self
             .writer()
-            .submit_wait(|ctx| Ok(ctx.state.dedup.expire(ctx.conn, ctx.now)? as u64))
+            .submit_wait(|ctx| ctx.state.dedup.expire(ctx.conn, ctx.now))
+            .await?;
+        // Committed: the filters of the deleted runs can go.
+        let message_ids = expired.ids as u64;
+        self.writer()
+            .submit_wait(move |ctx| {
+                ctx.state.dedup.expired(&expired.filters);
+                Ok(())
+            })
             .await?;
         let mut total = Purged {
             message_ids,

@@ -541,8 +541,8 @@ fn commit_batch(
 fn flush_dedup(conn: &mut Connection, state: &mut WriterState, now: i64) {
     let flushed = (|| -> Result<super::dedup::Flush> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let flush = state.dedup.flush(&tx, state.last_seq)?;
-        state.dedup.expire(&tx, now)?;
+        let mut flush = state.dedup.flush(&tx, state.last_seq)?;
+        flush.expired = state.dedup.expire(&tx, now)?.filters;
         tx.commit()?;
         Ok(flush)
     })();

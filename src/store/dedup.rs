@@ -65,7 +65,7 @@ struct RunFilter {
     newest_at: i64,
     /// `None` when the filter could not be built: every id may be there.
     filter: Option<BinaryFuse16>,
-    /// A single run's id hashes, kept until its block is combined.
+    /// A single run's id hashes, kept until its block is combined (empty for a block's filter).
     hashes: Vec<u64>,
 }
 
@@ -81,6 +81,9 @@ impl RunFilter {
                 ids = hashes.len(),
                 "messageId filter could not be built: the run is searched for every message"
             );
+        }
+        if first_run != last_run {
+            hashes = Vec::new();
         }
         RunFilter {
             first_run,
@@ -177,11 +180,8 @@ impl Dedup {
             .copied()
             .max()
             .unwrap_or(i64::MIN);
-        let mut filter = RunFilter::new(first, last, newest_at, hashes);
-        if first != last {
-            filter.hashes = Vec::new();
-        }
-        self.filters.push(filter);
+        self.filters
+            .push(RunFilter::new(first, last, newest_at, hashes));
     }
 
     /// Reads the ids above the flushed sequence number from `events` again: after a failed
@@ -214,24 +214,29 @@ impl Dedup {
         if self.recent.get(message_id).is_some_and(|&at| at > since) {
             return Ok(true);
         }
-        let hash = self.hasher.hash_one(message_id);
-        for f in self.filters.iter().rev() {
-            if f.newest_at <= since || !f.may_hold(hash) {
-                continue;
-            }
-            let mut probe = conn.prepare_cached(
-                "SELECT received_at FROM dedup_ids WHERE run = ?1 AND message_id = ?2",
-            )?;
-            for run in f.first_run..=f.last_run {
-                let at: Option<i64> = probe
-                    .query_row(params![run, message_id], |r| r.get(0))
-                    .optional()?;
-                if at.is_some_and(|at| at > since) {
-                    return Ok(true);
-                }
+        let mut probe = conn.prepare_cached(
+            "SELECT received_at FROM dedup_ids WHERE run = ?1 AND message_id = ?2",
+        )?;
+        for run in self.runs_that_may_hold(message_id, since) {
+            let at: Option<i64> = probe
+                .query_row(params![run, message_id], |r| r.get(0))
+                .optional()?;
+            if at.is_some_and(|at| at > since) {
+                return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// The runs, newest first, whose filter may hold `message_id`, among those with an id
+    /// received after `since`.
+    fn runs_that_may_hold(&self, message_id: &str, since: i64) -> impl Iterator<Item = i64> + '_ {
+        let hash = self.hasher.hash_one(message_id);
+        self.filters
+            .iter()
+            .rev()
+            .filter(move |f| f.newest_at > since && f.may_hold(hash))
+            .flat_map(|f| (f.first_run..=f.last_run).rev())
     }
 
     /// Records that the running job stored a message with this id.
@@ -254,11 +259,8 @@ impl Dedup {
             {
                 self.undo.push((id, Some(at)));
             }
-            let hash = self.hasher.hash_one(id.as_str());
-            for f in self.filters.iter().filter(|f| f.may_hold(hash)) {
-                for run in f.first_run..=f.last_run {
-                    delete.execute(params![run, id, received_at])?;
-                }
+            for run in self.runs_that_may_hold(id, i64::MIN) {
+                delete.execute(params![run, id, received_at])?;
             }
         }
         Ok(())
@@ -369,9 +371,12 @@ impl Dedup {
             let runs: Vec<RunFilter> = self.filters.drain(start..).collect();
             let newest_at = runs.iter().map(|f| f.newest_at).max().unwrap_or(i64::MIN);
             let hashes = runs.into_iter().flat_map(|f| f.hashes).collect();
-            let mut combined = RunFilter::new(block * BLOCK_RUNS, flush.run, newest_at, hashes);
-            combined.hashes = Vec::new();
-            self.filters.push(combined);
+            self.filters.push(RunFilter::new(
+                block * BLOCK_RUNS,
+                flush.run,
+                newest_at,
+                hashes,
+            ));
         }
     }
 
@@ -400,11 +405,7 @@ mod tests {
     const T0: i64 = 1_795_000_000_000;
 
     fn temp_db(name: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("journeyd-dedup-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("j.db")
+        crate::store::temp_db(&format!("dedup-{name}"))
     }
 
     fn open(path: &std::path::Path, clock: &Arc<ManualClock>, run_ids: usize) -> Store {

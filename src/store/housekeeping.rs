@@ -152,10 +152,7 @@ mod tests {
     const T0: i64 = 1_795_000_000_000;
 
     fn temp_db(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("journeyd-hk-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("j.db")
+        crate::store::temp_db(&format!("hk-{name}"))
     }
 
     async fn track(store: &Store, at: i64, user: &str, event: &str) {

@@ -482,6 +482,15 @@ pub(crate) fn hash_secret(secret: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A fresh database path for a store test: `<tmp>/journeyd-<name>-<pid>/j.db`.
+#[cfg(test)]
+fn temp_db(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("journeyd-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("j.db")
+}
+
 #[cfg(test)]
 mod tests {
     use rusqlite::StatementStatus;

@@ -7,9 +7,13 @@
 //! A delivery stays `pending` in SQLite while it is in flight, so one interrupted by a shutdown or
 //! a crash is sent again after restart, with the same `webhook-id`. In memory the dispatcher only
 //! keeps which ids are in flight (sent, or answered and not yet recorded), so it does not send one
-//! twice at the same time.
+//! twice at the same time, and, per destination, due rows it read ahead of its free permits
+//! ([`READ_AHEAD`]): a busy destination's sends then cost a read of the outbox per batch of rows
+//! rather than per answer. Rows read ahead are dropped when a commit deletes pending deliveries
+//! (forgetting a person) or changes the destinations, so none is sent that the outbox no longer
+//! holds as pending.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +40,8 @@ const DRAIN: Duration = Duration::from_secs(5);
 const IDLE: i64 = 60_000;
 /// Most outcomes the recorder writes in one writer job.
 const RECORD_BATCH: usize = 1024;
+/// Due rows read per destination beyond its free permits, sent as permits free up.
+const READ_AHEAD: usize = 32;
 
 /// Builds the outbound HTTP client: http and https (rustls with the webpki roots, so no system
 /// certificate store is needed), with keep-alive connections per destination host.
@@ -61,6 +67,8 @@ struct Target {
     permits: Arc<Semaphore>,
     /// Rate limit: the earliest time the next request may start.
     next_allowed: i64,
+    /// Due rows read ahead, soonest first, not yet sent.
+    ahead: VecDeque<DueDelivery>,
 }
 
 impl Target {
@@ -89,6 +97,7 @@ impl Target {
             write_key: secret("write_key"),
             dest,
             next_allowed: 0,
+            ahead: VecDeque::new(),
         })
     }
 }
@@ -116,6 +125,7 @@ pub(crate) async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
     let mut in_flight: HashMap<String, HashSet<String>> = HashMap::new();
     let mut targets: HashMap<String, Target> = HashMap::new();
     let mut destinations_seen = None;
+    let mut removed_seen = wake.removed.load(Ordering::Acquire);
     let mut tasks = JoinSet::new();
     loop {
         if *shutdown.borrow() {
@@ -129,8 +139,17 @@ pub(crate) async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
         }
         let now = store.clock().now_ms();
         let mut next_wake = now + IDLE;
+        // Read before any read of the outbox below: a deletion committed after it is seen by the
+        // next pass, which drops what this one reads ahead.
+        let removed = wake.removed.load(Ordering::Acquire);
         // Destinations are read again only after one was written (and at start).
         let generation = wake.destinations.load(Ordering::Acquire);
+        if removed != removed_seen || destinations_seen != Some(generation) {
+            for target in targets.values_mut() {
+                target.ahead.clear();
+            }
+            removed_seen = removed;
+        }
         if destinations_seen != Some(generation) {
             match store.destination_rows().await {
                 Ok(rows) => {
@@ -149,23 +168,29 @@ pub(crate) async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
                 continue; // a finishing send wakes us
             }
             let flying = in_flight.entry(target.id.clone()).or_default();
-            // In-flight rows are still pending, and come first: the read passes over them.
-            let pending = match store
-                .pending_for(target.id.clone(), flying.clone(), free + 1)
-                .await
-            {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, destination = %target.id, "reading the outbox failed");
-                    next_wake = next_wake.min(now + 1_000);
-                    continue;
+            if target.ahead.is_empty() {
+                // In-flight rows are still pending, and come first: the read passes over them.
+                match store
+                    .pending_for(target.id.clone(), flying.clone(), free + READ_AHEAD)
+                    .await
+                {
+                    Ok(pending) => {
+                        for row in pending {
+                            if row.next_attempt_at > now {
+                                next_wake = next_wake.min(row.next_attempt_at);
+                                break;
+                            }
+                            target.ahead.push_back(row);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, destination = %target.id, "reading the outbox failed");
+                        next_wake = next_wake.min(now + 1_000);
+                        continue;
+                    }
                 }
-            };
-            for row in pending {
-                if row.next_attempt_at > now {
-                    next_wake = next_wake.min(row.next_attempt_at);
-                    break;
-                }
+            }
+            while !target.ahead.is_empty() {
                 if let Some(rate) = target.dest.rate_limit {
                     if target.next_allowed > now {
                         next_wake = next_wake.min(target.next_allowed);
@@ -177,6 +202,7 @@ pub(crate) async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
                 let Ok(permit) = target.permits.clone().try_acquire_owned() else {
                     break;
                 };
+                let row = target.ahead.pop_front().expect("not empty");
                 flying.insert(row.id.clone());
                 let job = Send {
                     client: client.clone(),

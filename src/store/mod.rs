@@ -324,6 +324,9 @@ pub(crate) struct Wake {
     /// Counts commits that changed the destinations table: the dispatcher reads them again when
     /// it moves.
     pub(crate) destinations: std::sync::atomic::AtomicU64,
+    /// Counts commits that took pending deliveries out of the outbox other than by recording an
+    /// attempt (forgetting a person): the dispatcher drops the rows it read ahead when it moves.
+    pub(crate) removed: std::sync::atomic::AtomicU64,
     /// Committed transitions and delivery outcomes, for listeners.
     pub(crate) events: stream::Events,
 }
@@ -335,6 +338,7 @@ impl Default for Wake {
             timers: tokio::sync::Notify::new(),
             deliveries: tokio::sync::Notify::new(),
             destinations: std::sync::atomic::AtomicU64::new(0),
+            removed: std::sync::atomic::AtomicU64::new(0),
             events: stream::channel(),
         }
     }

@@ -112,6 +112,9 @@ pub(super) struct Effects {
     pub(super) deliveries: bool,
     /// The destinations table changed: the dispatcher reads it again.
     pub(super) destinations: bool,
+    /// Pending deliveries were deleted (a person forgotten): the dispatcher forgets the rows it
+    /// read ahead.
+    pub(super) removed: bool,
     /// The earliest timer written: wake the scheduler if it sleeps past it.
     pub(super) earliest_due: Option<i64>,
     /// A scheduler tick read the next due timer: what the scheduler will sleep until.
@@ -129,6 +132,7 @@ impl Effects {
     fn absorb(&mut self, job: &mut Effects) {
         self.deliveries |= job.deliveries;
         self.destinations |= job.destinations;
+        self.removed |= job.removed;
         if let Some(due) = job.earliest_due {
             self.timer(due);
         }
@@ -153,6 +157,9 @@ impl Effects {
         }
         if self.destinations {
             wake.destinations.fetch_add(1, Ordering::Release);
+        }
+        if self.removed {
+            wake.removed.fetch_add(1, Ordering::Release);
         }
         if self.deliveries || self.destinations {
             wake.deliveries.notify_one();

@@ -542,3 +542,47 @@ fn delivery_mapping_replaces_the_body() {
     let d = wait_delivery(&srv, &id, "succeeded", Duration::from_secs(10));
     assert_eq!(d["journey"], "mapped", "{d}");
 }
+
+/// The dispatcher reads due rows ahead of its free permits; forgetting a person must take theirs
+/// out of what it read ahead, not only out of the outbox. A destination limited to one request a
+/// second (on the appliance's clock) holds a person's later rows back while the first one goes;
+/// once the person is forgotten, the next requests are other people's, and none of theirs follows.
+#[test]
+fn delivery_read_ahead_is_dropped_when_the_person_is_forgotten() {
+    let (srv, rx) = setup(vec![], json!({"rate_limit": 1}));
+    let gone = uid("gone");
+    let events: Vec<Value> = (0..3)
+        .map(|n| {
+            json!({"type": "track", "userId": gone, "event": "Order_Confirmation",
+                         "properties": {"order_id": format!("o-{n}")}})
+        })
+        .collect();
+    srv.ingest_ok("/v1/batch", &json!({"batch": events}));
+    let first = rx.wait_for(1, WAIT);
+    assert_eq!(first[0].json()["userId"], gone, "{first:#?}");
+    wait_delivery(&srv, &first[0].webhook_id(), "succeeded", WAIT);
+    assert_eq!(
+        deliveries(&srv, "status=pending").len(),
+        2,
+        "two rows wait for the rate limit"
+    );
+    let resp = srv.admin_delete(&format!("/v1/profiles/{gone}"));
+    assert_eq!(resp.status, 204, "{resp}");
+    assert!(
+        deliveries(&srv, "").is_empty(),
+        "their deliveries are deleted"
+    );
+
+    for n in 2..=3 {
+        let other = uid("other");
+        track_event(&srv, &other, "Order_Confirmation", json!({}));
+        srv.advance(1_000);
+        let got = rx.wait_for(n, WAIT);
+        assert_eq!(got.len(), n, "{got:#?}");
+        assert_eq!(
+            got[n - 1].json()["userId"],
+            other,
+            "request {n} is the other person's, not a forgotten one read ahead: {got:#?}"
+        );
+    }
+}

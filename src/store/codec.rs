@@ -19,7 +19,7 @@
 //! deletes their rows and leaves nothing of theirs in a dictionary.
 //!
 //! Which dictionary `jd_pack` uses is [`Dictionaries::current`]: none until enough messages were
-//! stored to train one (plain zstd meanwhile), then the newest. A new dictionary becomes current
+//! stored to train one (values are stored as text meanwhile), then the newest. A new dictionary becomes current
 //! only after the transaction that stored it committed, so no committed row names a dictionary
 //! the file does not hold.
 
@@ -266,20 +266,20 @@ struct Packer {
 }
 
 impl Packer {
-    /// The frame for `text`, or `None` when it would not be smaller than the text.
+    /// The frame for `text`, or `None` when it would not be smaller than the text, or when
+    /// there is no dictionary yet: without one, a small JSON value compresses to about two
+    /// thirds at several times the cost (6 against 1.7 µs for a 466-byte event), and a new
+    /// database's first seconds (a fill, a backfill) are when its writer is busiest.
     fn pack(&mut self, dicts: &Dictionaries, text: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let want = dicts.current().map_or(0, |(id, _)| id);
+        let Some((want, _)) = dicts.current() else {
+            return Ok(None);
+        };
         if self.with.as_ref().map(|(id, _)| *id) != Some(want) {
-            let compressor = match want {
-                0 => zstd::bulk::Compressor::new(LEVEL),
-                id => {
-                    let dict = dicts
-                        .get(id)
-                        .ok_or(format!("dictionary {id} is not loaded"))?;
-                    zstd::bulk::Compressor::with_dictionary(LEVEL, &dict)
-                }
-            }
-            .map_err(|e| format!("zstd: {e}"))?;
+            let dict = dicts
+                .get(want)
+                .ok_or(format!("dictionary {want} is not loaded"))?;
+            let compressor = zstd::bulk::Compressor::with_dictionary(LEVEL, &dict)
+                .map_err(|e| format!("zstd: {e}"))?;
             self.with = Some((want, compressor));
         }
         let (_, compressor) = self.with.as_mut().expect("set above");
@@ -500,22 +500,14 @@ mod tests {
     #[test]
     fn values_read_back_byte_for_byte() {
         let (conn, dicts) = conn();
-        // Short values stay text; longer ones become frames without a dictionary.
+        // Before a dictionary, values stay text (as do short ones after), and read as they are.
         assert_eq!(round_trip(&conn, "{}"), ("text".into(), "{}".into()));
         let m = message(1);
-        assert_eq!(round_trip(&conn, &m), ("blob".into(), m.clone()));
-        // Text stored before compression reads as it is.
-        conn.execute("UPDATE t SET v = ?1", [&m]).unwrap();
-        let plain: String = conn
-            .query_row("SELECT jd_text(v) FROM t", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(plain, m);
+        assert_eq!(round_trip(&conn, &m), ("text".into(), m.clone()));
 
-        // With a dictionary, frames shrink and old frames still read.
-        let plain_frame: Vec<u8> = {
-            conn.execute("UPDATE t SET v = jd_pack(?1)", [&m]).unwrap();
-            conn.query_row("SELECT v FROM t", [], |r| r.get(0)).unwrap()
-        };
+        // With a dictionary, values become frames much smaller than one without a dictionary
+        // (as versions before this one stored a new database's first values), which still read.
+        let plain_frame = zstd::bulk::compress(m.as_bytes(), LEVEL).unwrap();
         let samples: Vec<String> = (0..2_000).map(message).collect();
         let id = adopt_trained(&conn, &dicts, &samples, 5);
         let m2 = message(5_000);

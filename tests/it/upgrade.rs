@@ -166,7 +166,22 @@ fn a_database_from_version_7_reads_the_same_after_the_upgrade() {
     let after = capture(&app);
     assert_json_eq(&before, &after);
 
-    // New events are stored compressed, old ones stay text, and a timeline reads both.
+    // New events are stored compressed once the file has a dictionary (trained on its first
+    // thousand values after the upgrade), old ones stay text, and a timeline reads both.
+    for b in 0..5 {
+        let batch: Vec<Value> = (0..200)
+            .map(|i| json!({"type": "track", "userId": format!("filler-{}", (b * 200 + i) % 50),
+                            "event": "Page Viewed", "properties": {"page": format!("/p/{}", i % 7), "n": i}}))
+            .collect();
+        app.ingest_ok("/v1/batch", &json!({"batch": batch}));
+    }
+    eventually("a dictionary trained", WAIT, || {
+        let n: i64 = journeyd::bench_support::inspect(&db)
+            .unwrap()
+            .query_row("SELECT count(*) FROM dictionaries", [], |r| r.get(0))
+            .unwrap();
+        if n > 0 { Ok(()) } else { Err("none yet") }
+    });
     let long = "x".repeat(300);
     track_event(&app, "u1", "Page Viewed", json!({"note": long}));
     let timeline = app.timeline("u1");

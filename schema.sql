@@ -109,22 +109,19 @@ CREATE INDEX instances_by_journey ON instances (journey_id, instance_id);
 -- event's row and the row of an instance it made are neighbours, so the two share a page. An
 -- event's row has its `seq` and no instance; an instance's has its `log_seq` (the next number of
 -- the shared sequence when it was made; for instances made before version 12, which have none,
--- the negative of their id). Kept by the triggers below, as an index would be: merges move active
--- instances, and with them their rows. (`log_seq` was added by version 12, hence its place.)
+-- the negative of their id). A row is written by the statement after the one that writes its
+-- event or instance (in `store/ingest.rs`, `store/profiles.rs`: a trigger would give every such
+-- insert a statement journal), and deleted or moved by the triggers below, as an index entry
+-- would be: purges and forgetting delete, merges move active instances. (`log_seq` was added by
+-- version 12, hence its place.)
 CREATE TABLE profile_log (
     profile_key TEXT NOT NULL,
     seq         INTEGER NOT NULL,
     instance_id INTEGER,
     PRIMARY KEY (profile_key, seq)
 ) WITHOUT ROWID;
-CREATE TRIGGER events_logged AFTER INSERT ON events BEGIN
-    INSERT INTO profile_log (profile_key, seq, instance_id) VALUES (new.profile_key, new.seq, NULL);
-END;
 CREATE TRIGGER events_unlogged AFTER DELETE ON events BEGIN
     DELETE FROM profile_log WHERE profile_key = old.profile_key AND seq = old.seq;
-END;
-CREATE TRIGGER instances_logged AFTER INSERT ON instances BEGIN
-    INSERT INTO profile_log (profile_key, seq, instance_id) VALUES (new.profile_key, coalesce(new.log_seq, -new.instance_id), new.instance_id);
 END;
 CREATE TRIGGER instances_unlogged AFTER DELETE ON instances BEGIN
     DELETE FROM profile_log WHERE profile_key = old.profile_key AND seq = coalesce(old.log_seq, -old.instance_id);

@@ -124,6 +124,13 @@ pub fn ceiling(
                         body
                     ])
                     .unwrap();
+                // As the product: the event's row in the profile's log (schema.sql).
+                c.prepare_cached(
+                    "INSERT INTO profile_log (profile_key, seq, instance_id) VALUES (?1, ?2, NULL)",
+                )
+                .unwrap()
+                .execute(rusqlite::params![profile_key, seq])
+                .unwrap();
             }
             drop(insert);
             if product_shaped {

@@ -361,6 +361,10 @@ fn persist(
                 now,
                 log_seq,
             ])?;
+            conn.prepare_cached(
+                "INSERT INTO profile_log (profile_key, seq, instance_id) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![profile.key, log_seq, inst.id])?;
         } else {
             conn.prepare_cached(
                 "UPDATE instances SET state = ?2, step_id = ?3, context = coalesce(jd_pack(?4), context), resets = ?5, due_at = ?6, updated_at = ?7

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0010_deliveries_by_instance.sql"),
     include_str!("../../migrations/0011_dedup_runs.sql"),
     include_str!("../../migrations/0012_profile_log.sql"),
+    include_str!("../../migrations/0013_profile_log_written.sql"),
 ];
 
 /// The version `schema.sql` describes.

@@ -19,9 +19,9 @@
 //! deletes their rows and leaves nothing of theirs in a dictionary.
 //!
 //! Which dictionary `jd_pack` uses is [`Dictionaries::current`]: none until enough messages were
-//! stored to train one (values are stored as text meanwhile), then the newest. A new dictionary becomes current
-//! only after the transaction that stored it committed, so no committed row names a dictionary
-//! the file does not hold.
+//! stored to train one (values are stored as text meanwhile), then the newest. A new dictionary
+//! becomes current only after the transaction that stored it committed, so no committed row
+//! names a dictionary the file does not hold.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -139,11 +139,10 @@ fn delete_batch(ctx: &mut WriteCtx, key: &str) -> Result<u64> {
         return Ok(deleted);
     }
     for sql in others {
-        let n = conn.prepare_cached(sql)?.execute(params![key, BATCH])?;
-        // The dispatcher may have read some of them ahead: it must not send them now.
-        ctx.effects.removed |= n > 0 && sql.starts_with("DELETE FROM deliveries ");
-        deleted += n as u64;
+        deleted += conn.prepare_cached(sql)?.execute(params![key, BATCH])? as u64;
     }
+    // Their pending deliveries went: the dispatcher must not send what it read of them ahead.
+    ctx.effects.removed = true;
     // One row per journey the person entered: few.
     deleted += conn
         .prepare_cached("DELETE FROM journey_memory WHERE profile_key = ?1")?

@@ -108,13 +108,7 @@ fn apply_message(
             m.received_at,
             body
         ])?;
-    // Its row in the profile's log (schema.sql: not a trigger, which would cost each insert a
-    // statement journal).
-    ctx.conn
-        .prepare_cached(
-            "INSERT INTO profile_log (profile_key, seq, instance_id) VALUES (?1, ?2, NULL)",
-        )?
-        .execute(params![profile_key, seq])?;
+    super::profiles::log(ctx.conn, &profile_key, seq, None)?;
     ctx.state.dedup.add(&m.message_id, m.received_at);
     // The engine seam: the journeys move in this same transaction, so a 2xx means they moved.
     if let Some(name) = &m.event {

@@ -321,6 +321,17 @@ fn instance(r: &rusqlite::Row) -> Result<Instance> {
     })
 }
 
+/// Writes the row of a new event (no instance) or instance in its profile's log. The statements
+/// that insert events and instances call it: a trigger would give each insert a statement
+/// journal (schema.sql).
+pub(super) fn log(conn: &Connection, key: &str, seq: i64, instance: Option<i64>) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO profile_log (profile_key, seq, instance_id) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![key, seq, instance])?;
+    Ok(())
+}
+
 /// Writes back what the engine did: changed instances and memory, transitions, and deliveries;
 /// stats deltas, metrics and wake-ups go to the job's effects.
 fn persist(
@@ -361,10 +372,7 @@ fn persist(
                 now,
                 log_seq,
             ])?;
-            conn.prepare_cached(
-                "INSERT INTO profile_log (profile_key, seq, instance_id) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![profile.key, log_seq, inst.id])?;
+            log(conn, &profile.key, log_seq, Some(inst.id))?;
         } else {
             conn.prepare_cached(
                 "UPDATE instances SET state = ?2, step_id = ?3, context = coalesce(jd_pack(?4), context), resets = ?5, due_at = ?6, updated_at = ?7

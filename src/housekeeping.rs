@@ -1,6 +1,7 @@
 //! Housekeeping jobs on tokio-cron-scheduler, each on its own schedule and each logged: retention
-//! purges (which also delete the message ids past the deduplication window), WAL checkpoints, scheduled backups into a directory keeping the newest N, and
-//! training the zstd dictionary stored JSON is compressed with (see `store/codec.rs`).
+//! purges (which also delete the message ids past the deduplication window), WAL checkpoints, scheduled backups into a directory keeping the newest N,
+//! training the zstd dictionary stored JSON is compressed with (see `store/codec.rs`), and giving
+//! freed memory back to the system (see `memory.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,6 +31,9 @@ pub(crate) struct Housekeeping {
 /// asking is a look at two counters, so that a new database compresses well within seconds of its
 /// first thousand messages (and of the ten thousand after them, for the second dictionary).
 const DICTIONARY_SCHEDULE: &str = "* * * * * *";
+
+/// How often freed memory is given back to the system: RSS falls within seconds of a burst.
+const MEMORY_SCHEDULE: &str = "*/10 * * * * *";
 
 /// Checks a cron expression the way the scheduler will read it.
 pub(crate) fn validate_schedule(expr: &str) -> Result<(), String> {
@@ -82,6 +86,9 @@ impl Housekeeping {
                 &settings,
                 |st, _| async move { dictionary(&st).await },
             )?),
+            Some(job(MEMORY_SCHEDULE, &store, &settings, |_, _| async {
+                let _ = tokio::task::spawn_blocking(crate::memory::release_free).await;
+            })?),
             match settings.backup_dir {
                 Some(_) => Some(job(
                     &settings.backup_schedule,

@@ -13,7 +13,9 @@
 //! - [`scheduler`] sleeps until the next due timer and fires due timers through the store.
 //! - [`delivery`] holds destinations, the retry policy, signatures and the outbox dispatcher.
 //! - [`sim`] runs a journey against timed events on a virtual clock, through the same engine.
-//! - [`housekeeping`] runs retention purges, WAL checkpoints and scheduled backups on cron schedules.
+//! - [`housekeeping`] runs retention purges, WAL checkpoints, scheduled backups, dictionary
+//!   training and memory release on cron schedules.
+//! - [`memory`] sets up glibc's allocator and gives freed memory back (housekeeping, every 10 s).
 //! - [`metrics`] holds the process's counters and histograms for `GET /metrics`.
 //! - [`validate`] is the toolkit every validator uses: problems with JSON paths.
 //! - [`clock`] is the only source of time, and the one timestamp type.
@@ -32,6 +34,7 @@ mod engine;
 mod housekeeping;
 mod ingest;
 mod journey;
+pub mod memory;
 mod metrics;
 mod scheduler;
 pub mod server;

@@ -7,6 +7,7 @@ use clap::Parser;
 use journeyd::config::{Cli, LogFormat};
 
 fn main() -> ExitCode {
+    journeyd::memory::fixed_mmap_threshold();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

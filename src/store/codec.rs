@@ -258,6 +258,93 @@ fn pack_bytes(dicts: &Dictionaries, text: &[u8], source: Source) -> Result<Value
     })
 }
 
+/// Payloads handed to the [`PackThread`] with where to answer.
+type PackJob = (
+    Vec<serde_json::Value>,
+    std::sync::mpsc::SyncSender<Vec<Result<Value, String>>>,
+);
+
+/// A thread beside the writer that serialises and compresses delivery payloads while the writer
+/// writes a timer tick's other rows (`timers.rs`): the writer's thread is the one every write
+/// waits for, and a payload's text and frame were about a tenth of its time per fired timer.
+pub(crate) struct PackThread {
+    dicts: Arc<Dictionaries>,
+    /// `None` once the thread is gone (it panicked): payloads are packed where they are made.
+    jobs: Option<std::sync::mpsc::Sender<PackJob>>,
+}
+
+/// Fewer payloads than this are packed on the writer's thread: handing them over and waking
+/// the writer again costs more.
+const HAND_OFF_AT: usize = 16;
+
+/// Payloads being packed: [`Packing::wait`] gives their stored values, in order.
+pub(crate) enum Packing {
+    Handed(std::sync::mpsc::Receiver<Vec<Result<Value, String>>>),
+    Done(Vec<Result<Value, String>>),
+}
+
+impl PackThread {
+    pub(crate) fn start(dicts: Arc<Dictionaries>) -> std::io::Result<PackThread> {
+        let (jobs, rx) = std::sync::mpsc::channel::<PackJob>();
+        let thread_dicts = dicts.clone();
+        std::thread::Builder::new()
+            .name("journeyd-pack".into())
+            .spawn(move || {
+                for (payloads, answer) in rx {
+                    let _ = answer.send(pack_payloads(&thread_dicts, &payloads));
+                }
+            })?;
+        Ok(PackThread {
+            dicts,
+            jobs: Some(jobs),
+        })
+    }
+
+    /// Starts packing `payloads` as stored delivery payloads: on the thread when there are
+    /// enough of them, else here.
+    pub(crate) fn pack(&mut self, payloads: Vec<serde_json::Value>) -> Packing {
+        let payloads = match &self.jobs {
+            Some(jobs) if payloads.len() >= HAND_OFF_AT => {
+                let (answer, answered) = std::sync::mpsc::sync_channel(1);
+                match jobs.send((payloads, answer)) {
+                    Ok(()) => return Packing::Handed(answered),
+                    Err(std::sync::mpsc::SendError((payloads, _))) => {
+                        self.jobs = None;
+                        payloads
+                    }
+                }
+            }
+            _ => payloads,
+        };
+        Packing::Done(pack_payloads(&self.dicts, &payloads))
+    }
+}
+
+impl Packing {
+    pub(crate) fn wait(self) -> Result<Vec<Value>> {
+        let packed = match self {
+            Packing::Done(packed) => packed,
+            Packing::Handed(answered) => answered
+                .recv()
+                .map_err(|_| StoreError::Corrupt("the packing thread ended".into()))?,
+        };
+        packed
+            .into_iter()
+            .map(|p| p.map_err(|e| StoreError::Corrupt(format!("compressing: {e}"))))
+            .collect()
+    }
+}
+
+fn pack_payloads(
+    dicts: &Dictionaries,
+    payloads: &[serde_json::Value],
+) -> Vec<Result<Value, String>> {
+    payloads
+        .iter()
+        .map(|p| pack_bytes(dicts, p.to_string().as_bytes(), Source::Derived))
+        .collect()
+}
+
 /// A thread's compressor, set up for the current dictionary.
 #[derive(Default)]
 struct Packer {

@@ -401,13 +401,7 @@ impl Store {
         let dictionaries = codec::Dictionaries::load(&conn)?;
         codec::install(&conn, dictionaries.clone())?;
         let wake = Arc::new(Wake::default());
-        let writer = Writer::start(
-            conn,
-            clock.clone(),
-            &options,
-            wake.clone(),
-            dictionaries.clone(),
-        )?;
+        let writer = Writer::start(conn, clock.clone(), &options, wake.clone())?;
         let readers =
             read::ReadPool::new(path.to_path_buf(), options.readers, dictionaries.clone());
         Ok(Store {

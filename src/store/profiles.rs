@@ -70,62 +70,16 @@ pub(super) fn merge_memory(conn: &Connection, absorbed: &str, survivor: &str) ->
     Ok(())
 }
 
-/// A profile the engine ran on, and what it did, not yet written back ([`write_back`]).
-pub(super) struct Decided {
-    profile: ProfileState,
-    effects: Effects,
-    /// Instances from this id on are new rows.
-    first_new: i64,
-}
-
-impl Decided {
-    pub(super) fn transitions(&self) -> usize {
-        self.effects.transitions.len()
-    }
-}
-
-/// Runs the engine on the given due timers of one profile (a scheduler tick).
-pub(super) fn fire(
-    ctx: &mut WriteCtx,
-    profile_key: &str,
-    ids: &[i64],
-    now: i64,
-) -> Result<Decided> {
+/// Fires the given due timers of one profile (a scheduler tick); returns how many transitions
+/// they made.
+pub(super) fn fire(ctx: &mut WriteCtx, profile_key: &str, ids: &[i64], now: i64) -> Result<usize> {
     let mut profile = load(ctx.conn, profile_key, Some(ids))?;
-    let (effects, first_new) = decide(ctx, &mut profile, now, |engine, profile| {
-        engine.fire_due(profile, now)
+    let mut transitions = 0;
+    run(ctx, &mut profile, now, |engine, profile| {
+        engine.fire_due(profile, now);
+        transitions = engine.effects.transitions.len();
     })?;
-    Ok(Decided {
-        profile,
-        effects,
-        first_new,
-    })
-}
-
-/// Writes back what the engine did to several profiles, in order, with `now` as the time of the
-/// rows. Their delivery payloads are packed beside the writer while the other rows are written;
-/// the deliveries come last.
-pub(super) fn write_back(ctx: &mut WriteCtx, decided: &mut [Decided], now: i64) -> Result<()> {
-    let payloads = decided
-        .iter_mut()
-        .flat_map(|d| take_payloads(&mut d.effects))
-        .collect();
-    let packing = ctx.state.packer.pack(payloads);
-    for d in decided.iter_mut() {
-        persist(ctx, &mut d.profile, &d.effects, d.first_new, now)?;
-    }
-    let mut packed = packing.wait()?.into_iter();
-    for d in decided.iter() {
-        persist_deliveries(ctx, &d.profile.key, &d.effects, &mut packed, now)?;
-    }
-    Ok(())
-}
-
-fn take_payloads(effects: &mut Effects) -> impl Iterator<Item = Value> + '_ {
-    effects
-        .deliveries
-        .iter_mut()
-        .map(|d| std::mem::take(&mut d.payload))
+    Ok(transitions)
 }
 
 /// Runs the engine on one profile with the writer's catalog and instance ids, then writes back
@@ -136,22 +90,6 @@ fn run(
     now: i64,
     f: impl FnOnce(&mut Engine, &mut ProfileState),
 ) -> Result<()> {
-    let (mut effects, first_new) = decide(ctx, profile, now, f)?;
-    let payloads = take_payloads(&mut effects).collect();
-    let packing = ctx.state.packer.pack(payloads);
-    persist(ctx, profile, &effects, first_new, now)?;
-    let mut packed = packing.wait()?.into_iter();
-    persist_deliveries(ctx, &profile.key, &effects, &mut packed, now)
-}
-
-/// Runs the engine on one profile with the writer's catalog and instance ids; returns what it
-/// did and the first id of the instances it made.
-fn decide(
-    ctx: &mut WriteCtx,
-    profile: &mut ProfileState,
-    now: i64,
-    f: impl FnOnce(&mut Engine, &mut ProfileState),
-) -> Result<(Effects, i64)> {
     let state = &mut *ctx.state;
     // Instances from `first_new` on are new rows; the others are updated in place.
     let first_new = state.last_instance_id + 1;
@@ -172,7 +110,7 @@ fn decide(
         }
         effects
     };
-    Ok((effects, first_new))
+    persist(ctx, profile, effects, first_new, now)
 }
 
 /// Ids that no restore from a backup can make repeat (SPEC invariant 9).
@@ -394,12 +332,12 @@ pub(super) fn log(conn: &Connection, key: &str, seq: i64, instance: Option<i64>)
     Ok(())
 }
 
-/// Writes back what the engine did but its deliveries: changed instances and memory, and
-/// transitions; stats deltas, metrics and wake-ups go to the job's effects.
+/// Writes back what the engine did: changed instances and memory, transitions, and deliveries;
+/// stats deltas, metrics and wake-ups go to the job's effects.
 fn persist(
     ctx: &mut WriteCtx,
     profile: &mut ProfileState,
-    effects: &Effects,
+    effects: Effects,
     first_new: i64,
     now: i64,
 ) -> Result<()> {
@@ -488,25 +426,7 @@ fn persist(
             .get_or_create(&label("journey", t.journey_id.clone()))
             .inc();
     }
-    // Instances that ended are no longer part of the profile's active state.
-    profile.instances.retain(|i| i.state == State::Active);
-    Ok(())
-}
-
-/// Writes the deliveries the engine made for a profile, with their payloads as stored (taken in
-/// order from `packed`).
-fn persist_deliveries(
-    ctx: &mut WriteCtx,
-    profile_key: &str,
-    effects: &Effects,
-    packed: &mut impl Iterator<Item = rusqlite::types::Value>,
-    now: i64,
-) -> Result<()> {
-    let conn = ctx.conn;
     for d in &effects.deliveries {
-        let payload = packed
-            .next()
-            .ok_or_else(|| super::StoreError::Corrupt("a delivery without its payload".into()))?;
         let status = if d.capped {
             crate::delivery::Status::Capped
         } else {
@@ -517,16 +437,16 @@ fn persist_deliveries(
         conn.prepare_cached(
             "INSERT INTO deliveries (delivery_id, profile_key, instance_id, journey_id, step_id, destination_id, payload,
                                      status, attempts, next_attempt_at, expires_at, created_at, updated_at, cap_counted)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?10, 0, ?8, ?9, ?8, ?8, ?11)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, jd_pack(?7), ?10, 0, ?8, ?9, ?8, ?8, ?11)",
         )?
         .execute(params![
             d.id,
-            profile_key,
+            profile.key,
             d.instance_id,
             d.journey_id,
             d.step_id,
             d.destination,
-            payload,
+            d.payload.to_string(),
             now,
             now + crate::delivery::RETRY_WINDOW_MS,
             status.as_str(),
@@ -542,6 +462,8 @@ fn persist_deliveries(
             ctx.effects.deliveries = true;
         }
     }
+    // Instances that ended are no longer part of the profile's active state.
+    profile.instances.retain(|i| i.state == State::Active);
     Ok(())
 }
 

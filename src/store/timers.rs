@@ -32,10 +32,6 @@ impl Store {
     }
 }
 
-/// Profiles the engine runs on before their rows are written: enough payloads to hand to the
-/// packing thread, few enough that the time budget is checked often (about 4 ms of firing).
-const GROUP: usize = 64;
-
 fn fire_due(ctx: &mut WriteCtx, limit: usize, budget: Duration) -> Result<Fired> {
     let started = Instant::now();
     let now = ctx.now;
@@ -62,40 +58,28 @@ fn fire_due(ctx: &mut WriteCtx, limit: usize, budget: Duration) -> Result<Fired>
         more: selected >= limit,
         ..Fired::default()
     };
-    // In groups of profiles: the engine runs on a group, then its rows are written while the
-    // payloads of its deliveries are packed beside the writer.
-    for group in profiles.chunks(GROUP) {
+    for (key, timers) in &profiles {
         // Past the budget, the rest waits for the next tick.
         if started.elapsed() >= budget {
             out.more = true;
             break;
         }
-        let mut decided = Vec::with_capacity(group.len());
-        let mut fired_nothing = Vec::new();
-        for (_, timers) in group {
-            for (_, due_at) in timers {
-                out.fired += 1;
-                let late = now - due_at;
-                out.lateness_max_ms = out.lateness_max_ms.max(late);
-                METRICS.timer_lateness.observe(late as f64 / 1000.0);
-            }
+        let ids: Vec<i64> = timers.iter().map(|t| t.0).collect();
+        for (_, due_at) in timers {
+            out.fired += 1;
+            let late = now - due_at;
+            out.lateness_max_ms = out.lateness_max_ms.max(late);
+            METRICS.timer_lateness.observe(late as f64 / 1000.0);
         }
-        for (key, timers) in group {
-            let ids: Vec<i64> = timers.iter().map(|t| t.0).collect();
-            let d = profiles::fire(ctx, key, &ids, now)?;
-            if d.transitions() == 0 {
-                fired_nothing.extend(ids);
+        if profiles::fire(ctx, key, &ids, now)? == 0 {
+            // A timer that fired nothing (its instance is not active, which cannot happen unless
+            // the database was edited) would fire forever: clear it.
+            let mut clear = ctx.conn.prepare_cached(
+                "UPDATE instances SET due_at = NULL WHERE instance_id = ?1 AND due_at <= ?2",
+            )?;
+            for id in &ids {
+                clear.execute(params![id, now])?;
             }
-            decided.push(d);
-        }
-        profiles::write_back(ctx, &mut decided, now)?;
-        // A timer that fired nothing (its instance is not active, which cannot happen unless the
-        // database was edited) would fire forever: clear it.
-        let mut clear = ctx.conn.prepare_cached(
-            "UPDATE instances SET due_at = NULL WHERE instance_id = ?1 AND due_at <= ?2",
-        )?;
-        for id in &fired_nothing {
-            clear.execute(params![id, now])?;
         }
     }
     out.next_due = ctx

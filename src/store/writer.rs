@@ -55,16 +55,10 @@ pub(super) struct WriterState {
     pub(super) caps: std::collections::HashMap<String, crate::delivery::Cap>,
     /// The message ids seen lately.
     pub(super) dedup: super::dedup::Dedup,
-    /// Packs delivery payloads beside the writer.
-    pub(super) packer: super::codec::PackThread,
 }
 
 impl WriterState {
-    fn load(
-        conn: &Connection,
-        options: &StoreOptions,
-        dicts: Arc<super::codec::Dictionaries>,
-    ) -> Result<WriterState> {
+    fn load(conn: &Connection, options: &StoreOptions) -> Result<WriterState> {
         let mut dedup = super::dedup::Dedup::load(conn, options.dedup_run_ids)?;
         dedup.reload_recent(conn)?;
         Ok(WriterState {
@@ -74,7 +68,6 @@ impl WriterState {
             max_active: options.max_active,
             caps: super::destinations::caps(conn)?,
             dedup,
-            packer: super::codec::PackThread::start(dicts)?,
         })
     }
 
@@ -263,9 +256,8 @@ impl Writer {
         clock: Arc<dyn Clock>,
         options: &StoreOptions,
         wake: Arc<Wake>,
-        dicts: Arc<super::codec::Dictionaries>,
     ) -> Result<Writer> {
-        let state = WriterState::load(&conn, options, dicts)?;
+        let state = WriterState::load(&conn, options)?;
         let (queue, rx) = mpsc::channel(options.queue_capacity);
         let max_batch = options.max_batch;
         let health = Arc::new(Health {

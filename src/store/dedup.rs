@@ -5,13 +5,11 @@
 //! (issue 15: a fifth of the bytes written per event, and more as the database grew). Instead the
 //! ids are kept as sorted runs, each written once, in order:
 //!
-//! - the ids of the events committed since the last flush are in memory (`recent`), as 128-bit
-//!   keyed hashes ([`Key`]); nothing is written for them beyond the event row, which carries its
-//!   id, so after a restart or a failed commit they are read back from `events` above the flushed
-//!   sequence number;
-//! - every [`RUN_IDS`] ids, one transaction reads their text back from those event rows and
-//!   writes it sorted into `dedup_ids` under a new run number (appended pages, each written once)
-//!   and records the run in `dedup_runs`;
+//! - the ids of the events committed since the last flush are in memory (`recent`); nothing is
+//!   written for them beyond the event row, which carries its id, so after a restart or a failed
+//!   commit they are read back from `events` above the flushed sequence number;
+//! - every [`RUN_IDS`] ids, one transaction writes them sorted into `dedup_ids` under a new run
+//!   number (appended pages, each written once) and records the run in `dedup_runs`;
 //! - each run has an xor filter in memory (about 18 bits an id, false positives about 1 in
 //!   65,536), so a new id costs filter lookups and no read; an id a filter may hold is looked up
 //!   in that run. The filters of a block of [`BLOCK_RUNS`] runs are combined into one once the
@@ -39,22 +37,15 @@ const BLOCK_RUNS: i64 = 16;
 /// the clock may step.
 const EXPIRY_MARGIN_MS: i64 = 60 * 60 * 1000;
 
-/// A message id in memory: two 64-bit SipHashes of it with this process's random keys. Two ids
-/// share a key with a chance of 2^-128 (no client can aim for it without the keys), so a key
-/// stands for its id; the first half is also the id's hash in the runs' filters. 24 bytes an id
-/// in `recent` where the text took 64 (issue 15: the ids in memory were a fifth of the RSS the
-/// storage round added).
-type Key = [u64; 2];
-
 /// The writer's deduplication state.
 pub(super) struct Dedup {
-    hashers: [std::hash::RandomState; 2],
+    hasher: std::hash::RandomState,
     /// The ids of events committed after `flushed_seq`, and of the current transaction's jobs so
     /// far, with their `received_at`.
-    recent: HashMap<Key, i64>,
+    recent: HashMap<Box<str>, i64>,
     /// What the running job changed in `recent`, with the value each id had before: undone when
     /// the job rolls back.
-    undo: Vec<(Key, Option<i64>)>,
+    undo: Vec<(Box<str>, Option<i64>)>,
     /// Every event up to this sequence number, received within the window, is in a run.
     flushed_seq: i64,
     next_run: i64,
@@ -127,6 +118,13 @@ pub(super) struct Flush {
     pub(super) expired: Vec<i64>,
 }
 
+impl Flush {
+    /// How many ids the run holds.
+    pub(super) fn ids(&self) -> usize {
+        self.hashes.len()
+    }
+}
+
 impl Dedup {
     /// Reads the runs and builds their filters; [`Dedup::reload_recent`] then reads the ids
     /// above the flushed sequence number.
@@ -137,7 +135,7 @@ impl Dedup {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let mut dedup = Dedup {
-            hashers: [std::hash::RandomState::new(), std::hash::RandomState::new()],
+            hasher: std::hash::RandomState::new(),
             recent: HashMap::new(),
             undo: Vec::new(),
             flushed_seq,
@@ -158,7 +156,7 @@ impl Dedup {
         let mut current: Option<(i64, i64, Vec<u64>)> = None;
         while let Some(row) = rows.next()? {
             let run: i64 = row.get(0)?;
-            let hash = dedup.hash(&row.get::<_, String>(1)?);
+            let hash = dedup.hasher.hash_one(row.get::<_, String>(1)?);
             let first = if block_of(run) < open_block {
                 block_of(run) * BLOCK_RUNS
             } else {
@@ -201,9 +199,9 @@ impl Dedup {
         let mut stmt = conn.prepare("SELECT message_id, received_at FROM events WHERE seq > ?1")?;
         let mut rows = stmt.query([self.flushed_seq])?;
         while let Some(row) = rows.next()? {
-            let id = self.key(&row.get::<_, String>(0)?);
+            let id: String = row.get(0)?;
             let at: i64 = row.get(1)?;
-            let entry = recent.entry(id).or_insert(at);
+            let entry = recent.entry(id.into_boxed_str()).or_insert(at);
             *entry = (*entry).max(at);
         }
         self.recent = recent;
@@ -220,11 +218,7 @@ impl Dedup {
     /// Whether `message_id` was stored by a message received less than the window before `now`.
     pub(super) fn seen(&self, conn: &Connection, message_id: &str, now: i64) -> Result<bool> {
         let since = now - DEDUP_WINDOW_MS;
-        if self
-            .recent
-            .get(&self.key(message_id))
-            .is_some_and(|&at| at > since)
-        {
+        if self.recent.get(message_id).is_some_and(|&at| at > since) {
             return Ok(true);
         }
         let mut probe = conn.prepare_cached(
@@ -244,7 +238,7 @@ impl Dedup {
     /// The runs, newest first, whose filter may hold `message_id`, among those with an id
     /// received after `since`.
     fn runs_that_may_hold(&self, message_id: &str, since: i64) -> impl Iterator<Item = i64> + '_ {
-        let hash = self.hash(message_id);
+        let hash = self.hasher.hash_one(message_id);
         self.filters
             .iter()
             .rev()
@@ -254,9 +248,8 @@ impl Dedup {
 
     /// Records that the running job stored a message with this id.
     pub(super) fn add(&mut self, message_id: &str, received_at: i64) {
-        let key = self.key(message_id);
-        let before = self.recent.insert(key, received_at);
-        self.undo.push((key, before));
+        let before = self.recent.insert(message_id.into(), received_at);
+        self.undo.push((message_id.into(), before));
     }
 
     /// Forgets message ids whose events were deleted (a person forgotten), in memory (undone if
@@ -268,10 +261,10 @@ impl Dedup {
             "DELETE FROM dedup_ids WHERE run = ?1 AND message_id = ?2 AND received_at = ?3",
         )?;
         for (id, received_at) in events {
-            let key = self.key(id);
-            if self.recent.get(&key) == Some(received_at) {
-                self.recent.remove(&key);
-                self.undo.push((key, Some(*received_at)));
+            if self.recent.get(id.as_str()) == Some(received_at)
+                && let Some((id, at)) = self.recent.remove_entry(id.as_str())
+            {
+                self.undo.push((id, Some(at)));
             }
             for run in self.runs_that_may_hold(id, i64::MIN) {
                 delete.execute(params![run, id, received_at])?;
@@ -310,29 +303,20 @@ impl Dedup {
     /// ([`Dedup::flushed`]).
     pub(super) fn flush(&self, conn: &Connection, last_seq: i64) -> Result<Flush> {
         let run = self.next_run;
-        // Memory holds hashes: the ids' text comes from the events above the flushed sequence
-        // number, the rows `recent` was read from at start (the same ids, each with its newest
-        // `received_at`), sorted so that the run's pages are appended in order.
-        let mut read = conn.prepare_cached(
-            "SELECT message_id, max(received_at) FROM events WHERE seq > ?1 AND seq <= ?2
-             GROUP BY message_id ORDER BY message_id",
-        )?;
+        let mut ids: Vec<(&str, i64)> = self.recent.iter().map(|(k, &v)| (&**k, v)).collect();
+        ids.sort_unstable();
         let mut insert = conn.prepare_cached(
             "INSERT INTO dedup_ids (run, message_id, received_at) VALUES (?1, ?2, ?3)",
         )?;
-        let mut rows = read.query(params![self.flushed_seq, last_seq])?;
-        let mut hashes = Vec::with_capacity(self.recent.len());
-        let mut newest_at = i64::MIN;
-        while let Some(row) = rows.next()? {
-            let (id, at): (String, i64) = (row.get(0)?, row.get(1)?);
+        for (id, at) in &ids {
             insert.execute(params![run, id, at])?;
-            hashes.push(self.hash(&id));
-            newest_at = newest_at.max(at);
         }
+        let newest_at = ids.iter().map(|&(_, at)| at).max().unwrap_or(i64::MIN);
         conn.prepare_cached(
             "INSERT INTO dedup_runs (run, newest_at, last_seq) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![run, newest_at, last_seq])?;
+        let hashes = ids.iter().map(|(id, _)| self.hasher.hash_one(id)).collect();
         Ok(Flush {
             run,
             newest_at,
@@ -401,18 +385,6 @@ impl Dedup {
                 hashes,
             ));
         }
-    }
-
-    fn key(&self, message_id: &str) -> Key {
-        [
-            self.hashers[0].hash_one(message_id),
-            self.hashers[1].hash_one(message_id),
-        ]
-    }
-
-    /// An id's hash in the filters: the first half of its key.
-    fn hash(&self, message_id: &str) -> u64 {
-        self.hashers[0].hash_one(message_id)
     }
 
     /// How many filters a new message id is checked against.

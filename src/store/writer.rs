@@ -546,6 +546,7 @@ fn commit_batch(
 /// and deletes the runs past the window. On failure they stay in memory, and a later batch tries
 /// again.
 fn flush_dedup(conn: &mut Connection, state: &mut WriterState, now: i64) {
+    let started = std::time::Instant::now();
     let flushed = (|| -> Result<super::dedup::Flush> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut flush = state.dedup.flush(&tx, state.last_seq)?;
@@ -554,7 +555,14 @@ fn flush_dedup(conn: &mut Connection, state: &mut WriterState, now: i64) {
         Ok(flush)
     })();
     match flushed {
-        Ok(flush) => state.dedup.flushed(flush),
+        Ok(flush) => {
+            tracing::debug!(
+                ids = flush.ids(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "message ids written as a run"
+            );
+            state.dedup.flushed(flush);
+        }
         Err(e) => {
             state.dedup.flush_failed();
             tracing::warn!(error = %e, "writing message ids failed; they stay in memory");

@@ -1,7 +1,8 @@
 //! Housekeeping jobs on tokio-cron-scheduler, each on its own schedule and each logged: retention
-//! purges (which also delete the message ids past the deduplication window), WAL checkpoints, scheduled backups into a directory keeping the newest N,
-//! training the zstd dictionary stored JSON is compressed with (see `store/codec.rs`), and giving
-//! freed memory back to the system (see `memory.rs`).
+//! purges (which also delete the message ids past the deduplication window), WAL checkpoints,
+//! scheduled backups into a directory keeping the newest N, training the zstd dictionary stored
+//! JSON is compressed with (see `store/codec.rs`), and giving freed memory back to the system
+//! (see `memory.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -87,7 +88,7 @@ impl Housekeeping {
                 |st, _| async move { dictionary(&st).await },
             )?),
             Some(job(MEMORY_SCHEDULE, &store, &settings, |_, _| async {
-                let _ = tokio::task::spawn_blocking(crate::memory::release_free).await;
+                release_memory().await
             })?),
             match settings.backup_dir {
                 Some(_) => Some(job(
@@ -116,6 +117,17 @@ impl Housekeeping {
 async fn checkpoint(store: &Store) {
     if let Err(e) = store.checkpoint().await {
         tracing::warn!(error = %e, "wal checkpoint failed");
+    }
+}
+
+async fn release_memory() {
+    let started = std::time::Instant::now();
+    if let Ok(released) = tokio::task::spawn_blocking(crate::memory::release_free).await {
+        tracing::debug!(
+            released,
+            took_us = started.elapsed().as_micros() as u64,
+            "freed memory given back to the system"
+        );
     }
 }
 

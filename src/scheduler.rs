@@ -1,9 +1,10 @@
 //! The scheduler: sleeps until the next due timer, then fires what is due through the writer.
 //!
 //! Timers live in SQLite (`instances.due_at`, indexed); this task only holds the time of the next
-//! one. Each tick fires up to [`BATCH`] timers in one transaction, for at most [`BUDGET`], and
-//! reports the next due time; the writer wakes the task early when it writes an earlier timer. After a restart the first
-//! tick fires everything that fell due while journeyd was stopped.
+//! one. Each tick fires due timers in one transaction, for at most [`BUDGET`] while other work
+//! waits for the writer and at most [`MOST`] while none does, and reports the next due time; the
+//! writer wakes the task early when it writes an earlier timer. After a restart the first ticks
+//! fire everything that fell due while journeyd was stopped.
 
 use std::time::Duration;
 
@@ -11,11 +12,15 @@ use tokio::sync::watch;
 
 use crate::store::{Store, StoreError, Unavailable};
 
-/// Most timers fired in one transaction.
-pub(crate) const BATCH: usize = 1000;
-/// How long one tick may hold the writer: events that arrive during a backlog of due timers wait
-/// at most about this long behind a tick. A backlog is worked off in ticks one after another.
+/// How long one tick may hold the writer while other work waits: events that arrive during a
+/// backlog of due timers wait at most about this long behind a tick. A backlog is worked off in
+/// ticks one after another.
 pub(crate) const BUDGET: Duration = Duration::from_millis(20);
+/// How long one tick may go on while nothing else waits for the writer: a backlog fired in fewer
+/// transactions costs less per timer (pages shared by many timers, such as the tails of the
+/// outbox and the transitions, are written once per commit), and its first deliveries wait for
+/// the commit at most this long.
+pub(crate) const MOST: Duration = Duration::from_millis(100);
 
 /// Runs until `shutdown` turns true.
 pub(crate) async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
@@ -25,7 +30,7 @@ pub(crate) async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
         if *shutdown.borrow() {
             return;
         }
-        let fired = match store.fire_due(BATCH, BUDGET).await {
+        let fired = match store.fire_due(BUDGET, MOST).await {
             Ok(f) => f,
             Err(StoreError::Unavailable(Unavailable::Stopped)) => return,
             Err(e) => {

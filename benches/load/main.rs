@@ -72,8 +72,9 @@
 //! this process (hyper on 127.0.0.1), which answers 200 and records when each delivery arrived,
 //! matched through properties of the event that come back in the payload's journey context.
 //! Analysis aids: `JOURNEYD_BENCH_PERF=<dir>` records `perf` profiles of the server during the
-//! measured windows, `JOURNEYD_BENCH_STDERR=<file>` keeps the server's log with the bench's clock,
-//! `JOURNEYD_BENCH_SERVER_ARGS` adds `serve` flags.
+//! measured windows (at 499 Hz, or `JOURNEYD_BENCH_PERF_HZ`), `JOURNEYD_BENCH_STDERR=<file>` keeps the server's log with the bench's clock,
+//! `JOURNEYD_BENCH_SERVER_ARGS` adds `serve` flags, `JOURNEYD_BENCH_TIMERS_ONLY=held` (or `fast`) runs
+//! only that backlog of the `timers` group.
 //!
 //! The server runs in a fresh directory under `JOURNEYD_BENCH_DIR` (default: cargo's target tmp dir),
 //! removed at the end unless `JOURNEYD_BENCH_KEEP=1`. During the HTTP phases the report also shows

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 /// `perf record` of one process while a measured window lasts, when `JOURNEYD_BENCH_PERF` names
 /// a directory: `<dir>/<name>.data`, with DWARF call graphs (the release build has no frame
-/// pointers), at 499 Hz. Read it with `perf report -i <file> --no-children`.
+/// pointers), at 499 Hz (`JOURNEYD_BENCH_PERF_HZ` sets another rate). Read it with
+/// `perf report -i <file> --no-children`.
 pub struct Profile(Option<(Child, PathBuf)>);
 
 impl Profile {
@@ -16,8 +17,9 @@ impl Profile {
         };
         let _ = std::fs::create_dir_all(&dir);
         let out = dir.join(format!("{name}.data"));
+        let hz = std::env::var("JOURNEYD_BENCH_PERF_HZ").unwrap_or_else(|_| "499".into());
         let child = Command::new("perf")
-            .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-p"])
+            .args(["record", "-F", &hz, "--call-graph", "dwarf,16384", "-p"])
             .arg(pid.to_string())
             .arg("-o")
             .arg(&out)

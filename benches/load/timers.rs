@@ -48,7 +48,15 @@ pub fn run(
     problems: &mut Vec<String>,
 ) {
     section(rows, "-- timers: hold times out into a send step");
+    // `JOURNEYD_BENCH_TIMERS_ONLY=held` (or `fast`) runs only that backlog, for comparing builds.
+    let only = std::env::var("JOURNEYD_BENCH_TIMERS_ONLY").ok();
     for held in [true, false] {
+        if only
+            .as_deref()
+            .is_some_and(|o| o != if held { "held" } else { "fast" })
+        {
+            continue;
+        }
         timers_backlog(settings, runtime, receiver, held, rows, problems);
     }
 }

@@ -32,9 +32,25 @@ pub(super) struct WriteCtx<'a> {
     pub(super) effects: &'a mut Effects,
     /// Whether anyone listens to committed changes: only then are they built for publishing.
     pub(super) streaming: bool,
+    waiting: Waiting<'a>,
+}
+
+/// What tells a job whether other work waits for its transaction.
+#[derive(Clone, Copy)]
+struct Waiting<'a> {
+    /// The job is alone in the transaction, and no raw work was taken with it.
+    alone: bool,
+    queue: &'a mpsc::Receiver<Msg>,
 }
 
 impl WriteCtx<'_> {
+    /// Whether other work waits for this transaction to commit: jobs batched with this one, or
+    /// queued since it began. Long work (a backlog of timers) commits early when someone waits,
+    /// and may go on while nobody does.
+    pub(super) fn others_waiting(&self) -> bool {
+        !self.waiting.alone || !self.waiting.queue.is_empty()
+    }
+
     /// The next number of the commit-order sequence shared by events and journey transitions.
     pub(super) fn next_seq(&mut self) -> i64 {
         self.state.last_seq += 1;
@@ -403,7 +419,13 @@ fn run(
             continue;
         }
         let streaming = wake.events.receiver_count() > 0;
-        let outcome = commit_batch(&mut conn, &mut state, clock.now_ms(), streaming, &mut batch);
+        // Raw work taken while gathering waits for this batch too.
+        let waiting = Waiting {
+            alone: batch.len() == 1 && raw.is_none(),
+            queue: &rx,
+        };
+        let now = clock.now_ms();
+        let outcome = commit_batch(&mut conn, &mut state, now, streaming, waiting, &mut batch);
         if outcome.is_err() {
             // The jobs' changes to the in-memory state were rolled back in the database but not
             // in memory: read it back.
@@ -494,6 +516,7 @@ fn commit_batch(
     state: &mut WriterState,
     now: i64,
     streaming: bool,
+    waiting: Waiting,
     batch: &mut [Box<dyn Job>],
 ) -> Result<Effects> {
     let mut done = Effects::default();
@@ -508,6 +531,7 @@ fn commit_batch(
             state,
             effects: &mut job_effects,
             streaming,
+            waiting,
         };
         if !run_job(job.as_mut(), &mut ctx) {
             // Dropping the transaction rolls it back: the failed job leaves no trace. (Jobs that
@@ -526,6 +550,7 @@ fn commit_batch(
                 state,
                 effects: &mut job_effects,
                 streaming,
+                waiting,
             };
             if run_job(job.as_mut(), &mut ctx) {
                 sp.commit()?;

@@ -1,6 +1,6 @@
 //! The process's use of glibc's allocator, which keeps what the server frees in its per-thread
 //! arenas: after a burst of ingest, about 13 MB of freed blocks stayed resident until the
-//! process ended (BENCHMARKS.md, "Current figures (2026-12-03, night)"). Elsewhere (musl, other
+//! process ended (BENCHMARKS.md, "figures of 2026-12-03, night"). Elsewhere (musl, other
 //! systems) these do nothing.
 
 /// Fixes glibc's mmap threshold at its default (128 KiB). Left dynamic, glibc raises it to the

@@ -145,8 +145,7 @@ mod tests {
 
     use super::*;
     use crate::clock::{Clock, ManualClock};
-    use crate::ingest::{Endpoint, Parsed};
-    use crate::store::StoreOptions;
+    use crate::store::{StoreOptions, send};
 
     const DAY: i64 = 86_400_000;
     const T0: i64 = 1_795_000_000_000;
@@ -162,16 +161,6 @@ mod tests {
             json!({"type": "track", "userId": user, "event": event}),
         )
         .await;
-    }
-
-    async fn send(store: &Store, at: i64, message: serde_json::Value) {
-        let body = serde_json::to_vec(&json!({"batch": [message]})).unwrap();
-        let mut ids = || uuid::Uuid::new_v4().to_string();
-        let (messages, _) = Parsed::new(Endpoint::Batch, &body)
-            .unwrap()
-            .messages(at, &mut ids)
-            .unwrap();
-        store.ingest(messages).await.unwrap();
     }
 
     async fn count(store: &Store, sql: &'static str) -> i64 {

@@ -497,6 +497,19 @@ fn temp_db(name: &str) -> PathBuf {
     dir.join("j.db")
 }
 
+/// Ingests one message received at `at`, in a batch of its own, as a store test's client would.
+#[cfg(test)]
+async fn send(store: &Store, at: i64, message: serde_json::Value) {
+    use crate::ingest::{Endpoint, Parsed};
+    let body = serde_json::to_vec(&serde_json::json!({"batch": [message]})).unwrap();
+    let mut ids = || uuid::Uuid::new_v4().to_string();
+    let (messages, _) = Parsed::new(Endpoint::Batch, &body)
+        .unwrap()
+        .messages(at, &mut ids)
+        .unwrap();
+    store.ingest(messages).await.unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use rusqlite::StatementStatus;

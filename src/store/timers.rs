@@ -116,7 +116,6 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::ingest::{Endpoint, Parsed};
     use crate::store::StoreOptions;
 
     const T0: i64 = 1_795_000_000_000;
@@ -126,15 +125,8 @@ mod tests {
     /// Enters `users` into the journey at `at`, one request each.
     async fn enter(store: &Store, at: i64, users: std::ops::Range<usize>) {
         for user in users {
-            let body = serde_json::to_vec(&json!({"batch": [
-                {"type": "track", "userId": format!("u{user}"), "event": "Go"}]}))
-            .unwrap();
-            let mut ids = || uuid::Uuid::new_v4().to_string();
-            let (messages, _) = Parsed::new(Endpoint::Batch, &body)
-                .unwrap()
-                .messages(at, &mut ids)
-                .unwrap();
-            store.ingest(messages).await.unwrap();
+            let message = json!({"type": "track", "userId": format!("u{user}"), "event": "Go"});
+            crate::store::send(store, at, message).await;
         }
     }
 

@@ -431,6 +431,45 @@ struct Browser {
 #[derive(Clone)]
 struct El(Value);
 
+/// Starts chromedriver on a port of its choosing; returns it with the port it says it took.
+fn start_driver(chromedriver: &str) -> Result<(Child, u16), String> {
+    let mut driver = Command::new(chromedriver)
+        .arg("--port=0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {chromedriver}: {e}"));
+    // chromedriver says "... started successfully on port N." (without a newline).
+    let mut out = driver.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut byte = [0u8; 1];
+        let mut sent = false;
+        while let Ok(1) = out.read(&mut byte) {
+            if sent {
+                continue; // keep draining
+            }
+            seen.push(byte[0] as char);
+            if let Some(rest) = seen.split("successfully on port ").nth(1)
+                && let Some(port) = rest.strip_suffix('.')
+            {
+                let _ = tx.send(port.parse::<u16>().ok());
+                sent = true;
+            }
+        }
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(Some(port)) => Ok((driver, port)),
+        other => {
+            let _ = driver.kill();
+            let _ = driver.wait();
+            Err(format!("{other:?}"))
+        }
+    }
+}
+
 impl Browser {
     /// A browser for the test `name`, or `None` (with the reason printed) when Chromium is not
     /// installed and `JOURNEYD_BROWSER_TESTS` is not `1`.
@@ -457,41 +496,13 @@ impl Browser {
             return None;
         }
         let turn = BROWSER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let mut driver = Command::new(&chromedriver)
-            .arg("--port=0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {chromedriver}: {e}"));
-        // chromedriver says "... started successfully on port N." (without a newline).
-        let mut out = driver.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut seen = String::new();
-            let mut byte = [0u8; 1];
-            let mut sent = false;
-            while let Ok(1) = out.read(&mut byte) {
-                if sent {
-                    continue; // keep draining
-                }
-                seen.push(byte[0] as char);
-                if let Some(rest) = seen.split("successfully on port ").nth(1)
-                    && let Some(port) = rest.strip_suffix('.')
-                {
-                    let _ = tx.send(port.parse::<u16>().ok());
-                    sent = true;
-                }
-            }
-        });
-        let port = match rx.recv_timeout(WAIT) {
-            Ok(Some(port)) => port,
-            other => {
-                let _ = driver.kill();
-                let _ = driver.wait();
-                panic!("chromedriver did not say its port: {other:?}");
-            }
-        };
+        // Seen once under load: chromedriver not saying its port within WAIT. A second try
+        // tells a slow start from a broken install.
+        let (driver, port) = start_driver(&chromedriver)
+            .or_else(|first| {
+                start_driver(&chromedriver).map_err(|again| format!("{first}; again: {again}"))
+            })
+            .unwrap_or_else(|e| panic!("chromedriver did not say its port: {e}"));
         let profile = temp_dir("chromium");
         let mut browser = Browser {
             driver,

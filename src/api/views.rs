@@ -347,7 +347,7 @@ pub(crate) fn simulation(out: &sim::Output) -> Value {
                 "instance": d.instance_id,
                 "step": d.step_id,
                 "destination": d.destination,
-                "payload": d.payload,
+                "payload": d.payload_value(),
             })
         })
         .collect();
@@ -412,7 +412,7 @@ pub(crate) fn backtest(
         .deliveries
         .iter()
         .take(20)
-        .map(|d| json!({"at": ts(d.at), "destination": d.destination, "step": d.step_id, "payload": d.payload}))
+        .map(|d| json!({"at": ts(d.at), "destination": d.destination, "step": d.step_id, "payload": d.payload_value()}))
         .collect();
     out["active_instances"] = result
         .active

@@ -83,6 +83,10 @@ pub(crate) struct Instance {
     /// Set when the engine changed `context` (a new instance, or a hold branch keeping its
     /// event's properties): the caller rewrites a stored context only then.
     pub(crate) context_changed: bool,
+    /// `context` as JSON text, when known: as stored (the caller loads it), or as serialised for
+    /// a payload. A change to `context` clears it; a send and the caller's write of a changed
+    /// context then serialise it once between them.
+    pub(crate) context_text: Option<String>,
 }
 
 /// What a profile remembers about one journey beyond its instances.
@@ -291,9 +295,17 @@ pub(crate) struct Delivery {
     pub(crate) journey_id: String,
     pub(crate) step_id: String,
     pub(crate) destination: String,
-    pub(crate) payload: Value,
+    /// The payload as JSON text: what the outbox stores and the destination receives.
+    pub(crate) payload: String,
     /// Over the destination's frequency cap: recorded, not sent.
     pub(crate) capped: bool,
+}
+
+impl Delivery {
+    /// The payload as a JSON value (a simulation's answer shows it so).
+    pub(crate) fn payload_value(&self) -> Value {
+        serde_json::from_str(&self.payload).expect("the engine writes JSON")
+    }
 }
 
 /// Everything one call produced, in order.
@@ -558,6 +570,7 @@ impl<'a> Engine<'a> {
             .insert(branch.context_key().to_string(), event.properties());
         inst.dirty = true;
         inst.context_changed = true;
+        inst.context_text = None;
         if branch.reset_timer {
             inst.resets += 1;
             inst.due_at = max_hold.map(|ms| now + ms as i64);
@@ -672,6 +685,7 @@ impl<'a> Engine<'a> {
             ordinal,
             dirty: true,
             context_changed: true,
+            context_text: None,
         };
         self.transition(&inst, now, What::Entered, None, None);
         profile.instances.push(inst);
@@ -859,7 +873,7 @@ impl<'a> Engine<'a> {
     /// Writes the delivery of a send step (SPEC §5's default payload, or its mapping).
     fn send(
         &mut self,
-        profile: &ProfileState,
+        profile: &mut ProfileState,
         index: usize,
         journey: &Journey,
         step_id: &str,
@@ -878,11 +892,22 @@ impl<'a> Engine<'a> {
         };
         let inst = &profile.instances[index];
         let id = self.ids.delivery_id(inst.id, step_id, exit);
-        let payload = payload::default_payload(profile, inst, step_id, event_name, traits, &id, at);
         let payload = match mapping {
-            Some(template) => render_mapping(template, &payload),
-            None => payload,
+            Some(template) => {
+                let payload =
+                    payload::default_payload(profile, inst, step_id, event_name, traits, &id, at);
+                render_mapping(template, &payload).to_string()
+            }
+            None => {
+                let inst = &mut profile.instances[index];
+                inst.context_text.get_or_insert_with(|| {
+                    serde_json::to_string(&inst.context).expect("a JSON map serialises")
+                });
+                let inst = &profile.instances[index];
+                payload::default_payload_text(profile, inst, step_id, event_name, traits, &id, at)
+            }
         };
+        let inst = &profile.instances[index];
         // Over the destination's frequency cap, the delivery is recorded as capped and not
         // sent; the instance goes on either way.
         let capped = !self.ids.allow_send(&profile.key, destination, at);

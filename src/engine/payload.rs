@@ -52,6 +52,115 @@ pub(crate) fn default_payload(
     })
 }
 
+/// [`default_payload`] as JSON text: the bytes serialising that value gives (its maps keep their
+/// keys in order), written without building it, since the writer makes one per timer fired or
+/// event forwarded. The context goes in as `inst.context_text`, which the caller sets (as stored,
+/// or serialised once for this send and the instance's own row).
+pub(crate) fn default_payload_text(
+    profile: &ProfileState,
+    inst: &Instance,
+    step_id: &str,
+    event_name: &str,
+    traits: &[String],
+    delivery_id: &str,
+    at: i64,
+) -> String {
+    enum Property<'a> {
+        Context,
+        Metadata,
+        Trait(&'a Value),
+    }
+    let context = inst
+        .context_text
+        .as_deref()
+        .expect("the caller sets the context's text");
+    // The properties in the map's key order; a selected trait named like one of the journey's
+    // two keys takes its place, as it does when inserted into the map after them.
+    let all = traits.iter().any(|t| t == "*");
+    let mut properties: Vec<(&str, Property)> = profile
+        .traits
+        .iter()
+        .filter(|(name, _)| all || traits.iter().any(|t| t == *name))
+        .map(|(name, value)| (name.as_str(), Property::Trait(value)))
+        .collect();
+    for (key, property) in [
+        ("journey_context", Property::Context),
+        ("journey_metadata", Property::Metadata),
+    ] {
+        if let Err(at) = properties.binary_search_by(|(k, _)| (*k).cmp(key)) {
+            properties.insert(at, (key, property));
+        }
+    }
+
+    let mut out = Vec::with_capacity(context.len() + 320);
+    // The top-level keys in order: anonymousId, event, messageId, properties, timestamp, type,
+    // userId.
+    out.push(b'{');
+    if profile.anonymous {
+        key(&mut out, "anonymousId");
+        json(&mut out, profile.key.as_str());
+        out.push(b',');
+    }
+    key(&mut out, "event");
+    json(&mut out, event_name);
+    out.push(b',');
+    key(&mut out, "messageId");
+    json(&mut out, delivery_id);
+    out.extend_from_slice(b",\"properties\":{");
+    for (n, (name, property)) in properties.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        key(&mut out, name);
+        match property {
+            Property::Context => out.extend_from_slice(context.as_bytes()),
+            Property::Metadata => {
+                key_first(&mut out, "instance_id");
+                json(&mut out, &inst.id.to_string());
+                out.push(b',');
+                key(&mut out, "journey_id");
+                json(&mut out, &inst.journey_id);
+                out.push(b',');
+                key(&mut out, "journey_version");
+                json(&mut out, &inst.version);
+                out.push(b',');
+                key(&mut out, "step_id");
+                json(&mut out, step_id);
+                out.push(b'}');
+            }
+            Property::Trait(value) => json(&mut out, value),
+        }
+    }
+    out.extend_from_slice(b"},");
+    key(&mut out, "timestamp");
+    json(&mut out, &Timestamp(at));
+    out.extend_from_slice(b",\"type\":\"track\"");
+    if !profile.anonymous {
+        out.push(b',');
+        key(&mut out, "userId");
+        json(&mut out, profile.key.as_str());
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("JSON text is UTF-8")
+}
+
+/// Writes `value` as JSON.
+fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(&mut *out, value).expect("writing to memory");
+}
+
+/// Writes `"name":`.
+fn key(out: &mut Vec<u8>, name: &str) {
+    json(out, name);
+    out.push(b':');
+}
+
+/// Writes `{"name":`, the first key of an object.
+fn key_first(out: &mut Vec<u8>, name: &str) {
+    out.push(b'{');
+    key(out, name);
+}
+
 /// Renders a `mapping` template against the default payload: `{"@path": "$.a.b"}` becomes the
 /// value at that path (the key is left out when there is none), `{"@template": "Hi {{a.b}}"}`
 /// the rendered string; everything else is copied, recursively.
@@ -128,6 +237,78 @@ fn fill(text: &str, payload: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::State;
+
+    /// The text is the default payload's serialisation, byte for byte: whichever id field, traits
+    /// selected (all, some, none, one named like a journey key), strings to escape, and a context
+    /// given as stored or serialised.
+    #[test]
+    fn the_payload_text_is_the_default_payload_serialised() {
+        let context: Map<String, Value> = serde_json::from_value(json!({
+            "Cart Viewed": {"cart_id": "c\"1\\", "items": [1, 2.5, {"n": null}], "é": "ü\u{7f}\n"},
+            "a": true,
+        }))
+        .unwrap();
+        let traits: Map<String, Value> = serde_json::from_value(json!({
+            "email": "ada@example.com", "age": 36, "journey_context": "a trait", "zz": [1],
+            "Journey": {"x": 1}, "journey_m": false,
+        }))
+        .unwrap();
+        for anonymous in [false, true] {
+            let profile = ProfileState {
+                key: "u\"1".into(),
+                anonymous,
+                traits: traits.clone(),
+                instances: Vec::new(),
+                memory: Default::default(),
+            };
+            for stored in [false, true] {
+                let text = serde_json::to_string(&context).unwrap();
+                let inst = Instance {
+                    id: 1_838_080_000_000_123,
+                    journey_id: "cart \"abandonment\"".into(),
+                    version: 3,
+                    state: State::Active,
+                    step: None,
+                    unique_value: None,
+                    context: context.clone(),
+                    resets: 0,
+                    due_at: None,
+                    entered_at: 0,
+                    ordinal: 1,
+                    dirty: false,
+                    context_changed: !stored,
+                    context_text: Some(text),
+                };
+                for selected in [
+                    vec![],
+                    vec!["*".to_string()],
+                    vec!["email".into(), "zz".into(), "missing".into()],
+                    vec!["journey_context".into(), "Journey".into()],
+                ] {
+                    let value = default_payload(
+                        &profile,
+                        &inst,
+                        "send",
+                        "Cart Reminder",
+                        &selected,
+                        "d-1",
+                        90_061_001,
+                    );
+                    let text = default_payload_text(
+                        &profile,
+                        &inst,
+                        "send",
+                        "Cart Reminder",
+                        &selected,
+                        "d-1",
+                        90_061_001,
+                    );
+                    assert_eq!(text, value.to_string(), "{selected:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn mapping_paths_and_templates() {

@@ -118,7 +118,7 @@ fn reset_timer_restarts_the_hold_and_updates_context() {
             "+210m #1 cart completed remind",
         ]
     );
-    let payload = &out.deliveries[0].payload;
+    let payload = &out.deliveries[0].payload_value();
     assert_eq!(
         payload["properties"]["journey_context"]["Cart_Modified"],
         json!({"cart_ID": "c1", "n": 2})
@@ -426,7 +426,7 @@ fn a_merged_instance_sends_as_the_user() {
          +10m u1 identify:anon-1 {\"email\": \"u1@example.com\"}",
     );
     assert_eq!(out.deliveries.len(), 1, "{:?}", out.lines());
-    let p = &out.deliveries[0].payload;
+    let p = &out.deliveries[0].payload_value();
     assert_eq!(p["userId"], "u1", "{p}");
     assert!(p.get("anonymousId").is_none(), "{p}");
     assert_eq!(p["properties"]["email"], "u1@example.com", "{p}");
@@ -523,7 +523,7 @@ fn a_merge_racing_a_due_timer() {
             "+2h #1 cart completed remind"
         ]
     );
-    assert_eq!(out.deliveries[0].payload["anonymousId"], "anon-1");
+    assert_eq!(out.deliveries[0].payload_value()["anonymousId"], "anon-1");
 }
 
 /// Exit rules end every active instance of the journey for the profile by default; with

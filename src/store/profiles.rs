@@ -3,6 +3,7 @@
 //! transitions, deliveries), all in the caller's transaction. Stats deltas and wake-ups go to
 //! the job's [`Effects`](super::writer::Effects); the writer applies them.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -301,6 +302,7 @@ fn save_memory(conn: &Connection, key: &str, memory: &BTreeMap<String, Memory>) 
 fn instance(r: &rusqlite::Row) -> Result<Instance> {
     let id: i64 = r.get(0)?;
     let what = |field: &str| format!("{field} of instance {id}");
+    let context: String = r.get(5)?;
     Ok(Instance {
         id,
         journey_id: r.get(1)?,
@@ -311,13 +313,14 @@ fn instance(r: &rusqlite::Row) -> Result<Instance> {
             None => None,
             Some(v) => Some(super::json_column(&v, || what("unique value"))?),
         },
-        context: object_column(&r.get::<_, String>(5)?, || what("context"))?,
+        context: object_column(&context, || what("context"))?,
         resets: r.get(6)?,
         due_at: r.get(7)?,
         ordinal: r.get(8)?,
         entered_at: r.get(9)?,
         dirty: false,
         context_changed: false,
+        context_text: Some(context),
     })
 }
 
@@ -343,11 +346,14 @@ fn persist(
 ) -> Result<()> {
     let conn = ctx.conn;
     for inst in profile.instances.iter().filter(|i| i.dirty) {
-        // Only a changed context is serialised and compressed again: a timer firing or a step
-        // moving on leaves it as it was.
-        let context = inst
-            .context_changed
-            .then(|| serde_json::to_string(&inst.context).expect("a JSON map serialises"));
+        // Only a changed context is compressed again (a timer firing or a step moving on leaves
+        // it as it was), serialised unless a send already did.
+        let context = inst.context_changed.then(|| match &inst.context_text {
+            Some(text) => Cow::Borrowed(text.as_str()),
+            None => {
+                Cow::Owned(serde_json::to_string(&inst.context).expect("a JSON map serialises"))
+            }
+        });
         if inst.id >= first_new {
             // Its row in `profile_log` follows the row of the event that made it.
             let log_seq = ctx.next_seq();
@@ -446,7 +452,7 @@ fn persist(
             d.journey_id,
             d.step_id,
             d.destination,
-            d.payload.to_string(),
+            d.payload,
             now,
             now + crate::delivery::RETRY_WINDOW_MS,
             status.as_str(),

@@ -22,8 +22,9 @@
 //!
 //! 5. Waiting instances and flat costs: fill a hold (max_hold 7d) with that many instances through
 //!    `POST /v1/batch` (entry rate), then measure the cost of an event (single `POST /v1/track` of a
-//!    hold-branch event for random waiting users: one client, then 32) and of a scheduler tick
-//!    (`JOURNEYD_BENCH_TICK` timers due together in another journey), and compare the first and
+//!    hold-branch event for random waiting users: one client, then 32) and of firing timers
+//!    (`JOURNEYD_BENCH_TICK` timers due together in another journey: the writer's time in ticks
+//!    per 1,000 fired, from `journeyd_timer_firing_seconds_total`), and compare the first and
 //!    last count.
 //! 7. Database bytes per waiting instance: SQLite's `dbstat` after a clean shutdown, without the
 //!    stored events and profiles.

@@ -84,6 +84,9 @@ fn fire_due(ctx: &mut WriteCtx, budget: Duration, most: Duration) -> Result<Fire
         .query_row([], |r| r.get(0))?;
     ctx.effects.next_due = Some(out.next_due);
     METRICS.timers_fired.inc_by(out.fired as u64);
+    METRICS
+        .timer_firing_seconds
+        .inc_by(started.elapsed().as_secs_f64());
     Ok(out)
 }
 

@@ -396,8 +396,7 @@ fn scheduler_tick(
         (Some(b), Some(a)) => {
             let secs = a.get("journeyd_timer_firing_seconds_total")
                 - b.get("journeyd_timer_firing_seconds_total");
-            let fired =
-                a.get("journeyd_timers_fired_total") - b.get("journeyd_timers_fired_total");
+            let fired = a.get("journeyd_timers_fired_total") - b.get("journeyd_timers_fired_total");
             (secs > 0.0 && fired > 0.0).then(|| secs / fired * 1e6)
         }
         _ => None,

@@ -33,6 +33,12 @@ const MIGRATIONS: &[&str] = &[
 /// The version `schema.sql` describes.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// Whether the database is at [`VERSION`]: [`apply`] has nothing to do.
+pub(super) fn is_current(conn: &Connection) -> Result<bool> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok(version == VERSION)
+}
+
 /// Brings the database to [`VERSION`].
 pub(super) fn apply(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -127,7 +127,10 @@ fn metrics_follow_traffic() {
     );
     assert_eq!(get(&m, "journeyd_timers_pending"), 0.0);
     assert_eq!(get(&m, "journeyd_timer_lateness_seconds_count"), 1.0);
-    assert!(get(&m, "journeyd_timer_firing_seconds_total") > 0.0, "{m:#?}");
+    assert!(
+        get(&m, "journeyd_timer_firing_seconds_total") > 0.0,
+        "{m:#?}"
+    );
     assert!(get(&m, "journeyd_writer_commits_total") > 0.0);
     assert!(get(&m, "journeyd_writer_batch_jobs_count") > 0.0);
     assert!(m.contains_key("journeyd_writer_queue_depth"));

@@ -379,46 +379,16 @@ impl Store {
     pub(crate) fn open(path: &Path, clock: Arc<dyn Clock>, options: StoreOptions) -> Result<Store> {
         let lock = files::ProcessLock::acquire(path)?;
         files::create_private(path)?;
-        let conn = open_connection(path, options.sync).map_err(|e| damaged(e, path))?;
+        let mut conn = open_connection(path, options.sync).map_err(|e| damaged(e, path))?;
         // A damaged file is refused before anything writes it (SPEC §9). With nothing to migrate,
-        // what follows only reads until the store is returned, so the check runs on a connection
-        // of its own meanwhile: a restart takes the longer of the check (it reads every page) and
-        // the writer's loading (the message ids of the last day), not their sum. Before a
-        // migration it runs first.
-        let check = if schema::is_current(&conn).map_err(|e| damaged(e, path))? {
-            let path = path.to_path_buf();
-            let sync = options.sync;
-            Some(
-                std::thread::Builder::new()
-                    .name("journeyd-check".into())
-                    .spawn(move || {
-                        let conn = open_connection(&path, sync).map_err(|e| damaged(e, &path))?;
-                        // The check reads each page once: a large cache only costs it (about 10 %
-                        // slower with 16 MiB than with 100 pages).
-                        conn.pragma_update(None, "cache_size", 100)?;
-                        quick_check(&conn, &path)
-                    })?,
-            )
-        } else {
+        // nothing writes until the store is returned, so the check runs on a connection of its
+        // own while the writer's thread reads its state: a restart takes the longer of the check
+        // (it reads every page) and that loading (the message ids of the last day), not their
+        // sum. Before a migration it runs first.
+        let current = schema::is_current(&conn).map_err(|e| damaged(e, path))?;
+        if !current {
             quick_check(&conn, path)?;
-            None
-        };
-        let opened = Store::open_checked(path, conn, lock, clock, options);
-        if let Some(check) = check {
-            // Damage found is the error, whatever the rest made of the file.
-            check.join().expect("the database check panicked")?;
         }
-        opened
-    }
-
-    /// The rest of [`Store::open`], once the file passed (or while it passes) its check.
-    fn open_checked(
-        path: &Path,
-        mut conn: rusqlite::Connection,
-        lock: files::ProcessLock,
-        clock: Arc<dyn Clock>,
-        options: StoreOptions,
-    ) -> Result<Store> {
         // The writer never checkpoints inside its commits (that cost it about 15% of its time and
         // made commit latency jumpy): see `checkpoint.rs`.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -441,7 +411,23 @@ impl Store {
         let dictionaries = codec::Dictionaries::load(&conn)?;
         codec::install(&conn, dictionaries.clone())?;
         let wake = Arc::new(Wake::default());
-        let writer = Writer::start(conn, clock.clone(), &options, wake.clone())?;
+        let starting = Writer::start(conn, clock.clone(), &options, wake.clone())?;
+        if current {
+            let checked = open_connection(path, options.sync)
+                .map_err(|e| damaged(e, path))
+                .and_then(|conn| {
+                    // The check reads each page once: a large cache only slows it (about 10 %
+                    // with 16 MiB against 100 pages).
+                    conn.pragma_update(None, "cache_size", 100)?;
+                    quick_check(&conn, path)
+                });
+            // Damage found is the error, whatever the writer made of the file.
+            if let Err(e) = checked {
+                drop(starting.ready());
+                return Err(e);
+            }
+        }
+        let writer = starting.ready()?;
         let readers =
             read::ReadPool::new(path.to_path_buf(), options.readers, dictionaries.clone());
         Ok(Store {

@@ -266,14 +266,37 @@ impl Health {
     }
 }
 
+/// A writer whose thread is reading its state (the catalog, the message ids of the last day):
+/// the caller may do other reads meanwhile, then [`Starting::ready`] waits for it.
+pub(super) struct Starting {
+    writer: Writer,
+    loaded: std::sync::mpsc::Receiver<Result<()>>,
+}
+
+impl Starting {
+    /// The writer, once its thread has read its state; or why it could not (the thread has
+    /// ended then).
+    pub(super) fn ready(self) -> Result<Writer> {
+        match self.loaded.recv() {
+            Ok(Ok(())) => Ok(self.writer),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StoreError::CommitFailed(
+                "the writer thread ended while reading its state".into(),
+            )),
+        }
+    }
+}
+
 impl Writer {
+    /// Starts the writer's thread, which first reads its state from `conn`.
     pub(super) fn start(
         conn: Connection,
         clock: Arc<dyn Clock>,
         options: &StoreOptions,
         wake: Arc<Wake>,
-    ) -> Result<Writer> {
-        let state = WriterState::load(&conn, options)?;
+    ) -> Result<Starting> {
+        let (loaded, loaded_rx) = std::sync::mpsc::sync_channel(1);
+        let load_options = options.clone();
         let (queue, rx) = mpsc::channel(options.queue_capacity);
         let max_batch = options.max_batch;
         let health = Arc::new(Health {
@@ -284,11 +307,24 @@ impl Writer {
         let thread_health = health.clone();
         let thread = std::thread::Builder::new()
             .name("journeyd-writer".into())
-            .spawn(move || run(conn, state, rx, clock, max_batch, &wake, &thread_health))?;
-        Ok(Writer {
-            queue,
-            thread: Mutex::new(Some(thread)),
-            health,
+            .spawn(move || {
+                let state = match WriterState::load(&conn, &load_options) {
+                    Ok(state) => state,
+                    Err(e) => {
+                        let _ = loaded.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = loaded.send(Ok(()));
+                run(conn, state, rx, clock, max_batch, &wake, &thread_health)
+            })?;
+        Ok(Starting {
+            writer: Writer {
+                queue,
+                thread: Mutex::new(Some(thread)),
+                health,
+            },
+            loaded: loaded_rx,
         })
     }
 

@@ -37,6 +37,7 @@ pub fn run(
     let (db, server, api) = start_phase(settings, "bench.db");
     std::thread::sleep(Duration::from_secs(1));
     let (idle_rss, _) = server.rss();
+    let idle_anon = server.anon();
     println!(
         "== journeyd started on {} (pid {}); idle RSS after 1 s: {idle_rss:.1} MB",
         server.addr,
@@ -156,10 +157,12 @@ pub fn run(
     // Phase 4 ------------------------------------------------------------------------------
     std::thread::sleep(Duration::from_secs(1));
     let (loaded_rss, peak_rss) = server.rss();
+    let loaded_anon = server.anon();
     // Housekeeping gives freed memory back every 10 s (`memory.rs`): what stays after that is
     // what the server holds.
     std::thread::sleep(Duration::from_secs(10));
     let (settled_rss, _) = server.rss();
+    let settled_anon = server.anon();
     let mb = |p: &Path| file_mb(p).unwrap_or(0.0);
     println!(
         "== Files after the load: database {:.1} MB, WAL {:.1} MB",
@@ -171,6 +174,9 @@ pub fn run(
     println!("  idle RSS after start: {idle_rss:.1} MB (target under {IDLE_RSS_TARGET_MB:.0} MB)");
     println!(
         "  RSS after the load phases (1 s idle): {loaded_rss:.1} MB, peak (VmHWM) {peak_rss:.1} MB; 11 s idle: {settled_rss:.1} MB"
+    );
+    println!(
+        "  of which anonymous (RssAnon: heap and stacks; the rest is mostly the binary's mapped pages, which vary with the page cache): idle {idle_anon:.1} MB, after the load {loaded_anon:.1} MB, 11 s later {settled_anon:.1} MB"
     );
     row(
         rows,
@@ -187,6 +193,13 @@ pub fn run(
         rows,
         "RSS after load (peak), 11 s later",
         format!("{loaded_rss:.1} MB ({peak_rss:.1} MB), {settled_rss:.1} MB"),
+        "-",
+        "-",
+    );
+    row(
+        rows,
+        "RssAnon idle, after load, 11 s later",
+        format!("{idle_anon:.1} MB, {loaded_anon:.1} MB, {settled_anon:.1} MB"),
         "-",
         "-",
     );

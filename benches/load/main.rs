@@ -15,7 +15,8 @@
 //! 2. Durable ingest through `POST /v1/batch` of the real binary: `JOURNEYD_BENCH_CLIENTS` (8)
 //!    keep-alive clients, each posting batches of `JOURNEYD_BENCH_BATCH` (100) track messages.
 //! 3. Single `POST /v1/track` with `JOURNEYD_BENCH_TRACK_CLIENTS` (64) concurrent clients.
-//! 4. RSS of the server: idle after start, and 1 s and 11 s after the load phases.
+//! 4. RSS of the server: idle after start, and 1 s and 11 s after the load phases; RssAnon (heap and
+//!    stacks) at the same moments.
 //!
 //! `journeys`, once per count of `JOURNEYD_BENCH_WAITING` (default 10,000 and 100,000;
 //! `JOURNEYD_BENCH_BIG=1`: 10,000 and 1,000,000), each on a fresh database:

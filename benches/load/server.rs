@@ -118,6 +118,11 @@ impl Server {
         self.child.id()
     }
 
+    /// RssAnon in MB (see [`crate::sys::anon_mb`]).
+    pub fn anon(&self) -> f64 {
+        crate::sys::anon_mb(self.pid())
+    }
+
     /// (VmRSS, VmHWM) in MB.
     pub fn rss(&self) -> (f64, f64) {
         crate::sys::rss_mb(self.pid())

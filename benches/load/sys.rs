@@ -80,6 +80,19 @@ pub fn describe_io(before: (u64, u64), after: (u64, u64), secs: f64, rows: u64) 
     )
 }
 
+/// RssAnon of process `pid` in MB (heap, stacks: what the process allocated), NaN where /proc
+/// does not say. VmRSS also counts the pages of the binary that are mapped in, which vary by a
+/// megabyte or more with the page cache (a freshly copied binary maps more of itself).
+pub fn anon_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 /// (VmRSS, VmHWM) of process `pid` in MB; NaN where /proc does not say.
 pub fn rss_mb(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

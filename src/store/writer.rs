@@ -277,13 +277,10 @@ impl Starting {
     /// The writer, once its thread has read its state; or why it could not (the thread has
     /// ended then).
     pub(super) fn ready(self) -> Result<Writer> {
-        match self.loaded.recv() {
-            Ok(Ok(())) => Ok(self.writer),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(StoreError::CommitFailed(
-                "the writer thread ended while reading its state".into(),
-            )),
-        }
+        self.loaded
+            .recv()
+            .expect("the writer thread panicked while reading its state")?;
+        Ok(self.writer)
     }
 }
 

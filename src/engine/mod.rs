@@ -890,24 +890,20 @@ impl<'a> Engine<'a> {
         else {
             return;
         };
-        let inst = &profile.instances[index];
+        let inst = &mut profile.instances[index];
         let id = self.ids.delivery_id(inst.id, step_id, exit);
+        inst.context_text.get_or_insert_with(|| {
+            serde_json::to_string(&inst.context).expect("a JSON map serialises")
+        });
+        let inst = &profile.instances[index];
+        let payload = payload::default_payload(profile, inst, step_id, event_name, traits, &id, at);
         let payload = match mapping {
             Some(template) => {
-                let payload =
-                    payload::default_payload(profile, inst, step_id, event_name, traits, &id, at);
-                render_mapping(template, &payload).to_string()
+                let value = serde_json::from_str(&payload).expect("the default payload is JSON");
+                render_mapping(template, &value).to_string()
             }
-            None => {
-                let inst = &mut profile.instances[index];
-                inst.context_text.get_or_insert_with(|| {
-                    serde_json::to_string(&inst.context).expect("a JSON map serialises")
-                });
-                let inst = &profile.instances[index];
-                payload::default_payload_text(profile, inst, step_id, event_name, traits, &id, at)
-            }
+            None => payload,
         };
-        let inst = &profile.instances[index];
         // Over the destination's frequency cap, the delivery is recorded as capped and not
         // sent; the instance goes on either way.
         let capped = !self.ids.allow_send(&profile.key, destination, at);

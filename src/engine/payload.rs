@@ -1,62 +1,18 @@
 //! Delivery payloads (SPEC §5): the default Segment `track` message of a send step, and the
 //! `mapping` templates that reshape it.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::{Instance, ProfileState};
 use crate::clock::Timestamp;
 
-/// The default payload: a `track` message carrying the journey context, the journey metadata and
-/// the selected traits as read from the profile now.
+/// The default payload, as JSON text: a `track` message carrying the journey context, the
+/// journey metadata and the selected traits as read from the profile now. Written directly rather
+/// than built as a `serde_json::Value` and serialised (the writer makes one per timer fired or
+/// event forwarded), and the same bytes: keys in the order serde_json's maps keep them. The
+/// context goes in as `inst.context_text`, which the caller sets (as stored, or serialised once
+/// for this send and the instance's own row).
 pub(crate) fn default_payload(
-    profile: &ProfileState,
-    inst: &Instance,
-    step_id: &str,
-    event_name: &str,
-    traits: &[String],
-    delivery_id: &str,
-    at: i64,
-) -> Value {
-    let mut properties = Map::new();
-    properties.insert(
-        "journey_context".into(),
-        Value::Object(inst.context.clone()),
-    );
-    properties.insert(
-        "journey_metadata".into(),
-        json!({
-            "journey_id": inst.journey_id,
-            "journey_version": inst.version,
-            "instance_id": inst.id.to_string(),
-            "step_id": step_id,
-        }),
-    );
-    let all = traits.iter().any(|t| t == "*");
-    for (name, value) in &profile.traits {
-        if all || traits.iter().any(|t| t == name) {
-            properties.insert(name.clone(), value.clone());
-        }
-    }
-    let id_field = if profile.anonymous {
-        "anonymousId"
-    } else {
-        "userId"
-    };
-    json!({
-        "type": "track",
-        "event": event_name,
-        id_field: profile.key,
-        "messageId": delivery_id,
-        "timestamp": Timestamp(at),
-        "properties": Value::Object(properties),
-    })
-}
-
-/// [`default_payload`] as JSON text: the bytes serialising that value gives (its maps keep their
-/// keys in order), written without building it, since the writer makes one per timer fired or
-/// event forwarded. The context goes in as `inst.context_text`, which the caller sets (as stored,
-/// or serialised once for this send and the instance's own row).
-pub(crate) fn default_payload_text(
     profile: &ProfileState,
     inst: &Instance,
     step_id: &str,
@@ -237,75 +193,89 @@ fn fill(text: &str, payload: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
     use crate::engine::State;
 
-    /// The text is the default payload's serialisation, byte for byte: whichever id field, traits
-    /// selected (all, some, none, one named like a journey key), strings to escape, and a context
-    /// given as stored or serialised.
+    /// The default payload as SPEC §5 gives it, in canonical JSON (the bytes serialising its
+    /// value gives: keys in serde_json's map order, nothing between tokens), whichever id field,
+    /// traits selected (all, some, none, one named like a journey key) and strings to escape.
     #[test]
-    fn the_payload_text_is_the_default_payload_serialised() {
-        let context: Map<String, Value> = serde_json::from_value(json!({
+    fn the_default_payload_is_canonical_json_of_the_spec_shape() {
+        let context = json!({
             "Cart Viewed": {"cart_id": "c\"1\\", "items": [1, 2.5, {"n": null}], "é": "ü\u{7f}\n"},
             "a": true,
-        }))
-        .unwrap();
-        let traits: Map<String, Value> = serde_json::from_value(json!({
+        });
+        let traits = json!({
             "email": "ada@example.com", "age": 36, "journey_context": "a trait", "zz": [1],
             "Journey": {"x": 1}, "journey_m": false,
-        }))
-        .unwrap();
+        });
+        let metadata = json!({"journey_id": "cart \"abandonment\"", "journey_version": 3,
+                              "instance_id": "1838080000000123", "step_id": "send"});
+        let inst = Instance {
+            id: 1_838_080_000_000_123,
+            journey_id: "cart \"abandonment\"".into(),
+            version: 3,
+            state: State::Active,
+            step: None,
+            unique_value: None,
+            context: serde_json::from_value(context.clone()).unwrap(),
+            resets: 0,
+            due_at: None,
+            entered_at: 0,
+            ordinal: 1,
+            dirty: false,
+            context_changed: false,
+            context_text: Some(context.to_string()),
+        };
         for anonymous in [false, true] {
             let profile = ProfileState {
                 key: "u\"1".into(),
                 anonymous,
-                traits: traits.clone(),
+                traits: serde_json::from_value(traits.clone()).unwrap(),
                 instances: Vec::new(),
                 memory: Default::default(),
             };
-            for stored in [false, true] {
-                let text = serde_json::to_string(&context).unwrap();
-                let inst = Instance {
-                    id: 1_838_080_000_000_123,
-                    journey_id: "cart \"abandonment\"".into(),
-                    version: 3,
-                    state: State::Active,
-                    step: None,
-                    unique_value: None,
-                    context: context.clone(),
-                    resets: 0,
-                    due_at: None,
-                    entered_at: 0,
-                    ordinal: 1,
-                    dirty: false,
-                    context_changed: !stored,
-                    context_text: Some(text),
-                };
-                for selected in [
+            for (selected, properties) in [
+                (
                     vec![],
+                    json!({"journey_context": context, "journey_metadata": metadata}),
+                ),
+                (
                     vec!["*".to_string()],
+                    json!({"journey_context": "a trait", "journey_metadata": metadata,
+                           "email": "ada@example.com", "age": 36, "zz": [1], "Journey": {"x": 1},
+                           "journey_m": false}),
+                ),
+                (
                     vec!["email".into(), "zz".into(), "missing".into()],
+                    json!({"journey_context": context, "journey_metadata": metadata,
+                           "email": "ada@example.com", "zz": [1]}),
+                ),
+                (
                     vec!["journey_context".into(), "Journey".into()],
-                ] {
-                    let value = default_payload(
-                        &profile,
-                        &inst,
-                        "send",
-                        "Cart Reminder",
-                        &selected,
-                        "d-1",
-                        90_061_001,
-                    );
-                    let text = default_payload_text(
-                        &profile,
-                        &inst,
-                        "send",
-                        "Cart Reminder",
-                        &selected,
-                        "d-1",
-                        90_061_001,
-                    );
-                    assert_eq!(text, value.to_string(), "{selected:?}");
-                }
+                    json!({"journey_context": "a trait", "journey_metadata": metadata,
+                           "Journey": {"x": 1}}),
+                ),
+            ] {
+                let text = default_payload(
+                    &profile,
+                    &inst,
+                    "send",
+                    "Cart Reminder",
+                    &selected,
+                    "d-1",
+                    90_061_001,
+                );
+                let value: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(text, value.to_string(), "not canonical: {selected:?}");
+                let id_field = if anonymous { "anonymousId" } else { "userId" };
+                let expected = json!({
+                    "type": "track", "event": "Cart Reminder", id_field: "u\"1",
+                    "messageId": "d-1", "timestamp": "1970-01-02T01:01:01.001Z",
+                    "properties": properties,
+                });
+                assert_eq!(value, expected, "{selected:?}");
             }
         }
     }

@@ -339,7 +339,7 @@ impl Default for Wake {
             deliveries: tokio::sync::Notify::new(),
             destinations: std::sync::atomic::AtomicU64::new(0),
             removed: std::sync::atomic::AtomicU64::new(0),
-            events: stream::channel(),
+            events: stream::Events::default(),
         }
     }
 }

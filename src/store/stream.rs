@@ -52,11 +52,30 @@ impl StreamEvent {
     }
 }
 
-/// The sending side, held with the writer's wake-ups.
-pub(crate) type Events = broadcast::Sender<Arc<StreamEvent>>;
+/// The sending side, held with the writer's wake-ups. The channel is made when the first
+/// listener subscribes: its buffer (16,384 slots, 512 KiB) is allocated whole, and most servers
+/// are never listened to.
+#[derive(Debug, Default)]
+pub(crate) struct Events(std::sync::OnceLock<broadcast::Sender<Arc<StreamEvent>>>);
 
-pub(crate) fn channel() -> Events {
-    broadcast::channel(CAPACITY).0
+impl Events {
+    fn subscribe(&self) -> broadcast::Receiver<Arc<StreamEvent>> {
+        self.0
+            .get_or_init(|| broadcast::channel(CAPACITY).0)
+            .subscribe()
+    }
+
+    /// Whether anyone listens now.
+    pub(crate) fn listened(&self) -> bool {
+        self.0.get().is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
+    /// Publishes a committed change; nothing waits for listeners, and without any it is dropped.
+    pub(crate) fn send(&self, event: StreamEvent) {
+        if let Some(tx) = self.0.get() {
+            let _ = tx.send(Arc::new(event));
+        }
+    }
 }
 
 impl Store {

@@ -181,8 +181,7 @@ impl Effects {
             wake.deliveries.notify_one();
         }
         for event in self.published {
-            // No listener, or all behind: nothing waits for them.
-            let _ = wake.events.send(std::sync::Arc::new(event));
+            wake.events.send(event);
         }
     }
 }
@@ -451,7 +450,7 @@ fn run(
             }
             continue;
         }
-        let streaming = wake.events.receiver_count() > 0;
+        let streaming = wake.events.listened();
         // Raw work taken while gathering waits for this batch too.
         let waiting = Waiting {
             alone: batch.len() == 1 && raw.is_none(),

@@ -389,29 +389,32 @@ impl Store {
         if !current {
             quick_check(&conn, path)?;
         }
-        // The writer never checkpoints inside its commits (that cost it about 15% of its time and
-        // made commit latency jumpy): see `checkpoint.rs`.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // A larger page cache for the writer: the hot parts of the indexes stay in memory. 60 MiB
-        // of 2 KiB pages take, with each page's headers (about 300 bytes), what 64 MiB of 4 KiB
-        // pages took before issue 15 (about 72 MB).
-        conn.pragma_update(None, "cache_size", -61_440)?;
-        // When the WAL starts over after a complete checkpoint, a file that a burst grew past this
-        // is cut back to it.
-        conn.pragma_update(
-            None,
-            "journal_size_limit",
-            checkpoint::WAL_SIZE_LIMIT as i64,
-        )?;
-        schema::apply(&mut conn)?;
-        // Databases made before files were private, and their WAL and shared memory.
-        for suffix in ["", "-wal", "-shm"] {
-            files::make_private(&files::with_suffix(path, suffix))?;
-        }
-        let dictionaries = codec::Dictionaries::load(&conn)?;
-        codec::install(&conn, dictionaries.clone())?;
-        let wake = Arc::new(Wake::default());
-        let starting = Writer::start(conn, clock.clone(), &options, wake.clone())?;
+        let prepared = (|| -> Result<_> {
+            // The writer never checkpoints inside its commits (that cost it about 15% of its time
+            // and made commit latency jumpy): see `checkpoint.rs`.
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+            // A larger page cache for the writer: the hot parts of the indexes stay in memory.
+            // 60 MiB of 2 KiB pages take, with each page's headers (about 300 bytes), what 64 MiB
+            // of 4 KiB pages took before issue 15 (about 72 MB).
+            conn.pragma_update(None, "cache_size", -61_440)?;
+            // When the WAL starts over after a complete checkpoint, a file that a burst grew past
+            // this is cut back to it.
+            conn.pragma_update(
+                None,
+                "journal_size_limit",
+                checkpoint::WAL_SIZE_LIMIT as i64,
+            )?;
+            schema::apply(&mut conn)?;
+            // Databases made before files were private, and their WAL and shared memory.
+            for suffix in ["", "-wal", "-shm"] {
+                files::make_private(&files::with_suffix(path, suffix))?;
+            }
+            let dictionaries = codec::Dictionaries::load(&conn)?;
+            codec::install(&conn, dictionaries.clone())?;
+            let wake = Arc::new(Wake::default());
+            let starting = Writer::start(conn, clock.clone(), &options, wake.clone())?;
+            Ok((starting, dictionaries, wake))
+        })();
         if current {
             let checked = open_connection(path, options.sync)
                 .map_err(|e| damaged(e, path))
@@ -421,12 +424,16 @@ impl Store {
                     conn.pragma_update(None, "cache_size", 100)?;
                     quick_check(&conn, path)
                 });
-            // Damage found is the error, whatever the writer made of the file.
+            // Damage found is the error, whatever else failed meanwhile or the writer made of
+            // the file.
             if let Err(e) = checked {
-                drop(starting.ready());
+                if let Ok((starting, ..)) = prepared {
+                    drop(starting.ready());
+                }
                 return Err(e);
             }
         }
+        let (starting, dictionaries, wake) = prepared?;
         let writer = starting.ready()?;
         let readers =
             read::ReadPool::new(path.to_path_buf(), options.readers, dictionaries.clone());
